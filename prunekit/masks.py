@@ -1,0 +1,196 @@
+"""From scores to filter masks: layer-aware thresholds (Algorithm 3), one-shot target search, masking.
+
+A *plan* maps each group's root conv name to the sorted root-channel indices to remove. Masking a plan
+zeroes those channels at the input of every consumer (the next conv / linear / shortcut), i.e. after
+BatchNorm and activation: there, the masked dense model computes exactly what the physically pruned model
+computes (zeroing at the conv output would not be exact, the BatchNorm shift would leak through).
+
+Layer-aware threshold: a group g prunes channels with score ≤ T · C_g / mean(C), where C_g is the number of
+parameters (or MACs, for FLOPs targets) its channels touch and the mean runs over the prunable groups. This
+is Algorithm 3 (T · C_g / ΣC) with T rescaled by the number of groups, so that T is on the scale of the
+scores (mean 1 per group): at T = 1 a group of average size prunes channels below its mean activity.
+At least one channel of every group is kept.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import PrunekitError
+from .graph import ChannelGroup
+from .metrics import output_positions
+
+Plan = dict[str, list[int]]
+
+
+@dataclass
+class CostModel:
+    """Predicts params and MACs of the model a plan would produce, without touching the model."""
+
+    layers: dict[str, tuple]  # name -> (kind, out, in, k, groups_or_depthwise, bias, positions)
+    dense_params: int
+    dense_macs: int
+    group_params: dict[str, float]
+    group_macs: dict[str, float]
+    _removed_index: dict[str, list[tuple[str, str, np.ndarray]]]
+
+    @classmethod
+    def build(cls, model: nn.Module, groups: list[ChannelGroup], input_size) -> "CostModel":
+        positions = output_positions(model, input_size)
+        named = dict(model.named_modules())
+        layers = {}
+        for name, m in named.items():
+            if isinstance(m, nn.Conv2d) and name in positions:
+                dw = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+                layers[name] = ("conv", m.out_channels, m.in_channels, m.kernel_size[0] * m.kernel_size[1],
+                                "dw" if dw else m.groups, m.bias is not None, positions[name])
+            elif isinstance(m, nn.Linear) and name in positions:
+                layers[name] = ("linear", m.out_features, m.in_features, 1, 1, m.bias is not None, positions[name])
+            elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
+                layers[name] = ("bn", m.num_features, m.num_features, 0, 1, False, 0)
+        dense_params = sum(p.numel() for p in model.parameters())
+        self = cls(layers, dense_params, 0, {}, {}, {})
+        self.dense_macs = sum(self._layer(n, 0, 0)[1] for n in layers)
+        for g in groups:
+            if not g.prunable:
+                continue
+            p_total = m_total = 0.0
+            index = []
+            for mem in g.members:
+                if mem.module not in layers:
+                    continue
+                full_p, full_m = self._layer(mem.module, 0, 0)
+                dim = layers[mem.module][1] if mem.kind == "out" else layers[mem.module][2]
+                if layers[mem.module][4] == "dw" and mem.kind == "in":
+                    continue  # a depthwise conv's channels are counted once, on the output side
+                share = len(mem.idxs) / max(dim, 1)
+                p_total += full_p * share
+                m_total += full_m * share
+                index.append((mem.module, mem.kind, np.asarray(mem.root_idxs)))
+            self.group_params[g.root] = p_total
+            self.group_macs[g.root] = m_total
+            self._removed_index[g.root] = index
+        return self
+
+    def _layer(self, name: str, r_out: int, r_in: int) -> tuple[int, int]:
+        kind, out_c, in_c, k, groups, bias, pos = self.layers[name]
+        if kind == "bn":
+            c = out_c - max(r_out, r_in)
+            return 2 * c, 0
+        o, i = out_c - r_out, in_c - r_in
+        if groups == "dw":
+            c = out_c - max(r_out, r_in)  # in and out channels of a depthwise conv go together
+            return c * k + (c if bias else 0), c * k * pos
+        w = o * (i // groups) * k
+        return w + (o if bias else 0), w * pos
+
+    def predict(self, plan: Plan) -> tuple[int, int]:
+        """(params, MACs) of the model after removing ``plan``."""
+        r_out: dict[str, int] = {}
+        r_in: dict[str, int] = {}
+        for root, idxs in plan.items():
+            if not idxs:
+                continue
+            removed = np.zeros(max(max(idxs) + 1, 1), dtype=bool)
+            removed[idxs] = True
+            for module, kind, roots in self._removed_index[root]:
+                n = int(removed[roots[roots < len(removed)]].sum())
+                target = r_out if kind == "out" else r_in
+                target[module] = target.get(module, 0) + n
+        params, macs = self.dense_params, self.dense_macs
+        for name in set(r_out) | set(r_in):
+            p0, m0 = self._layer(name, 0, 0)
+            p1, m1 = self._layer(name, r_out.get(name, 0), r_in.get(name, 0))
+            params -= p0 - p1
+            macs -= m0 - m1
+        return params, macs
+
+
+def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "params") -> dict[str, float]:
+    """Algorithm 3: per-group threshold T · C_g / mean(C) (C = params or MACs the group's channels touch)."""
+    c = cost.group_params if by == "params" else cost.group_macs
+    mean = float(np.mean([c[r] for r in roots])) if roots else 1.0
+    return {r: T * c[r] / mean if mean > 0 else T for r in roots}
+
+
+def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str = "params") -> Plan:
+    """Channels with score ≤ their group's threshold; the best channel of every group is always kept."""
+    thresholds = layer_thresholds(cost, list(scores), T, by)
+    plan: Plan = {}
+    for root, s in scores.items():
+        pruned = np.flatnonzero(s <= thresholds[root])
+        if len(pruned) >= len(s):
+            pruned = np.delete(np.arange(len(s)), int(np.argmax(s)))
+        if len(pruned):
+            plan[root] = [int(i) for i in pruned]
+    return plan
+
+
+def reduction(cost: CostModel, plan: Plan, by: str) -> float:
+    params, macs = cost.predict(plan)
+    return 1 - params / cost.dense_params if by == "params" else 1 - macs / cost.dense_macs
+
+
+def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
+                    iters: int = 60) -> tuple[Plan, float]:
+    """Smallest global T whose plan removes at least ``amount`` of params / MACs (bisection on T)."""
+    if not 0 < amount < 1:
+        raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
+    if not scores:
+        raise PrunekitError("the model has no prunable channel groups")
+    hi = 1.0
+    while reduction(cost, plan_for_threshold(scores, cost, hi, by), by) < amount:
+        hi *= 2
+        if hi > 1e9:
+            best = reduction(cost, plan_for_threshold(scores, cost, hi, by), by)
+            raise PrunekitError(
+                f"{by} target {amount:.1%} is out of reach: pruning every prunable group down to one channel "
+                f"removes {best:.1%}")
+    lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if reduction(cost, plan_for_threshold(scores, cost, mid, by), by) >= amount:
+            hi = mid
+        else:
+            lo = mid
+    return plan_for_threshold(scores, cost, hi, by), hi
+
+
+def consumer_masks(model: nn.Module, groups: list[ChannelGroup], plan: Plan) -> dict[str, torch.Tensor]:
+    """Per consumer module: a 0/1 vector over its input channels (0 = pruned)."""
+    named = dict(model.named_modules())
+    masks: dict[str, torch.Tensor] = {}
+    by_root = {g.root: g for g in groups}
+    for root, pruned in plan.items():
+        g = by_root[root]
+        removed = set(pruned)
+        for m in g.consumers(named):
+            mod = named[m.module]
+            width = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
+            mask = masks.setdefault(m.module, torch.ones(width))
+            for idx, r in zip(m.idxs, m.root_idxs):
+                if r in removed:
+                    mask[idx] = 0.0
+    return masks
+
+
+@contextlib.contextmanager
+def masked(model: nn.Module, groups: list[ChannelGroup], plan: Plan):
+    """Within the block, ``model`` behaves as if ``plan`` were removed (pruned channels zeroed at consumers)."""
+    named = dict(model.named_modules())
+    hooks = []
+    for name, mask in consumer_masks(model, groups, plan).items():
+        def hook(mod, args, mask=mask):
+            x = args[0]
+            shape = [1, -1] + [1] * (x.dim() - 2) if not isinstance(mod, nn.Linear) else [1] * (x.dim() - 1) + [-1]
+            return (x * mask.to(x.dtype).view(shape),) + tuple(args[1:])
+        hooks.append(named[name].register_forward_pre_hook(hook))
+    try:
+        yield model
+    finally:
+        for h in hooks:
+            h.remove()

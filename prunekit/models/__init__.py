@@ -1,0 +1,228 @@
+"""Model specs and how to build them: built-in CIFAR models, torchvision models, a user's own code.
+
+A :class:`ModelSpec` is plain data (JSON- and ``weights_only``-safe) that rebuilds the *dense* architecture.
+Spec strings accepted by :func:`resolve_model`:
+
+- ``resnet20`` … ``resnet110``, ``vgg16_bn``, ``mobilenet_v2``: built-in CIFAR-10 models (see ``list_models()``)
+- ``torchvision:NAME``: any torchvision classification model, e.g. ``torchvision:resnet50``
+- ``path/to/file.py:factory``: a function in the user's file returning an ``nn.Module`` (imports the file)
+- ``path/to/model.pt``: a whole module saved with ``torch.save``; unpickling runs code from the file, so it
+  needs ``trust_pickle=True``
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ..errors import PrunekitError
+from . import cifar_mobilenetv2, cifar_resnet, cifar_vgg  # noqa: F401  (register built-ins)
+from .cifar_resnet import OptionAShortcut
+from .registry import get_entry, list_models, register_model
+
+__all__ = [
+    "ModelSpec", "resolve_model", "build_model", "load_weights", "list_models", "register_model",
+    "OptionAShortcut", "find_classifier",
+]
+
+DEFAULT_IMAGENET_SIZE = (3, 224, 224)
+
+
+@dataclass
+class ModelSpec:
+    """How to rebuild the dense architecture. ``source``: builtin | torchvision | file | pickle."""
+
+    source: str
+    name: str
+    num_classes: int | None = None
+    input_size: tuple[int, int, int] = DEFAULT_IMAGENET_SIZE
+    classifier: str | None = None
+    weights: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        d = dict(d)
+        d["input_size"] = tuple(d["input_size"])
+        return cls(**d)
+
+
+def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
+    """``"3,224,224"`` → ``(3, 224, 224)``; raises PrunekitError on anything else."""
+    if text is None:
+        return None
+    parts = [p for p in str(text).replace("x", ",").split(",") if p.strip()]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) <= 0:
+        raise PrunekitError(f"input size must be C,H,W with positive integers (e.g. 3,224,224), got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def find_classifier(model: nn.Module) -> str | None:
+    """Name of the last Linear layer (else the last Conv2d): the classifier, which is never pruned."""
+    last_linear = last_conv = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last_linear = name
+        elif isinstance(m, nn.Conv2d):
+            last_conv = name
+    return last_linear or last_conv
+
+
+def _is_pickle_path(name: str) -> bool:
+    return name.endswith((".pt", ".pth", ".pkl")) and ":" not in os.path.basename(name)
+
+
+def resolve_model(
+    name: str,
+    *,
+    weights: str | None = None,
+    input_size: tuple[int, int, int] | str | None = None,
+    num_classes: int | None = None,
+    trust_pickle: bool = False,
+) -> tuple[nn.Module, ModelSpec]:
+    """Turn a spec string (see module doc) into ``(model in eval mode, ModelSpec)``, loading ``weights``."""
+    if isinstance(input_size, str):
+        input_size = parse_input_size(input_size)
+    if not name or not isinstance(name, str):
+        raise PrunekitError("no model given")
+    entry = get_entry(name)
+    state = _read_state_dict(weights) if weights else None
+    if entry is not None:
+        spec = ModelSpec("builtin", name, num_classes or entry.num_classes, input_size or entry.input_size,
+                         entry.classifier, weights)
+    elif name.startswith("torchvision:"):
+        spec = ModelSpec("torchvision", name.split(":", 1)[1], num_classes, input_size or DEFAULT_IMAGENET_SIZE,
+                         None, weights)
+    elif ".py:" in name:
+        spec = ModelSpec("file", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
+    elif _is_pickle_path(name):
+        spec = ModelSpec("pickle", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
+    else:
+        raise PrunekitError(
+            f"unknown model {name!r}: use a built-in name ({', '.join(list_models())}), "
+            "torchvision:NAME, path/to/file.py:factory or a saved module path/to/model.pt"
+        )
+    if state is not None and spec.num_classes is None and spec.source == "torchvision":
+        spec.num_classes = _classes_in_state(build_model(spec, trust_pickle=trust_pickle), state)
+    model = build_model(spec, trust_pickle=trust_pickle)
+    spec.classifier = spec.classifier or find_classifier(model)
+    if state is not None:
+        load_state(model, state, weights)
+    return model.eval(), spec
+
+
+def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> nn.Module:
+    """Build the dense architecture of ``spec`` (random init, or the pickled module's own weights)."""
+    if spec.source == "builtin":
+        entry = get_entry(spec.name)
+        if entry is None:
+            raise PrunekitError(f"unknown built-in model {spec.name!r}")
+        return entry.factory(num_classes=spec.num_classes or entry.num_classes)
+    if spec.source == "torchvision":
+        import torchvision
+
+        if spec.name not in torchvision.models.list_models(module=torchvision.models):
+            raise PrunekitError(f"unknown torchvision classification model {spec.name!r}")
+        kwargs = {"weights": None}
+        if spec.num_classes:
+            kwargs["num_classes"] = spec.num_classes
+        if spec.name.startswith(("inception", "googlenet")):
+            kwargs["aux_logits"] = False
+            kwargs["init_weights"] = False
+        return torchvision.models.get_model(spec.name, **kwargs)
+    if spec.source == "file":
+        return _build_from_file(spec.name)
+    if spec.source == "pickle":
+        return _load_pickled_module(spec.name, trust_pickle)
+    raise PrunekitError(f"unknown model source {spec.source!r}")
+
+
+def _build_from_file(ref: str) -> nn.Module:
+    path, _, factory_name = ref.rpartition(":")
+    if not os.path.isfile(path):
+        raise PrunekitError(f"model file not found: {path}")
+    mod_name = "prunekit_user_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise PrunekitError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's code failed: say where
+        raise PrunekitError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise PrunekitError(f"{path} has no function {factory_name!r}")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise PrunekitError(f"{ref} returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _load_pickled_module(path: str, trust_pickle: bool) -> nn.Module:
+    if not os.path.isfile(path):
+        raise PrunekitError(f"model file not found: {path}")
+    if not trust_pickle:
+        raise PrunekitError(
+            f"{path} is a pickled module: loading it runs code stored in the file. "
+            "Pass --trust-pickle (trust_pickle=True) only if you trust its origin, or give an architecture "
+            "name with --weights STATE_DICT instead"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise PrunekitError(f"cannot read {path}: {type(e).__name__}: {e}") from e
+    if not isinstance(obj, nn.Module):
+        raise PrunekitError(f"{path} holds a {type(obj).__name__}, not a pickled nn.Module")
+    return obj
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if not os.path.isfile(path):
+        raise PrunekitError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PrunekitError(
+            f"cannot read weights {path} as a state dict (weights_only=True): {str(e).splitlines()[0][:200]}"
+        ) from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise PrunekitError(f"{path} does not hold a state dict (name → tensor)")
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _classes_in_state(model: nn.Module, state: dict) -> int | None:
+    clf = find_classifier(model)
+    w = state.get(f"{clf}.weight") if clf else None
+    return int(w.shape[0]) if w is not None else None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
+    """``load_state_dict(strict=True)`` with the mismatch summarised in one line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = [ln.strip() for ln in str(e).splitlines() if ln.strip()][1:3]
+        raise PrunekitError(f"weights {source} do not fit the model: {' '.join(first)[:300]}") from e
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load a state-dict file (``{'state_dict': …}`` or plain, ``module.`` prefix allowed) strictly."""
+    load_state(model, _read_state_dict(path), path)
+    return model
