@@ -13,7 +13,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from .errors import PrunekitError
+from .errors import PrunekitError, VerificationError
 from .graph import CUSTOM_PRUNERS, ChannelGroup, build_graph
 from .masks import Plan, masked
 
@@ -88,7 +88,7 @@ def verify_masked_equals_pruned(dense: nn.Module, pruned: nn.Module, groups: lis
     result = {"check": "masked == pruned", "max_abs_diff": diff, "allowed": allowed, "atol": atol, "rtol": rtol,
               "inputs": int(inputs.shape[0]), "passed": ok}
     if not ok:
-        raise PrunekitError(
+        raise VerificationError(
             f"verification failed: the masked model and the pruned model differ by {diff:.3g} (> {allowed:.3g}) "
             f"on {inputs.shape[0]} inputs; pruned groups: {', '.join(list(plan)[:8])}")
     return result

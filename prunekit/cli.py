@@ -1,0 +1,235 @@
+"""``prunekit`` command line: a thin click layer that builds configs and calls the Python API.
+
+Heavy libraries (torch, onnx) are imported inside the commands so that ``--help`` is instant.
+Every user mistake ends as one ``error:`` line on stderr and a non-zero exit code, never a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import __version__
+from .errors import PrunekitError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PrunekitError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            ctx.exit(130)
+
+
+def _logger(quiet: bool):
+    return (lambda s: None) if quiet else (lambda s: click.echo(f"[prunekit] {s}", err=True))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="prunekit")
+def main():
+    """Prune a trained CNN into a physically smaller one, export it to ONNX and prove nothing broke.
+
+    \b
+    Example:
+      prunekit prune resnet56 --weights resnet56-cifar10jpeg.pt --data cifar10 \\
+          --target flops=0.5 --schedule oneshot --out runs/r56
+      prunekit export runs/r56 --out r56.onnx
+    """
+
+
+MODEL_HELP = ("built-in name (resnet20…resnet110, vgg16_bn, mobilenet_v2), torchvision:NAME, "
+              "path/file.py:factory, or a saved module path.pt (needs --trust-pickle)")
+
+
+def _model_options(f):
+    f = click.option("--trust-pickle", is_flag=True, help="allow unpickling a saved module (runs code from the file)")(f)
+    f = click.option("--num-classes", type=int, default=None, help="classifier outputs (default: the model's own)")(f)
+    f = click.option("--input-size", default=None, help="C,H,W (default: the model's own, 3,224,224 otherwise)")(f)
+    f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
+                     help="state-dict file (loaded with weights_only=True)")(f)
+    return f
+
+
+@main.command()
+@click.argument("model")
+@_model_options
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
+    """Layers, channels, params, MACs and prunable channel groups of MODEL.
+
+    \b
+    MODEL: built-in name, torchvision:NAME, path/file.py:factory or path.pt.
+    Example:
+      prunekit inspect resnet20 --weights ../shared/weights/resnet20-cifar10jpeg.pt
+      prunekit inspect torchvision:mobilenet_v2 --json
+    """
+    from .graph import build_graph, find_groups
+    from .metrics import count_model
+    from .models import resolve_model
+    from .pipeline import check_input_size
+
+    m, spec = resolve_model(model, weights=weights, input_size=input_size, num_classes=num_classes,
+                            trust_pickle=trust_pickle)
+    check_input_size(m, spec.input_size)
+    count = count_model(m, spec.input_size)
+    groups = find_groups(m, build_graph(m, spec.input_size), spec.classifier)
+    info = {"model": spec.to_dict(), **count.to_dict(),
+            "groups": [{"root": g.root, "channels": g.channels, "prunable": g.prunable, "frozen": g.reason,
+                        "members": [f"{mm.module}:{mm.kind}" for mm in g.members]} for g in groups]}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"{model}  input {','.join(map(str, spec.input_size))}  classifier {spec.classifier}")
+    click.echo(f"params {count.params:,}   MACs {count.macs:,}   (FLOPs = 2 × MACs = {count.flops:,})")
+    click.echo(f"\n{'layer':<40} {'type':<7} {'in':>6} {'out':>6} {'params':>12} {'MACs':>15}")
+    for layer in count.layers:
+        click.echo(f"{layer.name:<40} {layer.type:<7} {layer.in_channels:>6} {layer.out_channels:>6} "
+                   f"{layer.params:>12,} {layer.macs:>15,}")
+    n_prunable = sum(g.prunable for g in groups)
+    click.echo(f"\n{len(groups)} channel groups, {n_prunable} prunable")
+    for g in groups:
+        state = "prunable" if g.prunable else f"frozen: {g.reason or 'a single channel'}"
+        click.echo(f"  {g.root:<38} {g.channels:>5} ch  {len(g.members):>3} members  {state}")
+
+
+@main.command()
+@click.argument("model")
+@_model_options
+@click.option("--data", required=True, help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
+@click.option("--target", required=True, help="params=X or flops=X: fraction of params / FLOPs to remove, e.g. 0.5")
+@click.option("--schedule", type=click.Choice(["oneshot", "adaptive"]), default="oneshot", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder to create")
+@click.option("--criterion", default="attention-mean", show_default=True,
+              help="attention-mean | attention-max | attention-sum | l1 | l2 | random")
+@click.option("--p", "p", type=float, default=1.0, show_default=True, help="power of |a| for attention criteria")
+@click.option("--calib-images", type=int, default=512, show_default=True, help="calibration images for scores")
+@click.option("--finetune-epochs", type=float, default=0.0, show_default=True, help="fine-tune after pruning")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="fine-tuning learning rate")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, criterion, p,
+          calib_images, finetune_epochs, lr, batch_size, seed, overwrite, quiet):
+    """Prune MODEL to a params or FLOPs target; write RUN_DIR/pruned.pt and RUN_DIR/run.json.
+
+    \b
+    Example (the shared ResNet-56, half the parameters, one fine-tune epoch):
+      PRUNEKIT_DATA=../shared/data prunekit prune resnet56 \\
+          --weights ../shared/weights/resnet56-cifar10jpeg.pt --data cifar10 \\
+          --target params=0.5 --schedule oneshot --finetune-epochs 1 --out runs/r56-p50
+    """
+    from .models import parse_input_size
+    from .pipeline import PruneConfig
+    from .pipeline import prune as run_prune
+
+    cfg = PruneConfig(model=model, data=data, target=target, out=out, schedule=schedule, weights=weights,
+                      criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs, lr=lr,
+                      batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
+                      trust_pickle=trust_pickle, seed=seed, overwrite=overwrite)
+    run = run_prune(cfg, log=_logger(quiet))
+    acc = run["accuracy"]
+    acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
+                                   + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"
+                                      if "pruned_finetuned" in acc else ""))
+    click.echo(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
+               f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
+
+
+def _resolve_export_source(source, weights, input_size, num_classes, trust_pickle):
+    """(model, spec, data spec for check inputs or None) for a RUN_DIR, a pruned.pt, a pickled module or a name."""
+    from .models import resolve_model
+    from .storage import load, load_spec
+
+    if os.path.isdir(source) or (os.path.isfile(source) and source.endswith(".pt") and _is_pruned_file(source)):
+        run_json = os.path.join(source, "run.json") if os.path.isdir(source) else None
+        data = None
+        if run_json and os.path.isfile(run_json):
+            with open(run_json) as f:
+                data = json.load(f).get("data", {}).get("spec")
+        return load(source, trust_pickle=trust_pickle), load_spec(source), data
+    if os.path.isdir(source):
+        raise PrunekitError(f"{source} is not a run folder (no pruned.pt)")
+    model, spec = resolve_model(source, weights=weights, input_size=input_size, num_classes=num_classes,
+                                trust_pickle=trust_pickle)
+    return model, spec, None
+
+
+def _is_pruned_file(path: str) -> bool:
+    from .storage import read_pruned
+
+    try:
+        read_pruned(path)
+        return True
+    except PrunekitError:
+        return False
+
+
+@main.command()
+@click.argument("source")
+@_model_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="max |onnxruntime - pytorch| (plus 1e-5 × max|output|)")
+@click.option("--data", default=None, help="inputs for the parity check (default: the run's data, else random)")
+@click.option("--check-images", type=int, default=16, show_default=True)
+@click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)
+@click.option("--quiet", "-q", is_flag=True)
+def export(source, weights, input_size, num_classes, trust_pickle, out, atol, data, check_images, exporter, quiet):
+    """Export SOURCE (RUN_DIR, pruned.pt, MODEL) to ONNX and check it against PyTorch.
+
+    \b
+    Example:
+      prunekit export runs/r56-p50 --out r56-p50.onnx
+      prunekit export resnet20 --weights ../shared/weights/resnet20-cifar10jpeg.pt --out r20.onnx
+    """
+    import torch
+
+    from .data import load_data
+    from .export import export_onnx
+    from .pipeline import sample_inputs
+
+    if check_images <= 0:
+        raise PrunekitError("--check-images must be positive")
+    model, spec, run_data = _resolve_export_source(source, weights, input_size, num_classes, trust_pickle)
+    data = data or run_data
+    if data and data != "random":
+        inputs = sample_inputs(load_data(data, spec.input_size), check_images)
+        kind = f"{inputs.shape[0]} images of {data}"
+    else:
+        inputs = torch.randn(check_images, *spec.input_size, generator=torch.Generator().manual_seed(0))
+        kind = f"{check_images} random normal inputs"
+    _logger(quiet)(f"exporting with the {exporter} exporter; checking on {kind}")
+    report = export_onnx(model, inputs, out, atol=atol, exporter=exporter)
+    if not quiet:
+        click.echo(report.checklist(), err=True)
+    click.echo(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
+               f"(max abs diff {report.checks[-1]['max_abs_diff']:.2g} on {kind})")
+
+
+@main.command("models")
+def list_models_cmd():
+    """List the built-in architectures.
+
+    \b
+    Example:
+      prunekit models
+    """
+    from .models import list_models
+    from .models.registry import get_entry
+
+    for name in list_models():
+        e = get_entry(name)
+        click.echo(f"{name:<14} input {','.join(map(str, e.input_size))}  classes {e.num_classes}  "
+                   f"{(e.factory.__doc__ or '').strip().splitlines()[0]}")
+    click.echo("torchvision:NAME  any torchvision classification model, e.g. torchvision:resnet50")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""The one-shot prune job: model + data → scores → plan → surgery → verification → run folder.
+
+``prune(PruneConfig(...))`` is what ``prunekit prune`` runs. Everything it writes goes to a temporary folder
+next to ``out`` that is renamed to ``out`` at the end, so a failed run leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .data import DataBundle, load_data
+from .errors import PrunekitError
+from .graph import build_graph, find_groups, frozen_summary
+from .masks import CostModel, plan_for_target
+from .metrics import count_model
+from .models import resolve_model
+from .scoring import get_criterion, score_groups
+from .storage import atomic_write_json, save_pruned
+from .surgery import apply_plan, verify_masked_equals_pruned
+from .train import TrainConfig, evaluate, finetune
+
+TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs"}
+
+
+@dataclass
+class Target:
+    kind: str  # "params" or "macs" (FLOPs = 2 × MACs, so a FLOPs reduction is the same fraction)
+    amount: float
+    text: str
+
+
+def parse_target(text: str) -> Target:
+    """``params=0.5`` / ``flops=0.5`` (fraction to remove). ``acc=`` and ``latency=`` are search targets."""
+    m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%?)\s*", text or "")
+    if not m:
+        raise PrunekitError(f"target must look like params=0.5 or flops=0.5, got {text!r}")
+    kind, value, pct = m.group(1), m.group(2), m.group(3)
+    try:
+        amount = float(value) / (100 if pct else 1)
+    except ValueError:
+        raise PrunekitError(f"target value {value!r} is not a number") from None
+    if kind in ("acc", "latency"):
+        raise PrunekitError(f"target {kind}= needs the adaptive search (--schedule adaptive), which is not built yet")
+    if kind not in TARGET_KINDS:
+        raise PrunekitError(f"unknown target kind {kind!r}: use params=X or flops=X")
+    if not 0 < amount < 1:
+        raise PrunekitError(f"target {text!r}: the reduction must be a fraction strictly between 0 and 1")
+    return Target(TARGET_KINDS[kind], amount, text.strip())
+
+
+@dataclass
+class PruneConfig:
+    model: str
+    data: str
+    target: str
+    out: str
+    schedule: str = "oneshot"
+    weights: str | None = None
+    criterion: str = "attention-mean"
+    p: float = 1.0
+    calib_images: int = 512
+    finetune_epochs: float = 0.0
+    lr: float = 0.01
+    batch_size: int = 128
+    input_size: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    trust_pickle: bool = False
+    seed: int = 0
+    verify_images: int = 64
+    eval_images: int | None = None  # test images for accuracy (None: the whole test split)
+    atol: float = 1e-4
+    overwrite: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> Target:
+        target = parse_target(self.target)
+        if self.schedule != "oneshot":
+            raise PrunekitError(f"schedule {self.schedule!r} is not available yet; use --schedule oneshot")
+        get_criterion(self.criterion)
+        if self.p <= 0:
+            raise PrunekitError(f"--p must be positive, got {self.p}")
+        if self.calib_images <= 0:
+            raise PrunekitError(f"--calib-images must be positive, got {self.calib_images}")
+        if self.finetune_epochs < 0:
+            raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
+        if os.path.exists(self.out) and not (os.path.isdir(self.out) and (self.overwrite or not os.listdir(self.out))):
+            raise PrunekitError(f"{self.out} already exists and is not empty (choose another --out or --overwrite)")
+        return target
+
+
+def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]) -> None:
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size))
+    except Exception as e:
+        raise PrunekitError(
+            f"the model does not run on inputs of size {','.join(map(str, input_size))}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0][:160]} (set --input-size C,H,W)") from e
+
+
+def check_data_fits(bundle: DataBundle, input_size: tuple[int, int, int]) -> None:
+    h, w = bundle.train.images.shape[1:3]
+    if (h, w) != tuple(input_size[1:]):
+        raise PrunekitError(f"data {bundle.name} has {h}×{w} images but the model expects {input_size[1]}×"
+                            f"{input_size[2]} (--input-size)")
+
+
+def spread(total: int, n: int) -> np.ndarray:
+    """``n`` indices evenly spread over ``range(total)`` (splits are sorted by class: the first n are one class)."""
+    return np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
+
+
+def sample_inputs(bundle: DataBundle, n: int) -> torch.Tensor:
+    """Real inputs for verification: ``n`` test images spread over the split (else training images)."""
+    ds = bundle.test if bundle.test is not None and len(bundle.test) else bundle.train
+    return bundle.to_tensor(ds.images[spread(len(ds), n)])
+
+
+def layer_channels(before, after) -> list[dict]:
+    post = {layer.name: layer for layer in after.layers}
+    rows = []
+    for layer in before.layers:
+        a = post.get(layer.name)
+        rows.append({"layer": layer.name, "type": layer.type, "in_before": layer.in_channels,
+                     "in_after": a.in_channels if a else 0, "out_before": layer.out_channels,
+                     "out_after": a.out_channels if a else 0, "params_before": layer.params,
+                     "params_after": a.params if a else 0, "macs_before": layer.macs, "macs_after": a.macs if a else 0})
+    return rows
+
+
+def prune(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Run the one-shot prune job and write ``cfg.out``; returns the content of ``run.json``."""
+    target = cfg.validate()
+    torch.manual_seed(cfg.seed)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
+    check_input_size(model, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size)
+    if not bundle.synthetic:
+        check_data_fits(bundle, spec.input_size)
+    timings["load"] = time.perf_counter() - t
+
+    log(f"model {cfg.model}: building the dependency graph")
+    t = time.perf_counter()
+    dg = build_graph(model, spec.input_size)
+    groups = find_groups(model, dg, spec.classifier)
+    if not any(g.prunable for g in groups):
+        reasons = "; ".join(frozen_summary(groups)[:3]) or "no conv layers"
+        raise PrunekitError(f"nothing to prune in {cfg.model}: {reasons}")
+    timings["graph"] = time.perf_counter() - t
+
+    log(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
+    t = time.perf_counter()
+    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
+    scores = score_groups(model, groups, cfg.criterion, cfg.p,
+                          (x for x, _ in bundle.batches(calib, cfg.batch_size)), seed=cfg.seed)
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cost = CostModel.build(model, groups, spec.input_size)
+    plan, threshold = plan_for_target(scores, cost, target.kind, target.amount)
+    pruned, history = apply_plan(model, groups, plan, spec.input_size)
+    timings["plan_and_surgery"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    inputs = sample_inputs(bundle, cfg.verify_images)
+    verification = [verify_masked_equals_pruned(model, pruned, groups, plan, inputs, cfg.atol)]
+    dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)
+    predicted = cost.predict(plan)
+    if predicted != (pruned_count.params, pruned_count.macs):
+        raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
+                            f"({pruned_count.params}, {pruned_count.macs})")
+    reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
+                   else pruned_count.macs / dense_count.macs)
+    if reached < target.amount:
+        raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
+    timings["verify"] = time.perf_counter() - t
+    log(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
+        f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
+
+    accuracy = {}
+    if bundle.has_labels and bundle.test is not None:
+        t = time.perf_counter()
+        log("evaluating on the test split")
+        test = bundle.test if cfg.eval_images is None else bundle.test.subset(
+            spread(len(bundle.test), cfg.eval_images))
+        accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test),
+                    "pruned": evaluate(pruned, bundle, test)}
+        timings["evaluate"] = time.perf_counter() - t
+    finetune_summary = None
+    if cfg.finetune_epochs > 0:
+        if not bundle.has_labels:
+            raise PrunekitError("--finetune-epochs needs labelled data (not random)")
+        t = time.perf_counter()
+        log(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
+        finetune_summary = finetune(pruned, bundle, TrainConfig(cfg.finetune_epochs, cfg.lr, batch_size=cfg.batch_size,
+                                                                seed=cfg.seed), progress=log)
+        if accuracy:
+            accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test)
+        timings["finetune"] = time.perf_counter() - t
+
+    run = {
+        "prunekit_run": 1,
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "model": spec.to_dict(),
+        "data": {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "train": len(bundle.train),
+                 "val": len(bundle.val) if bundle.val is not None else 0,
+                 "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
+        "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached},
+        "threshold": threshold,
+        "dense": dense_count.to_dict(layers=False),
+        "pruned": pruned_count.to_dict(layers=False),
+        "reduction": {"params": 1 - pruned_count.params / dense_count.params,
+                      "macs": 1 - pruned_count.macs / dense_count.macs},
+        "layers": layer_channels(dense_count, pruned_count),
+        "groups": [{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
+                    "frozen": g.reason} for g in groups],
+        "accuracy": accuracy,
+        "finetune": finetune_summary,
+        "verification": verification,
+        "timings_s": timings,
+    }
+    _write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite)
+    return run
+
+
+def _write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: bool) -> None:
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    try:
+        save_pruned(os.path.join(tmp, "pruned.pt"), pruned, spec, history)
+        atomic_write_json(os.path.join(tmp, "run.json"), run)
+        if os.path.isdir(out):
+            if os.listdir(out) and not overwrite:
+                raise PrunekitError(f"{out} was filled by someone else during the run")
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
