@@ -70,6 +70,8 @@ def save_pruned(path: str, model: nn.Module, spec: ModelSpec, history: list) -> 
 
 def read_pruned(path: str) -> dict:
     if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "pruned.pt")):
+            raise PrunekitError(f"{path} is not a run folder (no pruned.pt)")
         path = os.path.join(path, "pruned.pt")
     if not os.path.isfile(path):
         raise PrunekitError(f"no pruned model at {path}")

@@ -60,7 +60,7 @@ def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
             opt.step()
             sched.step()
             step += 1
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if progress and step % 50 == 0:
                 progress(f"fine-tune step {step}/{total} loss {loss_value:.3f}")
             if step >= total:

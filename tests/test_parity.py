@@ -1,0 +1,61 @@
+"""Prune → load → export → parity across architectures, at flops=0.4 on random data.
+
+Every run proves, numerically: masked dense model == physically pruned model (inside ``prune``), the run
+folder reloads to the same model (history replay, weights_only), and onnxruntime == PyTorch.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import prunekit
+from prunekit.errors import PrunekitError
+from prunekit.export import export_onnx
+from prunekit.metrics import count_model
+
+ARCHS = ["resnet20", "resnet56", "vgg16_bn", "mobilenet_v2", "torchvision:resnet18", "torchvision:resnet50",
+         "torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small", "torchvision:vgg11_bn"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prune_export_parity(arch, tmp_path):
+    torch.manual_seed(0)
+    out = tmp_path / "run"
+    cfg = prunekit.PruneConfig(model=arch, data="random", target="flops=0.4", out=str(out), calib_images=16,
+                               verify_images=8, batch_size=16)
+    run = prunekit.prune(cfg)
+    # target met, with little overshoot
+    assert 0.4 <= run["reduction"]["macs"] < 0.46
+    assert run["verification"][0]["passed"]
+    assert run["verification"][0]["max_abs_diff"] <= run["verification"][0]["allowed"]
+    # the run folder holds only finished files, and run.json is what prune returned
+    assert sorted(os.listdir(out)) == ["pruned.pt", "run.json"]
+    assert json.loads((out / "run.json").read_text())["pruned"] == run["pruned"]
+    # reload without unpickling code: same size, same function
+    model = prunekit.load(str(out))
+    size = tuple(run["model"]["input_size"])
+    count = count_model(model, size)
+    assert (count.params, count.macs) == (run["pruned"]["params"], run["pruned"]["macs"])
+    x = torch.randn(4, *size)
+    report = export_onnx(model, x, str(tmp_path / "m.onnx"))
+    assert report.passed and os.path.getsize(tmp_path / "m.onnx") == report.bytes
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    # the classifier keeps its outputs and no layer lost all its channels
+    assert all(row["out_after"] > 0 and row["in_after"] > 0 for row in run["layers"])
+    clf = run["model"]["classifier"]
+    assert next(r for r in run["layers"] if r["layer"] == clf)["out_after"] == run["layers"][-1]["out_before"]
+
+
+@pytest.mark.parametrize("arch,match", [
+    ("torchvision:convnext_tiny", "LayerNorm|cannot be pruned exactly"),
+    ("torchvision:shufflenet_v2_x0_5", "torch-pruning"),
+])
+def test_unsupported_models_get_a_clear_error(arch, match, tmp_path):
+    cfg = prunekit.PruneConfig(model=arch, data="random", target="flops=0.3", out=str(tmp_path / "run"),
+                               calib_images=4, verify_images=2, batch_size=4)
+    with pytest.raises(PrunekitError, match=match):
+        prunekit.prune(cfg)
+    assert not (tmp_path / "run").exists()
