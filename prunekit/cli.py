@@ -100,12 +100,30 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @_model_options
-@click.option("--data", required=True, help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
-@click.option("--target", required=True, help="params=X or flops=X: fraction of params / FLOPs to remove, e.g. 0.5")
-@click.option("--schedule", type=click.Choice(["oneshot", "adaptive"]), default="oneshot", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="run folder to create")
+@click.option("--data", help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
+@click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), latency=MS")
+@click.option("--schedule", type=click.Choice(["adaptive", "fixed", "oneshot"]), default="adaptive",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="run folder to create")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
+              help="continue the interrupted search in this run folder")
+@click.option("--epochs-per-round", type=float, default=1.0, show_default=True, help="retraining per round")
+@click.option("--train-fraction", type=float, default=1.0, show_default=True,
+              help="share of the training split used per round")
+@click.option("--max-rounds", type=int, default=None, help="round budget of the search [default: 30]")
+@click.option("--time-limit", default=None, help="budget for the whole search, e.g. 2h, 45m")
+@click.option("--lam", type=float, default=0.005, show_default=True, help="threshold step λ")
+@click.option("--rate", type=float, default=0.05, show_default=True, help="--schedule fixed: share removed per round")
+@click.option("--rewind", type=click.Choice(["auto", "lr", "weights"]), default="auto", show_default=True,
+              help="lr: learning-rate rewinding; weights: needs --rewind-checkpoint")
+@click.option("--rewind-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="early-training weights for weight rewinding")
+@click.option("--train-lr", type=float, default=0.1, show_default=True, help="peak lr of the retraining schedule")
+@click.option("--minimize", type=click.Choice(["params", "flops"]), default="params", show_default=True,
+              help="acc targets: what to minimise")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--criterion", default="attention-mean", show_default=True,
               help="attention-mean | attention-max | attention-sum | l1 | l2 | random")
 @click.option("--p", "p", type=float, default=1.0, show_default=True, help="power of |a| for attention criteria")
@@ -116,31 +134,71 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
-def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, criterion, p,
-          calib_images, finetune_epochs, lr, batch_size, seed, overwrite, quiet):
-    """Prune MODEL to a params or FLOPs target; write RUN_DIR/pruned.pt and RUN_DIR/run.json.
+def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
+          epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
+          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, overwrite, quiet):
+    """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
-    Example (the shared ResNet-56, half the parameters, one fine-tune epoch):
+    Examples:
+      # adaptive search on the shared ResNet-20: half the FLOPs, small budget
+      PRUNEKIT_DATA=../shared/data prunekit prune resnet20 \\
+          --weights ../shared/weights/resnet20-cifar10jpeg.pt --data cifar10 --target flops=0.5 \\
+          --epochs-per-round 0.2 --train-fraction 0.5 --max-rounds 12 --out runs/r20-f50
+      # one-shot, half the parameters, one fine-tune epoch
       PRUNEKIT_DATA=../shared/data prunekit prune resnet56 \\
           --weights ../shared/weights/resnet56-cifar10jpeg.pt --data cifar10 \\
           --target params=0.5 --schedule oneshot --finetune-epochs 1 --out runs/r56-p50
+      # continue an interrupted search
+      prunekit prune --resume runs/r20-f50
     """
     from .models import parse_input_size
     from .pipeline import PruneConfig
     from .pipeline import prune as run_prune
 
-    cfg = PruneConfig(model=model, data=data, target=target, out=out, schedule=schedule, weights=weights,
-                      criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs, lr=lr,
-                      batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
-                      trust_pickle=trust_pickle, seed=seed, overwrite=overwrite)
-    run = run_prune(cfg, log=_logger(quiet))
+    log = _logger(quiet)
+    _init_distributed()
+    if resume_dir:
+        from .search import run_search
+
+        cfg = PruneConfig(model=model or "", data=data or "", target=target or "", out=resume_dir,
+                          max_rounds=max_rounds, time_limit=time_limit, log_format=log_format)
+        run = run_search(cfg, log=log, resume=True)
+    else:
+        missing = [n for n, v in (("MODEL", model), ("--data", data), ("--target", target), ("--out", out)) if not v]
+        if missing:
+            raise click.UsageError(f"missing {', '.join(missing)} (or use --resume RUN_DIR)")
+        cfg = PruneConfig(model=model, data=data, target=target, out=out, schedule=schedule, weights=weights,
+                          criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs, lr=lr,
+                          batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
+                          trust_pickle=trust_pickle, seed=seed, overwrite=overwrite,
+                          epochs_per_round=epochs_per_round, train_fraction=train_fraction,
+                          max_rounds=30 if max_rounds is None else max_rounds,
+                          time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
+                          rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
+                          log_format=log_format)
+        run = run_prune(cfg, log=log)
+    out = out or resume_dir
     acc = run["accuracy"]
     acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
                                    + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"
                                       if "pruned_finetuned" in acc else ""))
+    if "search" in run:
+        sr = run["search"]
+        click.echo(f"{out}: search {sr['schedule']}, {sr['rounds']} rounds, chose round {sr['chosen_round']} "
+                   f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
     click.echo(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
                f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
+
+
+def _init_distributed() -> None:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on GPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def _resolve_export_source(source, weights, input_size, num_classes, trust_pickle):

@@ -27,33 +27,51 @@ from .storage import atomic_write_json, save_pruned
 from .surgery import apply_plan, verify_masked_equals_pruned
 from .train import TrainConfig, evaluate, finetune
 
-TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs"}
+TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency"}
 
 
 @dataclass
 class Target:
-    kind: str  # "params" or "macs" (FLOPs = 2 × MACs, so a FLOPs reduction is the same fraction)
-    amount: float
+    kind: str  # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "latency"
+    amount: float  # params/macs: fraction to remove; accuracy: max loss in points; latency: milliseconds
     text: str
 
 
 def parse_target(text: str) -> Target:
-    """``params=0.5`` / ``flops=0.5`` (fraction to remove). ``acc=`` and ``latency=`` are search targets."""
-    m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%?)\s*", text or "")
+    """``params=0.5`` / ``flops=0.5`` (fraction to remove), ``acc=1.0`` (max top-1 loss in points on the
+    validation split), ``latency=2.5`` (ms at batch 1 in onnxruntime on this machine's CPU)."""
+    m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%|ms)?\s*", text or "")
     if not m:
-        raise PrunekitError(f"target must look like params=0.5 or flops=0.5, got {text!r}")
-    kind, value, pct = m.group(1), m.group(2), m.group(3)
+        raise PrunekitError(f"target must look like params=0.5, flops=0.5, acc=1.0 or latency=2.5, got {text!r}")
+    kind, value, unit = m.group(1), m.group(2), m.group(3)
     try:
-        amount = float(value) / (100 if pct else 1)
+        amount = float(value) / (100 if unit == "%" and kind != "acc" else 1)
     except ValueError:
         raise PrunekitError(f"target value {value!r} is not a number") from None
-    if kind in ("acc", "latency"):
-        raise PrunekitError(f"target {kind}= needs the adaptive search (--schedule adaptive), which is not built yet")
     if kind not in TARGET_KINDS:
-        raise PrunekitError(f"unknown target kind {kind!r}: use params=X or flops=X")
-    if not 0 < amount < 1:
+        raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc= or latency=")
+    kind = TARGET_KINDS[kind]
+    if kind in ("params", "macs") and not 0 < amount < 1:
         raise PrunekitError(f"target {text!r}: the reduction must be a fraction strictly between 0 and 1")
-    return Target(TARGET_KINDS[kind], amount, text.strip())
+    if kind == "accuracy" and not 0 <= amount < 100:
+        raise PrunekitError(f"target {text!r}: the accuracy loss must be between 0 and 100 points")
+    if kind == "latency" and not amount > 0:
+        raise PrunekitError(f"target {text!r}: the latency must be positive (milliseconds)")
+    return Target(kind, amount, text.strip())
+
+
+def parse_duration(text: str | None) -> float | None:
+    """``2h``, ``30m``, ``90s``, ``1h30m``, or plain seconds → seconds."""
+    if text is None or text == "":
+        return None
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", str(text))
+    if not m or not any(m.groups()):
+        raise PrunekitError(f"time limit must look like 2h, 30m, 90s or 1h30m, got {text!r}")
+    h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+    total = h * 3600 + mi * 60 + se
+    if total <= 0:
+        raise PrunekitError(f"time limit must be positive, got {text!r}")
+    return total
 
 
 @dataclass
@@ -62,7 +80,7 @@ class PruneConfig:
     data: str
     target: str
     out: str
-    schedule: str = "oneshot"
+    schedule: str = "adaptive"
     weights: str | None = None
     criterion: str = "attention-mean"
     p: float = 1.0
@@ -78,12 +96,53 @@ class PruneConfig:
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
     atol: float = 1e-4
     overwrite: bool = False
+    # search (schedule adaptive / fixed)
+    epochs_per_round: float = 1.0
+    train_fraction: float = 1.0
+    max_rounds: int = 30
+    time_limit: str | None = None
+    lam: float = 0.005
+    slack: float = 0.02
+    rate: float = 0.05
+    rewind: str = "auto"  # "lr" | "weights" | "auto" (weights when --rewind-checkpoint is given)
+    rewind_checkpoint: str | None = None
+    rewind_point: float = 0.6
+    train_lr: float = 0.1
+    lr_schedule: str = "step"
+    weight_decay: float = 2e-4
+    minimize: str = "params"  # for acc targets: "params" or "flops"
+    latency_threads: int = 1
+    latency_runs: int = 50
+    export: bool = True
+    log_format: str = "text"
     extra: dict = field(default_factory=dict)
 
-    def validate(self) -> Target:
+    def validate(self, check_out: bool = True) -> Target:
         target = parse_target(self.target)
+        if self.schedule not in ("oneshot", "adaptive", "fixed"):
+            raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
+        if self.schedule == "oneshot" and target.kind not in ("params", "macs"):
+            raise PrunekitError(f"target {target.text} needs a search: use --schedule adaptive (or fixed)")
         if self.schedule != "oneshot":
-            raise PrunekitError(f"schedule {self.schedule!r} is not available yet; use --schedule oneshot")
+            if not 0 < self.train_fraction <= 1:
+                raise PrunekitError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
+            if self.epochs_per_round <= 0:
+                raise PrunekitError(f"--epochs-per-round must be positive, got {self.epochs_per_round}")
+            if self.max_rounds < 1:
+                raise PrunekitError(f"--max-rounds must be at least 1, got {self.max_rounds}")
+            if not 0 < self.rate < 1:
+                raise PrunekitError(f"--rate must be a fraction in (0, 1), got {self.rate}")
+            if self.lam <= 0:
+                raise PrunekitError(f"--lam must be positive, got {self.lam}")
+            if self.rewind not in ("auto", "lr", "weights"):
+                raise PrunekitError(f"--rewind must be lr, weights or auto, got {self.rewind!r}")
+            if self.rewind == "weights" and not self.rewind_checkpoint:
+                raise PrunekitError("weight rewinding needs --rewind-checkpoint (weights saved early in training)")
+            if self.rewind_checkpoint and not os.path.isfile(self.rewind_checkpoint):
+                raise PrunekitError(f"rewind checkpoint not found: {self.rewind_checkpoint}")
+            if self.minimize not in ("params", "flops"):
+                raise PrunekitError(f"--minimize must be params or flops, got {self.minimize!r}")
+            parse_duration(self.time_limit)
         get_criterion(self.criterion)
         if self.p <= 0:
             raise PrunekitError(f"--p must be positive, got {self.p}")
@@ -91,7 +150,8 @@ class PruneConfig:
             raise PrunekitError(f"--calib-images must be positive, got {self.calib_images}")
         if self.finetune_epochs < 0:
             raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
-        if os.path.exists(self.out) and not (os.path.isdir(self.out) and (self.overwrite or not os.listdir(self.out))):
+        if check_out and os.path.exists(self.out) and not (
+                os.path.isdir(self.out) and (self.overwrite or not os.listdir(self.out))):
             raise PrunekitError(f"{self.out} already exists and is not empty (choose another --out or --overwrite)")
         return target
 
@@ -137,7 +197,16 @@ def layer_channels(before, after) -> list[dict]:
 
 
 def prune(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
-    """Run the one-shot prune job and write ``cfg.out``; returns the content of ``run.json``."""
+    """Run the prune job (one-shot, or the search for other schedules) and write ``cfg.out``; returns run.json."""
+    if cfg.schedule != "oneshot":
+        from .search import run_search
+
+        return run_search(cfg, log)
+    return prune_oneshot(cfg, log)
+
+
+def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+    """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
     target = cfg.validate()
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}

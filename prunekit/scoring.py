@@ -129,34 +129,68 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 
 def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = "attention-mean", p: float = 1.0,
-                 batches: Iterable[torch.Tensor] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Score every prunable group: root conv name → scores of its channels (mean 1 within the group)."""
+                 batches: Iterable[torch.Tensor] | None = None, seed: int = 0,
+                 reference: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """Score every prunable group: root conv name → scores of its channels.
+
+    Each member's per-channel values are divided by a reference scale and averaged over the members. By
+    default the reference is the member's own mean over the group (scores then have mean 1 per group).
+    ``reference`` (from :func:`score_scales` on the dense model) fixes the scale across pruning rounds, so a
+    threshold T means the same thing in every round: a channel's score is its activity relative to the
+    dense layer's average channel.
+    """
     crit = get_criterion(criterion)
     if crit.kind == "attention" and p <= 0:
         raise PrunekitError(f"attention power p must be positive, got {p}")
-    named = dict(model.named_modules())
     prunable = [g for g in groups if g.prunable]
-    scores: dict[str, np.ndarray] = {}
     if crit.kind == "random":
         rng = np.random.default_rng(seed)
         return {g.root: _normalise(rng.random(g.channels) + 1e-6) for g in prunable}
+    raw = member_values(model, prunable, crit, p, batches)
+    scores = {}
+    for g in prunable:
+        parts = []
+        for module, values in raw[g.root].items():
+            scale = reference.get(module) if reference else None
+            scale = scale if scale else values.mean()
+            parts.append(values / scale if scale > 0 else np.ones_like(values))
+        if not parts:
+            scores[g.root] = np.ones(g.channels)
+        else:
+            mean = np.mean(parts, axis=0)
+            scores[g.root] = mean if reference else _normalise(mean)
+    return scores
+
+
+def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,
+                 batches: Iterable[torch.Tensor] | None = None) -> dict[str, float]:
+    """Per member module: its mean value over the group's channels (the fixed reference scale of a search)."""
+    crit = get_criterion(criterion)
+    if crit.kind == "random":
+        return {}
+    raw = member_values(model, [g for g in groups if g.prunable], crit, p, batches)
+    return {module: float(v.mean()) for per_group in raw.values() for module, v in per_group.items()}
+
+
+def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion, p: float,
+                  batches: Iterable[torch.Tensor] | None) -> dict[str, dict[str, np.ndarray]]:
+    """root → {member module → per-root-channel values}: consumer statistics or producer weight norms."""
+    named = dict(model.named_modules())
+    out: dict[str, dict[str, np.ndarray]] = {}
     if crit.kind == "attention":
         if batches is None:
-            raise PrunekitError(f"criterion {criterion} needs calibration images")
-        consumers = {m.module for g in prunable for m in g.consumers(named)}
+            raise PrunekitError(f"criterion {crit.name} needs calibration images")
+        consumers = {m.module for g in groups for m in g.consumers(named)}
         stats = consumer_statistics(model, consumers, batches, crit.fn, p)
-        for g in prunable:
-            parts = [_normalise(_per_root(stats[m.module], m.idxs, m.root_idxs, g.channels))
-                     for m in g.consumers(named) if m.module in stats]
-            scores[g.root] = _normalise(np.mean(parts, axis=0)) if parts else np.ones(g.channels)
-        return scores
-    for g in prunable:  # weight norms of the producing layers
-        parts = []
+        for g in groups:
+            out[g.root] = {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
+                           for m in g.consumers(named) if m.module in stats}
+        return out
+    for g in groups:  # weight norms of the producing layers
+        out[g.root] = {}
         for m in g.members:
             mod = named[m.module]
             if m.kind == "out" and isinstance(mod, (nn.Conv2d, nn.Linear)):
-                w = mod.weight.detach().float()
-                parts.append(_normalise(_per_root(crit.fn(w).cpu().numpy().astype(np.float64), m.idxs, m.root_idxs,
-                                                  g.channels)))
-        scores[g.root] = _normalise(np.mean(parts, axis=0)) if parts else np.ones(g.channels)
-    return scores
+                w = crit.fn(mod.weight.detach().float()).cpu().numpy().astype(np.float64)
+                out[g.root][m.module] = _per_root(w, m.idxs, m.root_idxs, g.channels)
+    return out

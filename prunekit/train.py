@@ -1,7 +1,19 @@
-"""Evaluation and (fine-)training of classifiers on a :class:`~prunekit.data.DataBundle`.
+"""Evaluation and (re)training of classifiers on a :class:`~prunekit.data.DataBundle`.
 
-Fine-tuning: Nesterov SGD (momentum 0.9), weight decay, cosine learning-rate decay over the run, random crop +
-horizontal flip. The model trained is the physically pruned one, so pruned filters cannot come back.
+Training: Nesterov SGD (momentum 0.9), weight decay, random crop + horizontal flip. The learning rate
+follows a *base schedule* over a notional full training run u ∈ [0, 1]:
+
+- ``step``: ``lr`` × 0.1 at u = 0.5 and u = 0.75 (the paper's CIFAR ResNet schedule: epochs 91 and 136 of 182);
+- ``cosine``: ``lr`` · (1 + cos(π u)) / 2.
+
+A retraining round with learning-rate rewinding to ``rewind_point`` k plays the tail u ∈ [k, 1] of that
+schedule, compressed into the round's epochs (METHOD.md §2: k ≈ 0.6). Fine-tuning after one-shot pruning is
+the same with k = 0 and a cosine schedule. The model trained is the physically pruned one, so pruned
+filters stay removed and receive no update.
+
+Under ``torchrun`` (``torch.distributed`` initialised), each global batch is split across the ranks and the
+model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); BatchNorm buffers are broadcast
+from rank 0, so every rank ends with the same weights.
 """
 from __future__ import annotations
 
@@ -10,7 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -25,6 +39,30 @@ class TrainConfig:
     weight_decay: float = 5e-4
     batch_size: int = 128
     seed: int = 0
+    schedule: str = "cosine"  # "cosine" | "step"
+    rewind_point: float = 0.0  # start of the schedule tail that is played (0 = whole schedule)
+    train_fraction: float = 1.0  # share of the training split used
+
+
+def base_lr(cfg: TrainConfig, u: float) -> float:
+    u = min(max(u, 0.0), 1.0)
+    if cfg.schedule == "step":
+        return cfg.lr * (0.1 ** sum(u >= m for m in (0.5, 0.75)))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * u))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def lr_at(cfg: TrainConfig, t: float) -> float:
+    """Learning rate at progress t ∈ [0, 1] of this (re)training: the base schedule's tail from the rewind point."""
+    return base_lr(cfg, cfg.rewind_point + (1 - cfg.rewind_point) * t)
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not launched by torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500) -> float | None:
@@ -39,32 +77,54 @@ def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batc
     return 100.0 * correct / len(ds)
 
 
-def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """Train ``model`` in place on the training split; returns a summary (steps, seconds, last loss)."""
+def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
+          progress: Callable[[str], None] | None = None) -> dict:
+    """Train ``model`` in place; returns a summary (steps, seconds, last loss, images seen)."""
     if not bundle.has_labels:
-        raise ValueError("fine-tuning needs labelled data")
+        raise ValueError("training needs labelled data")
+    rank, world = distributed()
     torch.manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(bundle.train) / cfg.batch_size)
+    ds = bundle.train
+    if cfg.train_fraction < 1.0:
+        n = max(cfg.batch_size, int(round(len(ds) * cfg.train_fraction)))
+        ds = ds.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(ds), size=min(n, len(ds)), replace=False)))
+    steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)  # buffers are broadcast from rank 0 at each forward
+    opt = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, 0.0), momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    model.train()
-    step, loss_value, t0, epoch = 0, float("nan"), time.perf_counter(), 0
+    net.train()
+    step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
     while step < total:
-        for x, y in bundle.batches(bundle.train, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed + epoch):
-            loss = F.cross_entropy(model(x), y)
+        for x, y in bundle.batches(ds, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed * 7919 + epoch):
+            if world > 1:  # every rank draws the same global batch and takes its share
+                x, y = x[rank::world], y[rank::world]
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step / total)
+            loss = F.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             step += 1
+            seen += int(x.shape[0]) * world
             loss_value = float(loss.detach())
             if progress and step % 50 == 0:
-                progress(f"fine-tune step {step}/{total} loss {loss_value:.3f}")
+                progress(f"train step {step}/{total} loss {loss_value:.3f}")
             if step >= total:
                 break
         epoch += 1
+    if world > 1:  # the last forward updated BatchNorm statistics on each rank's own shard: take rank 0's
+        with torch.no_grad():
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
     model.eval()
-    return {"steps": step, "epochs": cfg.epochs, "seconds": time.perf_counter() - t0, "last_loss": loss_value}
+    return {"steps": step, "epochs": cfg.epochs, "images": seen, "seconds": time.perf_counter() - t0,
+            "last_loss": loss_value}
+
+
+def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
+    return train(model, bundle, cfg, progress)

@@ -1,0 +1,447 @@
+"""The iterative search (METHOD.md §2–4): rounds of prune → rewind → retrain → evaluate → adapt T.
+
+Each round starts from the model of the round the controller names (the previous one, or an earlier one
+after a rollback), recomputes the groups and scores on that model, prunes the channels under the
+layer-aware thresholds for T (physically: later rounds train a smaller, cheaper model), rewinds (learning
+rate: the schedule tail from ``rewind_point``; weights: the ``--rewind-checkpoint`` weights pruned by the
+same history), retrains, and measures. Scores are on a fixed scale: relative to the *dense* model's average
+channel of each layer (``scoring.score_scales``), so T means the same thing in every round.
+
+Run folder: ``rounds.jsonl`` (one line per round), ``search/state.json`` (config, dense figures, controller),
+``search/round-NNNN.pt`` (every round's model, ``pruned.pt`` format), then ``pruned.pt``, ``model.onnx`` and
+``run.json`` for the delivered round. Every file is written atomically; ``--resume RUN_DIR`` continues after
+the last finished round with the same seeds, so it ends where an uninterrupted run would.
+
+Fixed-rate baselines (``--schedule fixed --rate 0.05``, paper Table 4): each round removes ``rate`` of the
+remaining prunable channels (lowest scores under the same layer-aware rule) until the target is met (params,
+FLOPs, latency) or the accuracy loss exceeds it (acc; the last acceptable round is delivered).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .bench import measure_onnx
+from .data import DataBundle, load_data
+from .errors import PrunekitError
+from .export import export_onnx
+from .graph import build_graph, find_groups
+from .masks import CostModel, plan_for_target, plan_for_threshold
+from .metrics import count_model
+from .models import ModelSpec, build_model, load_state, resolve_model
+from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, layer_channels, parse_duration,
+                       sample_inputs)
+from .policy import Controller, PolicyConfig, RoundResult
+from .scoring import score_groups, score_scales
+from .storage import atomic_write_bytes, atomic_write_json, read_pruned, save_pruned
+from .surgery import apply_plan, compare_outputs, replay, verify_masked_equals_pruned
+from .train import TrainConfig, distributed, evaluate, train
+
+
+class Reporter:
+    """Progress lines on stderr: text, JSON lines (``--log-format json``) or nothing (``--quiet``)."""
+
+    def __init__(self, log: Callable[[str], None], fmt: str = "text"):
+        self.log, self.fmt = log, fmt
+
+    def __call__(self, event: str, message: str, **fields) -> None:
+        if distributed()[0] != 0:
+            return
+        if self.fmt == "json":
+            self.log(json.dumps({"event": event, "message": message, **fields}, default=float))
+        else:
+            self.log(message)
+
+
+def _broadcast(value: float) -> float:
+    """Rank 0's value on every rank (timings differ between processes; decisions must not)."""
+    if distributed()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
+def check_replicas_agree(model) -> None:
+    """Under torchrun: every rank must hold the same weights after training (else decisions could diverge)."""
+    world = distributed()[1]
+    if world == 1:
+        return
+    total = torch.tensor([sum(float(t.double().sum()) for t in model.state_dict().values())], dtype=torch.float64)
+    gathered = [torch.zeros_like(total) for _ in range(world)]
+    dist.all_gather(gathered, total)
+    if max(float(g) for g in gathered) != min(float(g) for g in gathered):
+        raise PrunekitError(f"data-parallel replicas diverged: weight sums {[float(g) for g in gathered]}")
+
+
+class Search:
+    def __init__(self, cfg: PruneConfig, target: Target, log: Callable[[str], None]):
+        self.cfg, self.target = cfg, target
+        self.report = Reporter(log, cfg.log_format)
+        self.rank = distributed()[0]
+        self.dir = cfg.out
+        self.state_path = os.path.join(self.dir, "search", "state.json")
+
+    # ------------------------------------------------------------------------------------------- setup
+    def setup(self, resume: dict | None) -> None:
+        cfg = self.cfg
+        self.dense, self.spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                              num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
+        check_input_size(self.dense, self.spec.input_size)
+        self.bundle: DataBundle = load_data(cfg.data, self.spec.input_size)
+        if not self.bundle.synthetic:
+            check_data_fits(self.bundle, self.spec.input_size)
+        if not self.bundle.has_labels or self.bundle.val is None or not len(self.bundle.val):
+            raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
+        size = self.spec.input_size
+        calib = self.bundle.calibration(cfg.calib_images, seed=cfg.seed)
+        self.calib_batches = [x for x, _ in self.bundle.batches(calib, cfg.batch_size)]
+        self.verify_inputs = sample_inputs(self.bundle, min(cfg.verify_images, 32))
+        self.rewind_weights = None
+        if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
+            from .models import _read_state_dict
+
+            self.rewind_weights = _read_state_dict(cfg.rewind_checkpoint)
+            load_state(build_model(self.spec, trust_pickle=cfg.trust_pickle), self.rewind_weights,
+                       cfg.rewind_checkpoint)
+        self.by = {"params": "params", "macs": "macs", "latency": "macs",
+                   "accuracy": "macs" if cfg.minimize == "flops" else "params"}[self.target.kind]
+        if resume is not None:
+            self.info = resume["dense"]
+            self.ctrl = Controller.from_state(resume["controller"])
+            return
+        groups = find_groups(self.dense, build_graph(self.dense, size), self.spec.classifier)
+        if not any(g.prunable for g in groups):
+            raise PrunekitError(f"nothing to prune in {cfg.model}")
+        count = count_model(self.dense, size)
+        self.report("setup", "measuring the dense model on the validation split")
+        info = {"params": count.params, "macs": count.macs, "val_accuracy": evaluate(self.dense, self.bundle,
+                                                                                  self.bundle.val),
+                "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches)}
+        info["latency_ms"] = self.latency(self.dense, "dense") if self.target.kind == "latency" else None
+        self.info = info
+        kind, amount = self.target.kind, self.target.amount
+        if kind == "latency":
+            amount = 1 - self.target.amount / info["latency_ms"]
+        self.ctrl = Controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
+                                            slack=cfg.slack, max_rounds=cfg.max_rounds,
+                                            time_limit_s=parse_duration(cfg.time_limit)))
+        # round 0: the dense model, acceptable by definition
+        self.save_round(0, self.dense, [])
+        self.finish_round(0, self.dense, 0.0, info["val_accuracy"], 0.0, 0)
+
+    # ------------------------------------------------------------------------------------------- measures
+    def latency(self, model, tag: str) -> float:
+        ms = 0.0
+        if self.rank == 0:
+            path = os.path.join(self.dir, "search", f"latency-{tag}.onnx")
+            export_onnx(model, self.verify_inputs[:2], path, exporter="torchscript")
+            ms = measure_onnx(path, self.spec.input_size, 1, self.cfg.latency_threads, warmup=10,
+                              runs=self.cfg.latency_runs).p50_ms
+            os.remove(path)
+        return _broadcast(ms)
+
+    def measure(self, model) -> tuple[float, float, float | None, float | None]:
+        c = count_model(model, self.spec.input_size)
+        size = c.params if self.by == "params" else c.macs
+        lat = self.latency(model, "round") if self.target.kind == "latency" else None
+        if self.target.kind == "latency":
+            red = 1 - lat / self.info["latency_ms"]
+        elif self.target.kind == "accuracy":
+            red = 1 - size / (self.info["params"] if self.by == "params" else self.info["macs"])
+        else:
+            red = 1 - (c.params / self.info["params"] if self.target.kind == "params" else c.macs / self.info["macs"])
+        return size, red, lat, c
+
+    # ------------------------------------------------------------------------------------------- storage
+    def round_path(self, r: int) -> str:
+        return os.path.join(self.dir, "search", f"round-{r:04d}.pt")
+
+    def save_round(self, r: int, model, history: list) -> None:
+        if self.rank == 0:
+            save_pruned(self.round_path(r), model, self.spec, history)
+
+    def load_round(self, r: int):
+        payload = read_pruned(self.round_path(r))
+        model = build_model(self.spec, trust_pickle=self.cfg.trust_pickle).eval()
+        replay(model, payload["history"], self.spec.input_size)
+        load_state(model, payload["state_dict"], self.round_path(r))
+        return model, [list(h) for h in payload["history"]]
+
+    def finish_round(self, r: int, model, T: float, acc: float | None, seconds: float, removed: int,
+                     extra: dict | None = None):
+        """Measure round r, let the controller decide, append rounds.jsonl and save the search state."""
+        if r == 0:
+            c = count_model(model, self.spec.input_size)
+            size, red, lat = (c.params if self.by == "params" else c.macs), 0.0, self.info.get("latency_ms")
+        else:
+            size, red, lat, c = self.measure(model)
+        decision = self.ctrl.observe(RoundResult(r, T, float(size), red, acc, seconds))
+        last = self.ctrl.rounds[-1]
+        row = {"round": r, "T": T, "lambda": last["lam"], "params": c.params, "macs": c.macs,
+               "reduction": red, "val_accuracy": acc, "latency_ms": lat, "removed_channels": removed,
+               "channels": {layer.name: layer.out_channels for layer in c.layers},
+               "accepted": last["accepted"], "decision": decision.action, "reason": decision.reason,
+               "wall_s": seconds, **(extra or {})}
+        if self.rank == 0:
+            path = os.path.join(self.dir, "rounds.jsonl")
+            old = open(path, "rb").read() if os.path.exists(path) else b""
+            atomic_write_bytes(path, old + (json.dumps(row, default=float) + "\n").encode())
+            self.save_state()
+        return decision, row
+
+    def save_state(self) -> None:
+        if self.rank == 0:
+            atomic_write_json(self.state_path, {"config": asdict(self.cfg), "dense": self.info,
+                                                "controller": self.ctrl.state(), "spec": self.spec.to_dict()})
+
+    # ------------------------------------------------------------------------------------------- rounds
+    def train_cfg(self, r: int, epochs: float | None = None) -> TrainConfig:
+        cfg = self.cfg
+        return TrainConfig(epochs=epochs or cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
+                           batch_size=cfg.batch_size, seed=cfg.seed * 100003 + r, schedule=cfg.lr_schedule,
+                           rewind_point=cfg.rewind_point, train_fraction=cfg.train_fraction)
+
+    def fixed_threshold(self, scores, cost) -> float:
+        """Smallest T whose plan removes at least ``rate`` of the remaining prunable channels."""
+        total = sum(len(s) for s in scores.values())
+        want = max(1, int(np.ceil(self.cfg.rate * total)))
+        lo, hi = 0.0, 1.0
+        while sum(map(len, plan_for_threshold(scores, cost, hi, self.by).values())) < want and hi < 1e6:
+            hi *= 2
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if sum(map(len, plan_for_threshold(scores, cost, mid, self.by).values())) >= want:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None):
+        t0 = time.perf_counter()
+        size = self.spec.input_size
+        groups = find_groups(base, build_graph(base, size), self.spec.classifier)
+        scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
+                              seed=self.cfg.seed + r, reference=self.info["scales"])
+        cost = CostModel.build(base, groups, size)
+        if plan_override is not None:
+            plan = plan_override(scores, cost)
+        else:
+            if T is None:
+                T = self.fixed_threshold(scores, cost)
+            plan = plan_for_threshold(scores, cost, T, self.by)
+        plan = {k: v for k, v in plan.items() if v}
+        if plan:
+            pruned, hist = apply_plan(base, groups, plan, size)
+            check = verify_masked_equals_pruned(base, pruned, groups, plan, self.verify_inputs, self.cfg.atol)
+        else:
+            pruned, hist, check = copy.deepcopy(base), [], None
+        history = base_history + hist
+        if self.rewind_weights is not None:  # weight rewinding: early weights, pruned by the same history
+            pruned = build_model(self.spec, trust_pickle=self.cfg.trust_pickle).eval()
+            load_state(pruned, self.rewind_weights, "rewind checkpoint")
+            replay(pruned, history, size)
+        removed = sum(map(len, plan.values()))
+        t_text = f"T={T:.4f} λ={self.ctrl.lam:.4g}" if T is not None else "fixed plan"
+        self.report("round", f"round {r}: {t_text} "
+                    f"removing {removed} channels; retraining {self.cfg.epochs_per_round:g} epoch(s)", round=r,
+                    T=T, removed=removed)
+        summary = train(pruned, self.bundle, self.train_cfg(r))
+        check_replicas_agree(pruned)
+        acc = _broadcast(evaluate(pruned, self.bundle, self.bundle.val))
+        self.save_round(r, pruned, history)
+        seconds = _broadcast(time.perf_counter() - t0)
+        decision, row = self.finish_round(r, pruned, T if T is not None else 0.0, acc, seconds, removed,
+                                          {"train": summary, "verification": check})
+        lat = f" latency {row['latency_ms']:.2f} ms" if row["latency_ms"] is not None else ""
+        self.report("round_done", f"round {r}: params {row['params']:,} MACs {row['macs']:,} (-{row['reduction']:.1%})"
+                    f"{lat} val acc {acc:.2f}% → {'accepted' if row['accepted'] else 'rejected'}, "
+                    f"{decision.action} ({decision.reason}); {seconds:.0f} s{self.eta()}",
+                    **{k: v for k, v in row.items() if k not in ("channels", "train", "verification")})
+        return pruned, history, decision
+
+    def eta(self) -> str:
+        rounds = self.ctrl.rounds[1:]
+        if not rounds:
+            return ""
+        per = self.ctrl.elapsed_s / len(rounds)
+        left = (self.cfg.max_rounds - len(rounds)) * per
+        limit = self.ctrl.cfg.time_limit_s
+        if limit is not None:
+            left = min(left, max(0.0, limit - self.ctrl.elapsed_s))
+        return f", ETA ≤ {max(0.0, left) / 60:.0f} min"
+
+    # ------------------------------------------------------------------------------------------- loops
+    def run(self) -> dict:
+        loaded = self.ctrl.current or 0
+        model, history = self.load_round(loaded) if loaded else (self.dense, [])
+        while not self.ctrl.stopped:
+            r = len(self.ctrl.rounds)
+            if self.ctrl.current != loaded:  # after a rollback (or on resume): continue from that round
+                loaded = self.ctrl.current
+                model, history = self.load_round(loaded) if loaded else (self.dense, [])
+            T = self.ctrl.T if self.cfg.schedule == "adaptive" else None
+            new_model, new_history, decision = self.run_round(r, model, history, T)
+            if self.cfg.schedule == "fixed":  # no rollbacks: always go on from the newest round, stop at the target
+                last = self.ctrl.rounds[-1]
+                if self.target.kind == "accuracy" and not last["accepted"]:
+                    self.ctrl.stopped = "accuracy loss exceeded the target"
+                elif self.target.kind != "accuracy" and self.ctrl.meets_target(last):
+                    self.ctrl.stopped = "target met"
+                else:
+                    self.ctrl.stopped = self.ctrl._budget_spent()
+                self.ctrl.current = r
+                self.save_state()
+            if self.ctrl.current == r:
+                model, history, loaded = new_model, new_history, r
+        best = self.ctrl.best_round()
+        if best is None and self.target.kind != "accuracy":
+            best = self.top_up()
+        if best is None:
+            raise PrunekitError(f"the search ended ({self.ctrl.stopped}) without a model that meets {self.target.text}")
+        return self.deliver(best)
+
+    def top_up(self) -> int:
+        """No round met the budget: prune the most reduced acceptable round to the target and retrain once
+        (for latency, raise T until the measured latency fits, a few times if retraining noise needs it)."""
+        k = max((x for x in self.ctrl.rounds if x["accepted"]), key=lambda x: x["reduction"])["round"]
+        base, history = self.load_round(k) if k else (self.dense, [])
+        self.report("top_up", f"no round met {self.target.text}: pruning round {k} to the target and retraining")
+        T = max(self.ctrl.T, self.cfg.lam)
+        for attempt in range(10):
+            r = len(self.ctrl.rounds)
+            if self.target.kind == "latency":
+                while self.latency(self.run_round_no_train(base, history, T)[0], "topup") > self.target.amount:
+                    T *= 1.25
+                    if T > 1e6:
+                        raise PrunekitError(f"latency {self.target.amount} ms is out of reach for this model")
+                self.run_round(r, base, history, T)
+                T *= 1.25
+            else:
+                dense_total = self.info["params"] if self.target.kind == "params" else self.info["macs"]
+                goal = (1 - self.target.amount) * dense_total
+
+                def plan_fn(scores, cost):
+                    now = cost.dense_params if self.target.kind == "params" else cost.dense_macs
+                    return plan_for_target(scores, cost, self.target.kind, min(0.999, 1 - goal / now))[0]
+
+                self.run_round(r, base, history, None, plan_override=plan_fn)
+            if self.ctrl.meets_target(self.ctrl.rounds[-1]):
+                return r
+        raise PrunekitError(f"could not reach {self.target.text} after pruning to it")
+
+    def run_round_no_train(self, base, history, T):
+        groups = find_groups(base, build_graph(base, self.spec.input_size), self.spec.classifier)
+        scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
+                              reference=self.info["scales"])
+        plan = {k: v for k, v in plan_for_threshold(scores, CostModel.build(base, groups, self.spec.input_size), T,
+                                                    self.by).items() if v}
+        if not plan:
+            return copy.deepcopy(base), history, plan
+        pruned, hist = apply_plan(base, groups, plan, self.spec.input_size)
+        return pruned, history + hist, plan
+
+    # ------------------------------------------------------------------------------------------- delivery
+    def deliver(self, best: int) -> dict:
+        model, history = self.load_round(best)
+        size = self.spec.input_size
+        dense_count, count = count_model(self.dense, size), count_model(model, size)
+        row = next(x for x in self.ctrl.rounds if x["round"] == best)
+        accuracy = {"split": "test", "images": len(self.bundle.test) if self.bundle.test is not None else 0,
+                    "dense": evaluate(self.dense, self.bundle, self.bundle.test),
+                    "pruned": evaluate(model, self.bundle, self.bundle.test),
+                    "val_dense": self.info["val_accuracy"], "val_pruned": row["accuracy"]}
+        checks = []
+        export_report = None
+        if self.rank == 0:
+            save_pruned(os.path.join(self.dir, "pruned.pt"), model, self.spec, history)
+            from .storage import load
+
+            reloaded = load(self.dir, trust_pickle=self.cfg.trust_pickle)
+            with torch.no_grad():
+                diff, allowed, ok = compare_outputs(model(self.verify_inputs), reloaded(self.verify_inputs),
+                                                    self.cfg.atol, 1e-5)
+            checks.append({"check": "pruned.pt reloads to the same model", "max_abs_diff": diff, "passed": ok})
+            if self.cfg.export:
+                export_report = export_onnx(model, self.verify_inputs[:16], os.path.join(self.dir, "model.onnx"),
+                                            atol=self.cfg.atol).to_dict()
+        rounds_run = len(self.ctrl.rounds) - 1
+        run = {
+            "prunekit_run": 1,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()},
+            "model": self.spec.to_dict(),
+            "data": {"spec": self.cfg.data, "name": self.bundle.name, "train": len(self.bundle.train),
+                     "val": len(self.bundle.val), "test": len(self.bundle.test) if self.bundle.test is not None else 0},
+            "target": {"kind": self.target.kind, "amount": self.target.amount, "text": self.target.text,
+                       "met": self.ctrl.meets_target(row) if self.target.kind != "accuracy" else row["accepted"]},
+            "search": {"schedule": self.cfg.schedule, "rounds": rounds_run, "chosen_round": best,
+                       "stopped": self.ctrl.stopped, "wall_s": self.ctrl.elapsed_s,
+                       "rollbacks": sum(self.ctrl.rollbacks.values()), "final_T": self.ctrl.T,
+                       "final_lambda": self.ctrl.lam},
+            "dense": {**dense_count.to_dict(layers=False), "latency_ms": self.info.get("latency_ms")},
+            "pruned": {**count.to_dict(layers=False), "latency_ms": (self.latency(model, "final")
+                                                                     if self.target.kind == "latency" else None)},
+            "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
+            "layers": layer_channels(dense_count, count),
+            "accuracy": accuracy,
+            "verification": checks,
+            "export": export_report,
+        }
+        if self.rank == 0:
+            atomic_write_json(os.path.join(self.dir, "run.json"), run)
+        return run
+
+
+def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, resume: bool = False) -> dict:
+    """Run (or resume) the adaptive / fixed-rate search; writes the run folder and returns run.json."""
+    state = None
+    if resume:
+        path = os.path.join(cfg.out, "search", "state.json")
+        if not os.path.isfile(path):
+            raise PrunekitError(f"{cfg.out} has no search to resume (no search/state.json)")
+        with open(path) as f:
+            state = json.load(f)
+        saved = PruneConfig(**{**state["config"], "input_size": tuple(state["config"]["input_size"])
+                               if state["config"].get("input_size") else None})
+        # budgets may be changed on resume (when given); everything else is the saved run's
+        for knob in ("max_rounds", "time_limit", "log_format"):
+            if getattr(cfg, knob) is not None:
+                setattr(saved, knob, getattr(cfg, knob))
+        cfg = saved
+        target = cfg.validate(check_out=False)
+        done = len(state["controller"]["rounds"])
+        path = os.path.join(cfg.out, "rounds.jsonl")
+        if distributed()[0] == 0 and os.path.exists(path):  # drop a row written after the last saved state
+            with open(path) as f:
+                rows = [ln for ln in f if ln.strip() and json.loads(ln)["round"] < done]
+            atomic_write_bytes(path, "".join(rows).encode())
+    else:
+        target = cfg.validate()
+        if cfg.schedule == "oneshot":
+            raise PrunekitError("run_search runs the adaptive and fixed schedules")
+        if distributed()[0] == 0:
+            if cfg.overwrite and os.path.isdir(cfg.out):
+                import shutil
+
+                shutil.rmtree(cfg.out)
+            os.makedirs(os.path.join(cfg.out, "search"), exist_ok=True)
+    if distributed()[1] > 1:
+        dist.barrier()
+    search = Search(cfg, target, log)
+    torch.manual_seed(cfg.seed)
+    search.setup(state)
+    if state is not None:
+        search.ctrl.cfg.max_rounds = cfg.max_rounds
+        search.ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)
+        if search.ctrl.stopped and search.ctrl.stopped.startswith(("round budget", "time budget")):
+            search.ctrl.stopped = None
+        search.report("resume", f"resuming after round {len(search.ctrl.rounds) - 1}")
+    return search.run()

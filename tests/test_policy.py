@@ -1,0 +1,99 @@
+"""The adaptive controller on scripted rounds: acceptance, rollback, λ halving, marking unacceptable,
+convergence, budgets, delivery choice, persistence. No training involved."""
+from __future__ import annotations
+
+import pytest
+
+from prunekit.policy import Controller, PolicyConfig, RoundResult
+
+
+def feed(ctrl, rnd, size, reduction, acc, seconds=1.0):
+    return ctrl.observe(RoundResult(rnd, ctrl.T, size, reduction, acc, seconds))
+
+
+def dense(ctrl, acc=90.0):
+    return feed(ctrl, 0, 100.0, 0.0, acc)
+
+
+def test_accepted_rounds_step_T_by_lambda():
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01))
+    d = dense(c)
+    assert d.action == "continue" and d.T == pytest.approx(0.01)
+    d = feed(c, 1, 90, 0.1, 89.5)
+    assert d.action == "continue" and d.T == pytest.approx(0.02) and d.restore_round == 1
+
+
+def test_rollback_halves_lambda_by_2_pow_n_plus_1_and_marks_unacceptable():
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.08, max_rollbacks=2))
+    dense(c)
+    feed(c, 1, 90, 0.1, 89.5)  # accepted at T=0.08 -> T=0.16
+    d = feed(c, 2, 80, 0.2, 85.0)  # loss 5 > 1: roll back to 1, N=0 -> λ/2
+    assert (d.action, d.restore_round) == ("rollback", 1)
+    assert d.lam == pytest.approx(0.04) and d.T == pytest.approx(0.08 + 0.04)
+    d = feed(c, 3, 85, 0.15, 88.0)  # loss 2: roll back to 1 again, N=1 -> λ/4
+    assert d.lam == pytest.approx(0.01) and d.T == pytest.approx(0.09)
+    d = feed(c, 4, 88, 0.12, 88.5)  # loss 1.5: round 1 used twice -> marked, back to round 0 (N=0 -> /2)
+    assert (d.action, d.restore_round) == ("rollback", 0)
+    assert 1 in c.unacceptable and d.lam == pytest.approx(0.005) and d.T == pytest.approx(0.005)
+
+
+def test_params_policy_walks_up_to_target_and_delivers_a_round_that_meets_it():
+    c = Controller(PolicyConfig("params", 0.5, lam=0.1, slack=0.02))
+    dense(c)
+    feed(c, 1, 70, 0.30, 89.0)
+    d = feed(c, 2, 40, 0.60, 85.0)  # overshoot beyond target + slack -> rollback to 1
+    assert d.action == "rollback" and d.restore_round == 1
+    feed(c, 3, 49, 0.51, 88.0)  # within [target, target+slack]: accepted
+    assert c.rounds[-1]["accepted"]
+    assert c.best_round() == 3
+    # a round that does not meet the target is never delivered, however accurate
+    assert not c.meets_target(c.rounds[1])
+
+
+def test_best_round_is_none_when_no_round_meets_the_target():
+    c = Controller(PolicyConfig("macs", 0.5, lam=0.01, max_rounds=2))
+    dense(c)
+    feed(c, 1, 90, 0.1, 89.0)
+    d = feed(c, 2, 85, 0.15, 88.0)
+    assert d.action == "stop" and "round budget" in d.reason
+    assert c.best_round() is None
+
+
+def test_convergence_stops_the_search():
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01, patience=3))
+    dense(c)
+    feed(c, 1, 50.0, 0.5, 89.9)
+    feed(c, 2, 50.01, 0.5, 89.9)
+    feed(c, 3, 50.02, 0.5, 89.9)
+    d = feed(c, 4, 50.02, 0.5, 89.9)
+    assert d.action == "stop" and d.reason.startswith("converged")
+    assert c.best_round() == 1  # smallest accepted model (ties -> latest)... size 50.0 is round 1
+
+
+def test_time_budget_and_lambda_underflow():
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01, time_limit_s=2.5))
+    feed(c, 0, 100, 0, 90.0, seconds=1)
+    feed(c, 1, 90, 0.1, 90.0, seconds=1)
+    d = feed(c, 2, 80, 0.2, 89.8, seconds=1)
+    assert d.action == "stop" and "time budget" in d.reason
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=1e-5, min_lam=1e-6, max_rollbacks=10))
+    dense(c)
+    reasons = [feed(c, i, 90, 0.1, 80.0).reason for i in range(1, 6)]
+    assert c.stopped and "λ fell below" in c.stopped and len(reasons) == 5
+
+
+def test_no_acceptable_round_left():
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01, max_rollbacks=1))
+    dense(c)
+    feed(c, 1, 90, 0.1, 80.0)  # rollback to 0
+    d = feed(c, 2, 90, 0.1, 80.0)  # round 0 used once -> marked -> nothing left
+    assert d.action == "stop" and "no acceptable round" in d.reason
+
+
+def test_state_round_trip():
+    c = Controller(PolicyConfig("params", 0.5, lam=0.1))
+    dense(c)
+    feed(c, 1, 40, 0.6, 80.0)
+    c2 = Controller.from_state(c.state())
+    assert c2.state() == c.state()
+    assert feed(c2, 2, 60, 0.4, 85.0).T == feed(c, 2, 60, 0.4, 85.0).T
