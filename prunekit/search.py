@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from typing import Callable
@@ -134,19 +135,23 @@ class Search:
         self.ctrl = Controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
                                             slack=cfg.slack, max_rounds=cfg.max_rounds,
                                             time_limit_s=parse_duration(cfg.time_limit)))
-        # round 0: the dense model, acceptable by definition
+
+    def start(self) -> None:
+        """Round 0: the dense model, acceptable by definition (first files of the run folder)."""
+        if self.rank == 0:
+            os.makedirs(os.path.join(self.dir, "search"), exist_ok=True)
         self.save_round(0, self.dense, [])
-        self.finish_round(0, self.dense, 0.0, info["val_accuracy"], 0.0, 0)
+        self.finish_round(0, self.dense, 0.0, self.info["val_accuracy"], 0.0, 0)
 
     # ------------------------------------------------------------------------------------------- measures
     def latency(self, model, tag: str) -> float:
         ms = 0.0
         if self.rank == 0:
-            path = os.path.join(self.dir, "search", f"latency-{tag}.onnx")
-            export_onnx(model, self.verify_inputs[:2], path, exporter="torchscript")
-            ms = measure_onnx(path, self.spec.input_size, 1, self.cfg.latency_threads, warmup=10,
-                              runs=self.cfg.latency_runs).p50_ms
-            os.remove(path)
+            with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as d:
+                path = os.path.join(d, f"{tag}.onnx")
+                export_onnx(model, self.verify_inputs[:2], path, exporter="torchscript")
+                ms = measure_onnx(path, self.spec.input_size, 1, self.cfg.latency_threads, warmup=10,
+                                  runs=self.cfg.latency_runs).p50_ms
         return _broadcast(ms)
 
     def measure(self, model) -> tuple[float, float, float | None, float | None]:
@@ -427,17 +432,17 @@ def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, re
         target = cfg.validate()
         if cfg.schedule == "oneshot":
             raise PrunekitError("run_search runs the adaptive and fixed schedules")
-        if distributed()[0] == 0:
-            if cfg.overwrite and os.path.isdir(cfg.out):
-                import shutil
-
-                shutil.rmtree(cfg.out)
-            os.makedirs(os.path.join(cfg.out, "search"), exist_ok=True)
-    if distributed()[1] > 1:
-        dist.barrier()
     search = Search(cfg, target, log)
     torch.manual_seed(cfg.seed)
-    search.setup(state)
+    search.setup(state)  # everything that can fail on bad input fails here, before anything is written
+    if state is None:
+        if distributed()[0] == 0 and cfg.overwrite and os.path.isdir(cfg.out):
+            import shutil
+
+            shutil.rmtree(cfg.out)
+        if distributed()[1] > 1:
+            dist.barrier()
+        search.start()
     if state is not None:
         search.ctrl.cfg.max_rounds = cfg.max_rounds
         search.ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)

@@ -45,7 +45,7 @@ def test_inspect_table_shows_frozen_groups():
 def test_prune_then_export(tmp_path):
     out = tmp_path / "run"
     r = run("prune", "resnet20", "--data", "random", "--target", "params=0.5", "--out", out, "--calib-images", 16,
-            "--quiet")
+            "--schedule", "oneshot", "--quiet")
     assert r.exit_code == 0, r.output
     assert "params -5" in r.output
     assert sorted(os.listdir(out)) == ["pruned.pt", "run.json"]
@@ -74,7 +74,13 @@ def _assert_clean_error(r, match, code=2):
     (["prune", "resnet20", "--data", "random", "--target", "flops=-0.2"], "strictly between 0 and 1"),
     (["prune", "resnet20", "--data", "random", "--target", "size=0.5"], "unknown target kind"),
     (["prune", "resnet20", "--data", "random", "--target", "params=half"], "must look like"),
-    (["prune", "resnet20", "--data", "random", "--target", "acc=1.0"], "adaptive"),
+    (["prune", "resnet20", "--data", "random", "--target", "acc=1.0", "--schedule", "oneshot"], "needs a search"),
+    (["prune", "resnet20", "--data", "random", "--target", "acc=1.0"], "needs labelled data"),
+    (["prune", "resnet20", "--data", "random", "--target", "latency=0"], "must be positive"),
+    (["prune", "resnet20", "--data", "random", "--target", "params=0.5", "--time-limit", "soon"], "time limit"),
+    (["prune", "resnet20", "--data", "random", "--target", "params=0.5", "--train-fraction", "1.5"], "train-fraction"),
+    (["prune", "resnet20", "--data", "random", "--target", "params=0.5", "--rewind", "weights"],
+     "rewind-checkpoint"),
     (["prune", "resnet20", "--data", "nowhere", "--target", "params=0.5"], "not found"),
     (["prune", "resnet20", "--weights", "missing.pt", "--data", "random", "--target", "params=0.5"], "not found"),
     (["prune", "resnet20", "--data", "random", "--target", "params=0.5", "--input-size", "3,32"], "C,H,W"),
@@ -108,6 +114,12 @@ def test_prune_refuses_to_overwrite(tmp_path):
     _assert_clean_error(run("prune", "resnet20", "--data", "random", "--target", "params=0.5", "--out", out),
                         "already exists")
     assert os.listdir(out) == ["keep.txt"]
+
+
+def test_resume_without_a_search(tmp_path):
+    _assert_clean_error(run("prune", "--resume", tmp_path), "no search to resume")
+    r = run("prune", "resnet20")
+    assert r.exit_code == 2 and "missing --data" in r.output
 
 
 def test_export_user_mistakes(tmp_path):

@@ -24,7 +24,7 @@ ARCHS = ["resnet20", "resnet56", "vgg16_bn", "mobilenet_v2", "torchvision:resnet
 def test_prune_export_parity(arch, tmp_path):
     torch.manual_seed(0)
     out = tmp_path / "run"
-    cfg = prunekit.PruneConfig(model=arch, data="random", target="flops=0.4", out=str(out), calib_images=16,
+    cfg = prunekit.PruneConfig(model=arch, data="random", target="flops=0.4", out=str(out), calib_images=16, schedule="oneshot",
                                verify_images=8, batch_size=16)
     run = prunekit.prune(cfg)
     # target met, with little overshoot
@@ -55,7 +55,7 @@ def test_prune_export_parity(arch, tmp_path):
 ])
 def test_unsupported_models_get_a_clear_error(arch, match, tmp_path):
     cfg = prunekit.PruneConfig(model=arch, data="random", target="flops=0.3", out=str(tmp_path / "run"),
-                               calib_images=4, verify_images=2, batch_size=4)
+                               schedule="oneshot", calib_images=4, verify_images=2, batch_size=4)
     with pytest.raises(PrunekitError, match=match):
         prunekit.prune(cfg)
     assert not (tmp_path / "run").exists()

@@ -30,7 +30,7 @@ def test_shared_weights_reach_documented_accuracy(arch, cifar):
 def test_resnet56_oneshot_half_params(criterion, cifar_tarball, tmp_path):
     cfg = prunekit.PruneConfig(model="resnet56", weights=shared_file("weights", "resnet56-cifar10jpeg.pt"),
                                data=cifar_tarball, target="params=0.5", out=str(tmp_path / "run"),
-                               criterion=criterion, calib_images=256, eval_images=1000)
+                               criterion=criterion, calib_images=256, eval_images=1000, schedule="oneshot")
     run = prunekit.prune(cfg)
     assert 0.5 <= run["reduction"]["params"] < 0.52
     check = run["verification"][0]
@@ -42,7 +42,7 @@ def test_resnet56_oneshot_half_params(criterion, cifar_tarball, tmp_path):
 def test_finetune_recovers_accuracy(cifar_tarball, tmp_path):
     cfg = prunekit.PruneConfig(model="resnet20", weights=shared_file("weights", "resnet20-cifar10jpeg.pt"),
                                data=cifar_tarball, target="flops=0.5", out=str(tmp_path / "run"),
-                               calib_images=256, eval_images=1000, finetune_epochs=0.05)
+                               calib_images=256, eval_images=1000, finetune_epochs=0.05, schedule="oneshot")
     run = prunekit.prune(cfg)
     acc = run["accuracy"]
     assert run["finetune"]["steps"] == 18
