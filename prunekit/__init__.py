@@ -27,6 +27,8 @@ _EXPORTS = {
     "evaluate": "train", "finetune": "train", "TrainConfig": "train",
     "PruneConfig": "pipeline", "prune": "pipeline", "parse_target": "pipeline",
     "load": "storage", "save_pruned": "storage",
+    "run_search": "search", "Controller": "policy", "PolicyConfig": "policy",
+    "measure_onnx": "bench",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -108,9 +108,9 @@ class Search:
         self.verify_inputs = sample_inputs(self.bundle, min(cfg.verify_images, 32))
         self.rewind_weights = None
         if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
-            from .models import _read_state_dict
+            from .models import read_state_dict
 
-            self.rewind_weights = _read_state_dict(cfg.rewind_checkpoint)
+            self.rewind_weights = read_state_dict(cfg.rewind_checkpoint)
             load_state(build_model(self.spec, trust_pickle=cfg.trust_pickle), self.rewind_weights,
                        cfg.rewind_checkpoint)
         self.by = {"params": "params", "macs": "macs", "latency": "macs",

@@ -145,3 +145,22 @@ def test_data_parallel_two_cpu_processes(small_cifar, r20_weights, tmp_path):
     # only rank 0 reports: each round is announced once
     done = [line for line in res.stderr.splitlines() if '"event": "round_done"' in line]
     assert len(done) == len(rounds(tmp_path / "run")) - 1
+
+
+def test_weight_rewinding_restarts_rounds_from_the_checkpoint(small_cifar, r20_weights, tmp_path):
+    """With --rewind-checkpoint, a round's surviving weights are the checkpoint's (lr 0: nothing moves them)."""
+    import torch
+
+    early = shared_file("weights", "original", "resnet20-12fca82f.th")
+    prunekit.prune(config(small_cifar, r20_weights, tmp_path / "run", "params=0.2", schedule="fixed", rate=0.1,
+                          max_rounds=1, rewind_checkpoint=early, train_lr=0.0))
+    round1 = torch.load(tmp_path / "run" / "search" / "round-0001.pt", weights_only=True)["state_dict"]
+    w = round1["layer2.1.conv2.weight"]
+    src = torch.load(early, map_location="cpu", weights_only=True)["state_dict"]["module.layer2.1.conv2.weight"]
+    dense = torch.load(r20_weights, map_location="cpu", weights_only=True)["state_dict"]["layer2.1.conv2.weight"]
+
+    def kernels(t):  # every 3×3 kernel as a tuple
+        return {tuple(k.flatten().tolist()) for k in t.reshape(-1, 3, 3)}
+
+    assert w.shape[0] * w.shape[1] < src.shape[0] * src.shape[1]  # the layer was pruned
+    assert kernels(w) <= kernels(src) and not kernels(w) & kernels(dense)

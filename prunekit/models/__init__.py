@@ -98,7 +98,7 @@ def resolve_model(
     if not name or not isinstance(name, str):
         raise PrunekitError("no model given")
     entry = get_entry(name)
-    state = _read_state_dict(weights) if weights else None
+    state = read_state_dict(weights) if weights else None
     if entry is not None:
         spec = ModelSpec("builtin", name, num_classes or entry.num_classes, input_size or entry.input_size,
                          entry.classifier, weights)
@@ -189,7 +189,7 @@ def _load_pickled_module(path: str, trust_pickle: bool) -> nn.Module:
     return obj
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise PrunekitError(f"weights file not found: {path}")
     try:
@@ -224,5 +224,5 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
     """Load a state-dict file (``{'state_dict': …}`` or plain, ``module.`` prefix allowed) strictly."""
-    load_state(model, _read_state_dict(path), path)
+    load_state(model, read_state_dict(path), path)
     return model
