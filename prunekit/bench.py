@@ -74,3 +74,90 @@ def measure_onnx(path: str, input_size: tuple[int, int, int], batch: int = 1, th
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
     return summarize(time_calls(lambda: sess.run(None, {name: x}), warmup, runs), batch)
+
+
+def measure_pair(paths: dict[str, str], input_size: tuple[int, int, int], batch: int, threads: int = 1,
+                 warmup: int = 10, runs: int = 100, provider: str = "cpu",
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
+    """Several ONNX models in one process, interleaved (A B A B …) so machine drift hits all of them alike."""
+    sessions = {k: ort_benchmark_session(p, threads, provider) for k, p in paths.items()}
+    x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    for _ in range(warmup):
+        for k, s in sessions.items():
+            s.run(None, feeds[k])
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for _ in range(runs):
+        for k, s in sessions.items():
+            t0 = clock()
+            s.run(None, feeds[k])
+            times[k].append(clock() - t0)
+    return {k: summarize(v, batch) for k, v in times.items()}
+
+
+def measure_torch_pair(models: dict, input_size: tuple[int, int, int], batch: int, threads: int = 1,
+                       warmup: int = 5, runs: int = 30) -> dict[str, LatencyStats]:
+    """PyTorch eager latency of several models, interleaved, with ``threads`` intra-op threads."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(batch, *input_size)
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for m in models.values():
+                    m(x)
+            times: dict[str, list[float]] = {k: [] for k in models}
+            for _ in range(runs):
+                for k, m in models.items():
+                    t0 = time.perf_counter()
+                    m(x)
+                    times[k].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return {k: summarize(v, batch) for k, v in times.items()}
+
+
+def onnx_info(path: str) -> dict:
+    """Input size, parameter count (initializer elements) and MACs (Conv, Gemm, MatMul at batch 1) of an ONNX file."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    from .errors import PrunekitError
+
+    try:
+        model = onnx.load(path)
+    except Exception as e:
+        raise PrunekitError(f"cannot read ONNX file {path}: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from e
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    if not inputs:
+        raise PrunekitError(f"{path} has no graph input")
+    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or min(dims[1:]) <= 0:
+        raise PrunekitError(f"{path}: expected an image input (N, C, H, W) with static C, H, W, got {dims}")
+    # batch 1 for shape inference
+    inputs[0].type.tensor_type.shape.dim[0].dim_value = 1
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    for name, t in inits.items():
+        shapes[name] = list(t.dims)
+    macs = 0
+    for node in graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1:
+            w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
+            if w and out:
+                macs += int(np.prod(out)) * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul") and len(node.input) > 1:
+            a, b = shapes.get(node.input[0]), shapes.get(node.input[1])
+            if a and b:
+                k = a[-1]
+                n = b[0] if node.op_type == "Gemm" and any(at.name == "transB" and at.i for at in node.attribute) \
+                    else b[-1]
+                macs += int(np.prod(a[:-1])) * k * n
+    params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
+    return {"input_size": tuple(dims[1:]), "params": params, "macs": macs}

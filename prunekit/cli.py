@@ -271,6 +271,123 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
                f"(max abs diff {report.checks[-1]['max_abs_diff']:.2g} on {kind})")
 
 
+def _parse_batches(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) <= 0:
+        raise PrunekitError(f"--batch-sizes must be positive integers like 1,32, got {text!r}")
+    return sizes
+
+
+def _bench_sources(source: str, vs: str | None):
+    """(pruned onnx, dense onnx or None, torch models or None) for an ONNX file or a run folder."""
+    import torch
+
+    from .export import export_onnx
+    from .models import resolve_model
+    from .storage import load, load_spec
+
+    if os.path.isdir(source):
+        spec = load_spec(source)
+        pruned = load(source)
+        dense, _ = resolve_model(spec.name if spec.source != "torchvision" else f"torchvision:{spec.name}",
+                                 weights=spec.weights, input_size=spec.input_size, num_classes=spec.num_classes)
+        x = torch.randn(2, *spec.input_size)
+        paths = {}
+        for tag, model in (("pruned", pruned), ("dense", dense)):
+            path = os.path.join(source, "model.onnx" if tag == "pruned" else "dense.onnx")
+            if not os.path.isfile(path):
+                export_onnx(model, x, path)
+            paths[tag] = path
+        return paths["pruned"], vs or paths["dense"], {"pruned": pruned, "dense": dense}
+    if not os.path.isfile(source):
+        raise PrunekitError(f"no such ONNX file or run folder: {source}")
+    if vs and not os.path.isfile(vs):
+        raise PrunekitError(f"no such ONNX file: {vs}")
+    return source, vs, None
+
+
+@main.command()
+@click.argument("source")
+@click.option("--vs", default=None, help="dense ONNX model to compare with (a RUN_DIR brings its own)")
+@click.option("--batch-sizes", default="1,32", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime / PyTorch intra-op threads")
+@click.option("--warmup", type=int, default=10, show_default=True)
+@click.option("--runs", type=int, default=100, show_default=True)
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
+              help="also time PyTorch eager (run folders only)")
+@click.option("--json", "as_json", is_flag=True)
+def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, as_json):
+    """Latency of an ONNX model (or a run's pruned vs dense model) in onnxruntime and PyTorch.
+
+    \b
+    onnxruntime: fixed intra-op threads, sequential execution, full graph optimisation, warm-up, then timed
+    runs; p50/p90/p99/mean in ms and throughput. With a dense model (--vs, or a RUN_DIR) both run in one
+    process, interleaved, and the speedup (dense p50 / pruned p50) and its efficiency (speedup / MAC ratio)
+    are reported.
+    Examples:
+      prunekit bench runs/r56-p50 --batch-sizes 1,32
+      prunekit bench pruned.onnx --vs dense.onnx --threads 2 --json
+    """
+    from .bench import measure_pair, measure_torch_pair, onnx_info
+
+    if runs <= 0 or warmup < 0 or threads <= 0:
+        raise PrunekitError("--runs and --threads must be positive and --warmup ≥ 0")
+    sizes = _parse_batches(batch_sizes)
+    if provider == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PrunekitError("the CUDA execution provider is not available: install onnxruntime-gpu and run "
+                                "on a machine with an NVIDIA GPU, or use --provider cpu")
+    pruned_path, dense_path, torch_models = _bench_sources(source, vs)
+    info = {"pruned": onnx_info(pruned_path)}
+    paths = {"pruned": pruned_path}
+    if dense_path:
+        info["dense"] = onnx_info(dense_path)
+        paths["dense"] = dense_path
+        if info["dense"]["input_size"] != info["pruned"]["input_size"]:
+            raise PrunekitError(f"the models take different inputs: {info['dense']['input_size']} vs "
+                                f"{info['pruned']['input_size']}")
+    size = info["pruned"]["input_size"]
+    result = {"source": source, "vs": dense_path, "threads": threads, "provider": provider, "warmup": warmup,
+              "runs": runs, "models": {k: {"path": p, **info[k]} for k, p in paths.items()}, "batches": []}
+    for b in sizes:
+        ort_stats = measure_pair(paths, size, b, threads, warmup, runs, provider)
+        row = {"batch": b, "onnxruntime": {k: v.to_dict() for k, v in ort_stats.items()}}
+        if dense_path:
+            speedup = ort_stats["dense"].p50_ms / ort_stats["pruned"].p50_ms
+            mac_ratio = info["dense"]["macs"] / max(info["pruned"]["macs"], 1)
+            row["speedup"] = speedup
+            row["mac_ratio"] = mac_ratio
+            row["speedup_efficiency"] = speedup / mac_ratio
+        if torch_models and with_torch:
+            t_stats = measure_torch_pair(torch_models, size, b, threads, runs=max(5, runs // 3))
+            row["pytorch"] = {k: v.to_dict() for k, v in t_stats.items()}
+            row["pytorch_speedup"] = t_stats["dense"].p50_ms / t_stats["pruned"].p50_ms
+        result["batches"].append(row)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for k, m in result["models"].items():
+        click.echo(f"{k:<7} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
+    click.echo(f"onnxruntime {provider}, {threads} thread(s), {warmup} warm-up + {runs} timed runs per model"
+               + (", interleaved" if dense_path else ""))
+    for row in result["batches"]:
+        for runtime in ("onnxruntime", "pytorch"):
+            for k, st in row.get(runtime, {}).items():
+                click.echo(f"  batch {row['batch']:<4} {runtime:<11} {k:<7} p50 {st['p50_ms']:9.3f} ms  "
+                           f"p90 {st['p90_ms']:9.3f}  p99 {st['p99_ms']:9.3f}  mean {st['mean_ms']:9.3f} "
+                           f"± {st['std_ms']:.3f}  ({st['runs']} runs)  {st['throughput_ips']:10.1f} img/s")
+        if "speedup" in row:
+            click.echo(f"  batch {row['batch']:<4} speedup {row['speedup']:.2f}× (onnxruntime p50), MAC ratio "
+                       f"{row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"
+                       + (f"; PyTorch speedup {row['pytorch_speedup']:.2f}×" if "pytorch_speedup" in row else ""))
+
+
 @main.command("models")
 def list_models_cmd():
     """List the built-in architectures.

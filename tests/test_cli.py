@@ -19,7 +19,7 @@ def run(*args):
 
 def test_version_and_help():
     assert run("--version").output.strip().endswith(__version__)
-    for verb in ("inspect", "prune", "export", "models"):
+    for verb in ("inspect", "prune", "export", "bench", "models"):
         r = run(verb, "--help")
         assert r.exit_code == 0 and "Example" in r.output
 
@@ -56,6 +56,12 @@ def test_prune_then_export(tmp_path):
     r = run("export", out, "--out", onnx_path, "--quiet")
     assert r.exit_code == 0, r.output
     assert onnx_path.exists() and "onnxruntime matches PyTorch" in r.output
+    # bench a run folder: exports its pruned and dense models, times both runtimes, interleaved
+    r = run("bench", out, "--runs", 3, "--warmup", 1, "--batch-sizes", 1, "--json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)["batches"][0]
+    assert {"onnxruntime", "pytorch", "speedup", "speedup_efficiency"} <= set(row)
+    assert row["mac_ratio"] > 1.2 and (out / "model.onnx").exists() and (out / "dense.onnx").exists()
     # a pruned.pt file is accepted as well, with the TorchScript exporter
     r = run("export", out / "pruned.pt", "--out", tmp_path / "m2.onnx", "--exporter", "torchscript", "--quiet")
     assert r.exit_code == 0, r.output

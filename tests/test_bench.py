@@ -1,0 +1,79 @@
+"""Latency statistics on a fake timer (never wall-clock speed), ONNX MAC counting, and the bench verb."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from prunekit.bench import onnx_info, summarize, time_calls
+from prunekit.cli import main
+from prunekit.export import export_onnx
+from prunekit.metrics import count_model
+from prunekit.models import resolve_model
+
+
+def test_summary_statistics_on_known_timings():
+    st = summarize([0.001 * i for i in range(1, 101)], batch=4)  # 1 … 100 ms
+    assert st.runs == 100 and st.min_ms == pytest.approx(1) and st.max_ms == pytest.approx(100)
+    assert st.p50_ms == pytest.approx(50.5) and st.p90_ms == pytest.approx(90.1) and st.p99_ms == pytest.approx(99.01)
+    assert st.mean_ms == pytest.approx(50.5) and st.throughput == pytest.approx(4 / 0.0505)
+
+
+def test_time_calls_uses_the_clock_and_skips_warmup():
+    ticks = iter(range(0, 1000, 2))  # each call to the clock advances 2 s
+    calls = []
+    times = time_calls(lambda: calls.append(1), warmup=3, runs=5, clock=lambda: next(ticks))
+    assert len(calls) == 8 and times == [2] * 5
+
+
+@pytest.fixture(scope="module")
+def r20_onnx(tmp_path_factory):
+    model, spec = resolve_model("resnet20")
+    path = tmp_path_factory.mktemp("onnx") / "r20.onnx"
+    export_onnx(model, torch.randn(2, 3, 32, 32), str(path), exporter="torchscript")
+    return str(path), count_model(model, spec.input_size)
+
+
+def test_onnx_macs_match_pytorch_count(r20_onnx):
+    path, count = r20_onnx
+    info = onnx_info(path)
+    # + the option-A shortcuts, which run as 1×1 convs in ONNX: 2 × (16·32 + 32·64)·(16·16 or 8·8)/2
+    assert info["input_size"] == (3, 32, 32)
+    assert info["macs"] == count.macs + 16 * 32 * 16 * 16 + 32 * 64 * 8 * 8
+
+
+def test_bench_cli_json(r20_onnx):
+    path, _ = r20_onnx
+    r = CliRunner().invoke(main, ["bench", path, "--vs", path, "--runs", "3", "--warmup", "1", "--batch-sizes", "1,2",
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert [b["batch"] for b in out["batches"]] == [1, 2]
+    row = out["batches"][0]
+    assert row["onnxruntime"]["pruned"]["runs"] == 3 and row["mac_ratio"] == pytest.approx(1.0)
+    assert row["speedup_efficiency"] == pytest.approx(row["speedup"])
+
+
+@pytest.mark.parametrize("args,code,match", [
+    (["bench", "missing.onnx"], 2, "no such ONNX file"),
+    (["bench", "CORRUPT"], 2, "cannot read ONNX"),
+    (["bench", "R20", "--provider", "tpu"], 2, "Invalid value"),
+    (["bench", "R20", "--batch-sizes", "0"], 2, "--batch-sizes"),
+])
+def test_bench_user_mistakes(r20_onnx, tmp_path, args, code, match):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not onnx")
+    args = [str(corrupt) if a == "CORRUPT" else r20_onnx[0] if a == "R20" else a for a in args]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == code and match in r.output and "Traceback" not in r.output
+
+
+def test_bench_cuda_without_gpu_is_a_clear_error(r20_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present")
+    r = CliRunner().invoke(main, ["bench", r20_onnx[0], "--provider", "cuda"])
+    assert r.exit_code == 2 and "CUDA execution provider is not available" in r.output
