@@ -122,7 +122,7 @@ def measure_torch_pair(models: dict, input_size: tuple[int, int, int], batch: in
 def onnx_info(path: str) -> dict:
     """Input size, parameter count (initializer elements) and MACs (Conv, Gemm, MatMul at batch 1) of an ONNX file."""
     import onnx
-    from onnx import numpy_helper, shape_inference
+    from onnx import shape_inference
 
     from .errors import PrunekitError
 

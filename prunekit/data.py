@@ -198,8 +198,10 @@ def _decode(data: bytes | str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _bundle_from_entries(name: str, entries: dict[str, list[tuple[str, str]]], read, size) -> DataBundle:
-    """entries: split → [(class, member)] ; read(member) → bytes or path."""
+def _decode_entries(entries: dict[str, list[tuple[str, str]]], read, size
+                    ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Decode ``entries`` (split → [(class, member)], ``read(member)`` → bytes or path) into
+    (split → (images, labels), class names); within a class, members are taken in sorted order."""
     classes = sorted({c for split in entries.values() for c, _ in split})
     cls_idx = {c: i for i, c in enumerate(classes)}
     arrays = {}
@@ -252,7 +254,7 @@ def _from_tarball(path: str, input_size, name: str | None = None) -> DataBundle:
                     entries["test" if split == "val" and not entries["test"] else split].append((parts[-2], mname))
             if not entries["train"]:
                 raise PrunekitError(f"{path} has no train/<class>/<image> entries")
-            arrays, classes = _bundle_from_entries(name, entries, lambda m: tar.extractfile(members[m]).read(), size)
+            arrays, classes = _decode_entries(entries, lambda m: tar.extractfile(members[m]).read(), size)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise PrunekitError(f"cannot read {path}: {e}") from e
     z = {"train_x": arrays["train"][0], "train_y": arrays["train"][1], "test_x": arrays["test"][0],
@@ -276,7 +278,7 @@ def _from_image_folder(root: str, input_size) -> DataBundle:
                           for f in sorted(os.listdir(os.path.join(d, c))) if f.lower().endswith(_IMAGE_EXT)]
     if not entries["train"]:
         raise PrunekitError(f"{train_dir} holds no images in class subfolders")
-    arrays, classes = _bundle_from_entries(root, entries, lambda p: p, size)
+    arrays, classes = _decode_entries(entries, lambda p: p, size)
     z = {"train_x": arrays["train"][0], "train_y": arrays["train"][1], "test_x": arrays["test"][0],
          "test_y": arrays["test"][1], "num_classes": np.array(len(classes))}
     _save_cached(cached, z)

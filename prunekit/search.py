@@ -37,7 +37,7 @@ from .export import export_onnx
 from .graph import build_graph, find_groups
 from .masks import CostModel, plan_for_target, plan_for_threshold
 from .metrics import count_model
-from .models import ModelSpec, build_model, load_state, resolve_model
+from .models import build_model, load_state, resolve_model
 from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, layer_channels, parse_duration,
                        sample_inputs)
 from .policy import Controller, PolicyConfig, RoundResult

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .errors import PrunekitError, VerificationError
-from .graph import CUSTOM_PRUNERS, ChannelGroup, build_graph
+from .graph import ChannelGroup, build_graph
 from .masks import Plan, masked
 
 
