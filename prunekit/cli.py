@@ -388,6 +388,65 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
                        + (f"; PyTorch speedup {row['pytorch_speedup']:.2f}×" if "pytorch_speedup" in row else ""))
 
 
+@main.command()
+@click.argument("model")
+@click.option("--max-params", type=float, default=None, help="budget: ONNX initializer elements")
+@click.option("--max-macs", type=float, default=None, help="budget: MACs at batch 1 (Conv/Gemm/MatMul)")
+@click.option("--max-bytes", type=float, default=None, help="budget: file size")
+@click.option("--max-latency-ms", type=float, default=None, help="absolute p50 at batch 1 (noisy on shared CI)")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="JSON with params/macs/bytes")
+@click.option("--tolerance", default="0%", show_default=True, help="allowed growth over the baseline, e.g. 2%")
+@click.option("--write-baseline", type=click.Path(dir_okay=False), default=None,
+              help="write this model's figures as a baseline (and exit 0)")
+@click.option("--vs", default=None, help="reference ONNX model for a relative latency gate")
+@click.option("--min-speedup", type=float, default=None, help="with --vs: required p50 speedup over it")
+@click.option("--runs", type=int, default=100, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None,
+              help="also write a Markdown summary (for a CI job to post)")
+def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tolerance, write_baseline, vs,
+          min_speedup, runs, threads, as_json, md_path):
+    """CI gate: fail (exit 1) when MODEL.onnx grows past its budget or baseline, or is not fast enough.
+
+    \b
+    Exit codes: 0 within budget, 1 over budget, 2 usage error (missing or corrupt file, bad baseline).
+    Examples:
+      prunekit check model.onnx --write-baseline size-baseline.json
+      prunekit check model.onnx --baseline size-baseline.json --tolerance 2%
+      prunekit check model.onnx --max-macs 60e6 --vs dense.onnx --min-speedup 1.5 --markdown summary.md
+    """
+    from . import gate
+    from .storage import atomic_write_bytes, atomic_write_json
+
+    tol = gate.parse_tolerance(tolerance)
+    if (vs is None) != (min_speedup is None):
+        raise PrunekitError("--vs and --min-speedup go together")
+    if runs <= 0 or threads <= 0:
+        raise PrunekitError("--runs and --threads must be positive")
+    actual = gate.figures(model)
+    if write_baseline:
+        atomic_write_json(write_baseline, {k: actual[k] for k in gate.DETERMINISTIC})
+        click.echo(f"wrote {write_baseline}: params {actual['params']:,}, MACs {actual['macs']:,}, "
+                   f"bytes {actual['bytes']:,}")
+        return
+    ref = gate.read_baseline(baseline) if baseline else None
+    if vs and not os.path.isfile(vs):
+        raise PrunekitError(f"no such ONNX file: {vs}")
+    rows = gate.check_figures(actual, {"params": max_params, "macs": max_macs, "bytes": max_bytes}, ref, tol)
+    if max_latency_ms is not None:
+        rows.append(gate.check_latency(model, max_latency_ms, runs, threads))
+    if vs:
+        rows.append(gate.check_speedup(model, vs, min_speedup, runs, threads))
+    if not rows:
+        raise PrunekitError("nothing to check: give a budget (--max-…), --baseline, or --vs with --min-speedup")
+    if md_path:
+        atomic_write_bytes(md_path, gate.markdown(model, rows).encode())
+    click.echo(json.dumps(gate.to_json(model, rows, actual), indent=2) if as_json else gate.table(rows))
+    if not all(r.passed for r in rows):
+        click.get_current_context().exit(1)
+
+
 @main.command("models")
 def list_models_cmd():
     """List the built-in architectures.

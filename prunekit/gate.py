@@ -1,0 +1,123 @@
+"""Budget and baseline checks for CI (``prunekit check``): deterministic figures gated exactly or within a
+tolerance, latency gated only as a ratio against a reference measured in the same run.
+
+A check is a list of :class:`Verdict` rows (metric, budget, actual, passed); the CLI prints them as a
+table, JSON or Markdown and exits 0 (all within budget), 1 (something over) or 2 (usage error).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from .errors import PrunekitError
+
+DETERMINISTIC = ("params", "macs", "bytes")
+
+
+@dataclass
+class Verdict:
+    metric: str
+    budget: str
+    actual: float
+    passed: bool
+    detail: str = ""
+
+
+def parse_tolerance(text: str | None) -> float:
+    """``2%`` or ``0.02`` → 0.02."""
+    if text is None or text == "":
+        return 0.0
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise PrunekitError(f"--tolerance must look like 2% or 0.02, got {text!r}") from None
+    if value < 0:
+        raise PrunekitError(f"--tolerance must not be negative, got {text!r}")
+    return value
+
+
+def figures(path: str) -> dict:
+    """Deterministic figures of an ONNX file: params (initializer elements), MACs, file bytes."""
+    from .bench import onnx_info
+
+    if not os.path.isfile(path):
+        raise PrunekitError(f"no such ONNX file: {path}")
+    info = onnx_info(path)
+    return {"params": info["params"], "macs": info["macs"], "bytes": os.path.getsize(path),
+            "input_size": list(info["input_size"])}
+
+
+def read_baseline(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise PrunekitError(f"no such baseline file: {path}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise PrunekitError(f"baseline {path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not any(k in data for k in DETERMINISTIC):
+        raise PrunekitError(f"baseline {path} has none of {', '.join(DETERMINISTIC)}")
+    for k in DETERMINISTIC:
+        if k in data and not isinstance(data[k], (int, float)):
+            raise PrunekitError(f"baseline {path}: {k} must be a number, got {data[k]!r}")
+    return data
+
+
+def check_figures(actual: dict, budgets: dict[str, float | None], baseline: dict | None,
+                  tolerance: float) -> list[Verdict]:
+    rows = []
+    for metric in DETERMINISTIC:
+        limit = budgets.get(metric)
+        if limit is not None:
+            rows.append(Verdict(metric, f"≤ {limit:,.0f}", actual[metric], actual[metric] <= limit))
+        if baseline is not None and metric in baseline:
+            ref = float(baseline[metric])
+            allowed = ref * (1 + tolerance)
+            rows.append(Verdict(metric, f"baseline {ref:,.0f} +{tolerance:.1%}", actual[metric],
+                                actual[metric] <= allowed, f"{(actual[metric] / ref - 1) if ref else 0:+.2%}"))
+    return rows
+
+
+def check_speedup(path: str, reference: str, min_speedup: float, runs: int, threads: int) -> Verdict:
+    from .bench import measure_pair, onnx_info
+
+    size = onnx_info(path)["input_size"]
+    stats = measure_pair({"model": path, "reference": reference}, size, 1, threads, warmup=10, runs=runs)
+    speedup = stats["reference"].p50_ms / stats["model"].p50_ms
+    return Verdict("speedup (batch 1, p50)", f"≥ {min_speedup:g}×", speedup, speedup >= min_speedup,
+                   f"{stats['model'].p50_ms:.3f} ms vs {stats['reference'].p50_ms:.3f} ms, {runs} runs interleaved")
+
+
+def check_latency(path: str, max_ms: float, runs: int, threads: int) -> Verdict:
+    from .bench import measure_onnx, onnx_info
+
+    st = measure_onnx(path, onnx_info(path)["input_size"], 1, threads, 10, runs)
+    return Verdict("latency (batch 1, p50, ms)", f"≤ {max_ms:g}", st.p50_ms, st.p50_ms <= max_ms,
+                   f"absolute time on this machine, {runs} runs (noisy on shared CI: prefer --vs/--min-speedup)")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.3f}" if isinstance(x, float) and not x.is_integer() else f"{x:,.0f}"
+
+
+def table(rows: list[Verdict]) -> str:
+    lines = [f"{'metric':<28} {'budget / baseline':<30} {'actual':>16}  verdict"]
+    for r in rows:
+        lines.append(f"{r.metric:<28} {r.budget:<30} {_fmt(r.actual):>16}  {'ok' if r.passed else 'OVER'}"
+                     + (f"  ({r.detail})" if r.detail else ""))
+    return "\n".join(lines)
+
+
+def markdown(path: str, rows: list[Verdict]) -> str:
+    ok = all(r.passed for r in rows)
+    out = [f"### prunekit check: {'✅ within budget' if ok else '❌ over budget'} — `{os.path.basename(path)}`", "",
+           "| metric | budget / baseline | actual | verdict |", "| --- | --- | ---: | --- |"]
+    for r in rows:
+        out.append(f"| {r.metric} | {r.budget} | {_fmt(r.actual)} | {'ok' if r.passed else '**over**'} |")
+    return "\n".join(out) + "\n"
+
+
+def to_json(path: str, rows: list[Verdict], actual: dict) -> dict:
+    return {"model": path, "passed": all(r.passed for r in rows), "figures": actual,
+            "checks": [asdict(r) for r in rows]}
