@@ -447,6 +447,20 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
         click.get_current_context().exit(1)
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir):
+    """Write RUN_DIR/report.md with its plots (rounds.png, channels.png); prune does this after every run.
+
+    \b
+    Example:
+      prunekit report runs/r20-f50
+    """
+    from .report import write_report
+
+    click.echo(write_report(run_dir))
+
+
 @main.command("models")
 def list_models_cmd():
     """List the built-in architectures.

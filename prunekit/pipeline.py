@@ -310,6 +310,9 @@ def _write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: boo
     try:
         save_pruned(os.path.join(tmp, "pruned.pt"), pruned, spec, history)
         atomic_write_json(os.path.join(tmp, "run.json"), run)
+        from .report import write_report
+
+        write_report(tmp)
         if os.path.isdir(out):
             if os.listdir(out) and not overwrite:
                 raise PrunekitError(f"{out} was filled by someone else during the run")

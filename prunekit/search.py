@@ -402,6 +402,9 @@ class Search:
         }
         if self.rank == 0:
             atomic_write_json(os.path.join(self.dir, "run.json"), run)
+            from .report import write_report
+
+            write_report(self.dir)
         return run
 
 

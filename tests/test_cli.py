@@ -19,7 +19,7 @@ def run(*args):
 
 def test_version_and_help():
     assert run("--version").output.strip().endswith(__version__)
-    for verb in ("inspect", "prune", "export", "bench", "models"):
+    for verb in ("inspect", "prune", "export", "bench", "check", "report", "models"):
         r = run(verb, "--help")
         assert r.exit_code == 0 and "Example" in r.output
 
@@ -48,7 +48,10 @@ def test_prune_then_export(tmp_path):
             "--schedule", "oneshot", "--quiet")
     assert r.exit_code == 0, r.output
     assert "params -5" in r.output
-    assert sorted(os.listdir(out)) == ["pruned.pt", "run.json"]
+    assert sorted(os.listdir(out)) == ["channels.png", "pruned.pt", "report.md", "run.json"]
+    assert "| parameters | 269,722 |" in (out / "report.md").read_text()
+    r = run("report", out)
+    assert r.exit_code == 0 and r.output.strip().endswith("report.md")
     # the run folder loads without unpickling code
     payload = torch.load(out / "pruned.pt", weights_only=True)
     assert payload["format"] == "prunekit.pruned/1" and payload["history"]
@@ -120,6 +123,10 @@ def test_prune_refuses_to_overwrite(tmp_path):
     _assert_clean_error(run("prune", "resnet20", "--data", "random", "--target", "params=0.5", "--out", out),
                         "already exists")
     assert os.listdir(out) == ["keep.txt"]
+
+
+def test_report_needs_a_run_folder(tmp_path):
+    _assert_clean_error(run("report", tmp_path), "not a run folder")
 
 
 def test_resume_without_a_search(tmp_path):

@@ -66,6 +66,8 @@ def test_budget_targets_are_met(small_cifar, r20_weights, tmp_path, target, kind
     rows = rounds(tmp_path / "run")
     assert rows[0]["round"] == 0 and rows[0]["accepted"] and len(rows) >= 2
     assert run["search"]["chosen_round"] in [r["round"] for r in rows]
+    for f in ("report.md", "rounds.png", "channels.png"):
+        assert os.path.getsize(tmp_path / "run" / f) > 0
     model = prunekit.load(str(tmp_path / "run"))
     assert sum(p.numel() for p in model.parameters()) == run["pruned"]["params"]
 
