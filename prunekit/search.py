@@ -230,12 +230,13 @@ class Search:
                 lo = mid
         return hi
 
-    def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None):
-        t0 = time.perf_counter()
+    def prune_step(self, base, T: float | None, seed: int, plan_override=None):
+        """Groups, scores and plan on ``base``, then physical removal (verified). Returns
+        (pruned copy, new history entries, plan, T used, masked == pruned check or None)."""
         size = self.spec.input_size
         groups = find_groups(base, build_graph(base, size), self.spec.classifier)
         scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
-                              seed=self.cfg.seed + r, reference=self.info["scales"])
+                              seed=seed, reference=self.info["scales"])
         cost = CostModel.build(base, groups, size)
         if plan_override is not None:
             plan = plan_override(scores, cost)
@@ -244,11 +245,16 @@ class Search:
                 T = self.fixed_threshold(scores, cost)
             plan = plan_for_threshold(scores, cost, T, self.by)
         plan = {k: v for k, v in plan.items() if v}
-        if plan:
-            pruned, hist = apply_plan(base, groups, plan, size)
-            check = verify_masked_equals_pruned(base, pruned, groups, plan, self.verify_inputs, self.cfg.atol)
-        else:
-            pruned, hist, check = copy.deepcopy(base), [], None
+        if not plan:
+            return copy.deepcopy(base), [], plan, T, None
+        pruned, hist = apply_plan(base, groups, plan, size)
+        check = verify_masked_equals_pruned(base, pruned, groups, plan, self.verify_inputs, self.cfg.atol)
+        return pruned, hist, plan, T, check
+
+    def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None):
+        t0 = time.perf_counter()
+        size = self.spec.input_size
+        pruned, hist, plan, T, check = self.prune_step(base, T, self.cfg.seed + r, plan_override)
         history = base_history + hist
         if self.rewind_weights is not None:  # weight rewinding: early weights, pruned by the same history
             pruned = build_model(self.spec, trust_pickle=self.cfg.trust_pickle).eval()
@@ -324,7 +330,7 @@ class Search:
         for attempt in range(10):
             r = len(self.ctrl.rounds)
             if self.target.kind == "latency":
-                while self.latency(self.run_round_no_train(base, history, T)[0], "topup") > self.target.amount:
+                while self.latency(self.prune_step(base, T, self.cfg.seed)[0], "topup") > self.target.amount:
                     T *= 1.25
                     if T > 1e6:
                         raise PrunekitError(f"latency {self.target.amount} ms is out of reach for this model")
@@ -342,17 +348,6 @@ class Search:
             if self.ctrl.meets_target(self.ctrl.rounds[-1]):
                 return r
         raise PrunekitError(f"could not reach {self.target.text} after pruning to it")
-
-    def run_round_no_train(self, base, history, T):
-        groups = find_groups(base, build_graph(base, self.spec.input_size), self.spec.classifier)
-        scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
-                              reference=self.info["scales"])
-        plan = {k: v for k, v in plan_for_threshold(scores, CostModel.build(base, groups, self.spec.input_size), T,
-                                                    self.by).items() if v}
-        if not plan:
-            return copy.deepcopy(base), history, plan
-        pruned, hist = apply_plan(base, groups, plan, self.spec.input_size)
-        return pruned, history + hist, plan
 
     # ------------------------------------------------------------------------------------------- delivery
     def deliver(self, best: int) -> dict:
