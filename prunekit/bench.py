@@ -119,8 +119,20 @@ def measure_torch_pair(models: dict, input_size: tuple[int, int, int], batch: in
     return {k: summarize(v, batch) for k, v in times.items()}
 
 
+def _is_channel_selection(weight) -> bool:
+    """A 1×1 conv whose weight only copies channels (0/1 entries, at most one 1 per row and per column): the
+    option-A shortcut. prunekit's counts treat it as data movement, so the ONNX count must skip it too."""
+    from onnx import numpy_helper
+
+    if len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 1):
+        return False
+    w = numpy_helper.to_array(weight).reshape(weight.dims[0], weight.dims[1])
+    return bool(np.isin(w, (0, 1)).all() and (w.sum(1) <= 1).all() and (w.sum(0) <= 1).all())
+
+
 def onnx_info(path: str) -> dict:
-    """Input size, parameter count (initializer elements) and MACs (Conv, Gemm, MatMul at batch 1) of an ONNX file."""
+    """Input size, parameter count (initializer elements) and MACs (Conv, Gemm, MatMul at batch 1, channel
+    selections excluded) of an ONNX file."""
     import onnx
     from onnx import shape_inference
 
@@ -143,13 +155,16 @@ def onnx_info(path: str) -> dict:
     inferred = shape_inference.infer_shapes(model)
     shapes = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
-        shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+        # a symbolic dimension left by shape inference is the batch (set to 1 above): count it as 1
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
     for name, t in inits.items():
         shapes[name] = list(t.dims)
     macs = 0
     for node in graph.node:
         if node.op_type == "Conv" and len(node.input) > 1:
             w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
+            if node.input[1] in inits and _is_channel_selection(inits[node.input[1]]):
+                continue  # an option-A shortcut: data movement, not counted (as in run.json)
             if w and out:
                 macs += int(np.prod(out)) * int(np.prod(w[1:]))
         elif node.op_type in ("Gemm", "MatMul") and len(node.input) > 1:

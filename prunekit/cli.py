@@ -15,15 +15,33 @@ from . import __version__
 from .errors import PrunekitError
 
 
+def _usage_error(e: click.UsageError) -> None:
+    verb = e.ctx.command_path if e.ctx is not None else "prunekit"
+    click.echo(f"error: {e.format_message()} (see: {verb} --help)", err=True)
+
+
 class _Group(click.Group):
+    """Turns every user-facing failure into one ``error:`` line and an exit code: PrunekitError (its own code),
+    click's usage errors (2, without the Usage block), Ctrl-C (130, saying what was kept)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as e:
+            _usage_error(e)
+            raise click.exceptions.Exit(2) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            _usage_error(e)
+            ctx.exit(2)
         except PrunekitError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted; nothing was written", err=True)
+            click.echo("interrupted", err=True)
             ctx.exit(130)
 
 
@@ -46,6 +64,9 @@ def main():
 
 MODEL_HELP = ("built-in name (resnet20…resnet110, vgg16_bn, mobilenet_v2), torchvision:NAME, "
               "path/file.py:factory, or a saved module path.pt (needs --trust-pickle)")
+
+
+TRUST_CODE_HELP = "allow a run folder whose model is a file.py:factory to import and run that file"
 
 
 def _model_options(f):
@@ -133,10 +154,12 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
+@click.option("--trust-code", is_flag=True, help="--resume: " + TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
-          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, overwrite, quiet):
+          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, overwrite,
+          trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -162,8 +185,9 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
         from .search import run_search
 
         cfg = PruneConfig(model=model or "", data=data or "", target=target or "", out=resume_dir,
-                          max_rounds=max_rounds, time_limit=time_limit, log_format=log_format)
-        run = run_search(cfg, log=log, resume=True)
+                          max_rounds=max_rounds, time_limit=time_limit, log_format=log_format,
+                          trust_pickle=trust_pickle)
+        run = run_search(cfg, log=log, resume=True, trust_code=trust_code)
     else:
         missing = [n for n, v in (("MODEL", model), ("--data", data), ("--target", target), ("--out", out)) if not v]
         if missing:
@@ -201,20 +225,15 @@ def _init_distributed() -> None:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
-def _resolve_export_source(source, weights, input_size, num_classes, trust_pickle):
-    """(model, spec, data spec for check inputs or None) for a RUN_DIR, a pruned.pt, a pickled module or a name."""
-    from .models import resolve_model
-    from .storage import load, load_spec
+def _resolve_export_source(source, weights, input_size, num_classes, trust_pickle, trust_code):
+    """(model, spec, check inputs stored in the run or None) for a RUN_DIR, a pruned.pt, a pickled module or a
+    model spec. A run folder's model is rebuilt without running code unless the user trusts it."""
+    from .models import is_torch_file, resolve_model
+    from .storage import load, load_check_inputs, load_spec
 
-    if os.path.isdir(source) or (os.path.isfile(source) and source.endswith(".pt") and _is_pruned_file(source)):
-        run_json = os.path.join(source, "run.json") if os.path.isdir(source) else None
-        data = None
-        if run_json and os.path.isfile(run_json):
-            with open(run_json) as f:
-                data = json.load(f).get("data", {}).get("spec")
-        return load(source, trust_pickle=trust_pickle), load_spec(source), data
-    if os.path.isdir(source):
-        raise PrunekitError(f"{source} is not a run folder (no pruned.pt)")
+    if os.path.isdir(source) or (os.path.isfile(source) and is_torch_file(source) and _is_pruned_file(source)):
+        stored = load_check_inputs(source) if os.path.isdir(source) else None
+        return load(source, trust_pickle=trust_pickle, trust_code=trust_code), load_spec(source), stored
     model, spec = resolve_model(source, weights=weights, input_size=input_size, num_classes=num_classes,
                                 trust_pickle=trust_pickle)
     return model, spec, None
@@ -238,32 +257,49 @@ def _is_pruned_file(path: str) -> bool:
 @click.option("--data", default=None, help="inputs for the parity check (default: the run's data, else random)")
 @click.option("--check-images", type=int, default=16, show_default=True)
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)
+@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True)
-def export(source, weights, input_size, num_classes, trust_pickle, out, atol, data, check_images, exporter, quiet):
+def export(source, weights, input_size, num_classes, trust_pickle, out, atol, data, check_images, exporter,
+           trust_code, quiet):
     """Export SOURCE (RUN_DIR, pruned.pt, MODEL) to ONNX and check it against PyTorch.
 
     \b
+    Check inputs: --data when given, else the images stored in the run folder, else random inputs.
     Example:
       prunekit export runs/r56-p50 --out r56-p50.onnx
       prunekit export resnet20 --weights ../shared/weights/resnet20-cifar10jpeg.pt --out r20.onnx
     """
+    import math
+
     import torch
 
     from .data import load_data
     from .export import export_onnx
+    from .files import check_writable_location
     from .pipeline import sample_inputs
 
     if check_images <= 0:
         raise PrunekitError("--check-images must be positive")
-    model, spec, run_data = _resolve_export_source(source, weights, input_size, num_classes, trust_pickle)
-    data = data or run_data
+    if not math.isfinite(atol) or atol < 0:
+        raise PrunekitError(f"--atol must be a finite number ≥ 0, got {atol}")
+    check_writable_location(out)
+    log = _logger(quiet)
+    model, spec, stored = _resolve_export_source(source, weights, input_size, num_classes, trust_pickle, trust_code)
     if data and data != "random":
         inputs = sample_inputs(load_data(data, spec.input_size), check_images)
         kind = f"{inputs.shape[0]} images of {data}"
+    elif stored is not None and not data:
+        inputs = stored[:check_images]
+        kind = f"{inputs.shape[0]} images stored in the run folder"
     else:
         inputs = torch.randn(check_images, *spec.input_size, generator=torch.Generator().manual_seed(0))
         kind = f"{check_images} random normal inputs"
-    _logger(quiet)(f"exporting with the {exporter} exporter; checking on {kind}")
+    if tuple(inputs.shape[1:]) != tuple(spec.input_size):
+        raise PrunekitError(f"the check inputs are {tuple(inputs.shape[1:])} but the model takes {spec.input_size}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        click.echo(f"warning: creating the folder {parent}", err=True)
+    log(f"exporting with the {exporter} exporter; checking on {kind}")
     report = export_onnx(model, inputs, out, atol=atol, exporter=exporter)
     if not quiet:
         click.echo(report.checklist(), err=True)
@@ -281,20 +317,18 @@ def _parse_batches(text: str) -> list[int]:
     return sizes
 
 
-def _bench_sources(source: str, vs: str | None):
+def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
     """(pruned onnx, dense onnx or None, torch models or None) for an ONNX file or a run folder."""
     import torch
 
     from .export import export_onnx
-    from .models import resolve_model
-    from .storage import load, load_spec
+    from .storage import load, load_check_inputs, load_dense, load_spec
 
     if os.path.isdir(source):
-        spec = load_spec(source)
-        pruned = load(source)
-        dense, _ = resolve_model(spec.name if spec.source != "torchvision" else f"torchvision:{spec.name}",
-                                 weights=spec.weights, input_size=spec.input_size, num_classes=spec.num_classes)
-        x = torch.randn(2, *spec.input_size)
+        pruned = load(source, trust_code=trust_code)
+        dense = load_dense(source, trust_code=trust_code)
+        x = load_check_inputs(source)
+        x = x[:4] if x is not None else torch.randn(2, *load_spec(source).input_size)
         paths = {}
         for tag, model in (("pruned", pruned), ("dense", dense)):
             path = os.path.join(source, "model.onnx" if tag == "pruned" else "dense.onnx")
@@ -319,8 +353,9 @@ def _bench_sources(source: str, vs: str | None):
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="also time PyTorch eager (run folders only)")
+@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, as_json):
+def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, trust_code, as_json):
     """Latency of an ONNX model (or a run's pruned vs dense model) in onnxruntime and PyTorch.
 
     \b
@@ -343,7 +378,7 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise PrunekitError("the CUDA execution provider is not available: install onnxruntime-gpu and run "
                                 "on a machine with an NVIDIA GPU, or use --provider cpu")
-    pruned_path, dense_path, torch_models = _bench_sources(source, vs)
+    pruned_path, dense_path, torch_models = _bench_sources(source, vs, trust_code)
     info = {"pruned": onnx_info(pruned_path)}
     paths = {"pruned": pruned_path}
     if dense_path:
@@ -383,9 +418,15 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
                            f"p90 {st['p90_ms']:9.3f}  p99 {st['p99_ms']:9.3f}  mean {st['mean_ms']:9.3f} "
                            f"± {st['std_ms']:.3f}  ({st['runs']} runs)  {st['throughput_ips']:10.1f} img/s")
         if "speedup" in row:
-            click.echo(f"  batch {row['batch']:<4} speedup {row['speedup']:.2f}× (onnxruntime p50), MAC ratio "
-                       f"{row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"
-                       + (f"; PyTorch speedup {row['pytorch_speedup']:.2f}×" if "pytorch_speedup" in row else ""))
+            click.echo(f"  batch {row['batch']:<4} speedup {_speedup_words(row['speedup'])} (onnxruntime p50), MAC "
+                       f"ratio {row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"
+                       + (f"; PyTorch speedup {_speedup_words(row['pytorch_speedup'])}"
+                          if "pytorch_speedup" in row else ""))
+
+
+def _speedup_words(speedup: float) -> str:
+    """``1.42×``, or ``0.94× — SLOWER than dense`` below 1: a number alone hides that the pruning lost time."""
+    return f"{speedup:.2f}×" if speedup >= 1 else f"{speedup:.2f}× — SLOWER than dense"
 
 
 @main.command()
@@ -417,9 +458,13 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
       prunekit check model.onnx --max-macs 60e6 --vs dense.onnx --min-speedup 1.5 --markdown summary.md
     """
     from . import gate
-    from .storage import atomic_write_bytes, atomic_write_json
+    from .files import atomic_write_bytes, atomic_write_json, require_finite
 
     tol = gate.parse_tolerance(tolerance)
+    for name, value in (("--max-params", max_params), ("--max-macs", max_macs), ("--max-bytes", max_bytes),
+                        ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup)):
+        if value is not None and require_finite(name, value) < 0:
+            raise PrunekitError(f"{name} must not be negative, got {value}")
     if (vs is None) != (min_speedup is None):
         raise PrunekitError("--vs and --min-speedup go together")
     if runs <= 0 or threads <= 0:

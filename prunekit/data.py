@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import PrunekitError
+from .errors import PrunekitError, user_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -179,10 +179,14 @@ def _split_per_class(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
 
-def _cache_path(kind: str, source: str, size: tuple[int, int]) -> str:
-    st = os.stat(source)
-    key = f"{os.path.abspath(source)}|{st.st_size}|{st.st_mtime_ns}|{size}"
-    return os.path.join(cache_dir(), f"{kind}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz")
+def _cache_path(kind: str, sources: list[str], size: tuple[int, int]) -> str:
+    """Cache file keyed on every source file's path, size and mtime: a changed, added or removed file
+    (not only a changed folder) gives a new key, so a stale cache is never served."""
+    h = hashlib.sha1(f"{kind}|{size}".encode())
+    for source in sources:
+        st = os.stat(source)
+        h.update(f"|{os.path.abspath(source)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return os.path.join(cache_dir(), f"{kind}-{h.hexdigest()[:16]}.npz")
 
 
 def _decode(data: bytes | str, size: tuple[int, int]) -> np.ndarray:
@@ -198,6 +202,11 @@ def _decode(data: bytes | str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def _decode_one(read, member: str, size: tuple[int, int]) -> np.ndarray:
+    with user_input(f"cannot decode image {member}"):
+        return _decode(read(member), size)
+
+
 def _decode_entries(entries: dict[str, list[tuple[str, str]]], read, size
                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Decode ``entries`` (split → [(class, member)], ``read(member)`` → bytes or path) into
@@ -207,21 +216,34 @@ def _decode_entries(entries: dict[str, list[tuple[str, str]]], read, size
     arrays = {}
     for split, items in entries.items():
         items = sorted(items)  # per class, by file name
-        imgs = np.stack([_decode(read(m), size) for _, m in items]) if items else np.zeros((0, *size, 3), np.uint8)
+        imgs = np.stack([_decode_one(read, m, size) for _, m in items]) if items else np.zeros((0, *size, 3), np.uint8)
         arrays[split] = (imgs, np.array([cls_idx[c] for c, _ in items], dtype=np.int64))
     return arrays, classes
 
 
-def _load_cached(path: str):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def _load_cached(path: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there is no cache (or it is damaged: it is then rebuilt)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception:
+        return None
 
 
 def _save_cached(path: str, arrays: dict[str, np.ndarray]) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """Best effort: a cache that cannot be written (read-only home, full disk) only costs a re-decode later."""
     tmp = f"{path}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:  # an interrupt (or a full disk) must not leave a half-written array behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _finish(name: str, z: dict[str, np.ndarray]) -> DataBundle:
@@ -239,10 +261,11 @@ def _split_of(parts: list[str]) -> str | None:
 
 def _from_tarball(path: str, input_size, name: str | None = None) -> DataBundle:
     size = tuple(input_size[1:])
-    cached = _cache_path("tar", path, size)
+    cached = _cache_path("tar", [path], size)
     name = name or ("cifar10" if os.path.basename(path).startswith("cifar10") else os.path.basename(path))
-    if os.path.isfile(cached):
-        return _finish(name, _load_cached(cached))
+    z = _load_cached(cached)
+    if z is not None:
+        return _finish(name, z)
     try:
         with tarfile.open(path) as tar:
             members = {m.name: m for m in tar.getmembers() if m.isfile()}
@@ -269,15 +292,16 @@ def _from_image_folder(root: str, input_size) -> DataBundle:
     if not os.path.isdir(train_dir) or test_dir is None:
         raise PrunekitError(f"{root} is not an ImageFolder root: it needs train/ and test/ (or val/) subfolders")
     size = tuple(input_size[1:])
-    cached = _cache_path("folder", train_dir, size)
-    if os.path.isfile(cached):
-        return _finish(os.path.basename(root.rstrip("/")), _load_cached(cached))
     entries = {}
     for split, d in (("train", train_dir), ("test", test_dir)):
         entries[split] = [(c, os.path.join(d, c, f)) for c in sorted(os.listdir(d)) if os.path.isdir(os.path.join(d, c))
                           for f in sorted(os.listdir(os.path.join(d, c))) if f.lower().endswith(_IMAGE_EXT)]
     if not entries["train"]:
         raise PrunekitError(f"{train_dir} holds no images in class subfolders")
+    cached = _cache_path("folder", [p for split in entries.values() for _, p in split], size)
+    z = _load_cached(cached)
+    if z is not None:
+        return _finish(os.path.basename(root.rstrip("/")), z)
     arrays, classes = _decode_entries(entries, lambda p: p, size)
     z = {"train_x": arrays["train"][0], "train_y": arrays["train"][1], "test_x": arrays["test"][0],
          "test_y": arrays["test"][1], "num_classes": np.array(len(classes))}

@@ -1,12 +1,18 @@
-"""The exception types a user of prunekit should ever see for a mistake of theirs or a failed check."""
+"""The exception types a user of prunekit should ever see, and the one place that turns failures of things a
+user supplied (files, factories, datasets, JSON) into them.
+
+Every user-facing failure is a :class:`PrunekitError`: the CLI prints its message on stderr (one line, or a
+checklist) and exits with its ``exit_code`` without a traceback. :func:`user_input` wraps any block that
+reads or runs something the user gave us, so an unexpected exception from it becomes a PrunekitError that
+names the thing (``cannot read weights w.pt: EOFError``), never a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
 
 
 class PrunekitError(Exception):
-    """A user-facing error: bad input, unsupported model, impossible target.
-
-    The CLI prints its message on stderr (one line, or a checklist) and exits with ``exit_code``
-    (2: the input cannot be used), without a traceback.
-    """
+    """A user-facing error: bad input, unsupported model, impossible target. Exit code 2."""
 
     exit_code = 2
 
@@ -15,3 +21,31 @@ class VerificationError(PrunekitError):
     """A numerical check failed (masked ≠ pruned, ONNX ≠ PyTorch): nothing was written. Exit code 1."""
 
     exit_code = 1
+
+
+class Interrupted(PrunekitError):
+    """Ctrl-C: the message says what exists on disk (nothing, or a resumable search). Exit code 130."""
+
+    exit_code = 130
+
+
+def describe(e: BaseException, limit: int = 200) -> str:
+    """``TypeName: first line of the message`` (just ``TypeName`` when the message is empty)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0][:limit]}" if lines else type(e).__name__
+
+
+@contextlib.contextmanager
+def user_input(what: str):
+    """Turn any failure inside the block (except PrunekitError and interrupts) into ``PrunekitError(what: …)``.
+
+    ``what`` names the thing the user supplied, e.g. ``"cannot read weights runs/w.pt"``.
+    """
+    try:
+        yield
+    except PrunekitError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as e:
+        raise PrunekitError(f"{what}: {describe(e)}") from e

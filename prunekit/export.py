@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .errors import PrunekitError, VerificationError
+from .files import default_mode
 from .surgery import compare_outputs
 
 
@@ -130,6 +131,7 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
                        "max_abs_diff": diff, "allowed": allowed})
         if not all(c["passed"] for c in checks):
             raise _failed(checks)
+        os.chmod(tmp, default_mode())  # mkstemp made it 0600
         os.replace(tmp, out_path)
         tmp = None
         return ExportReport(out_path, used, opset, seconds, os.path.getsize(out_path), checks)

@@ -6,11 +6,12 @@ table, JSON or Markdown and exits 0 (all within budget), 1 (something over) or 2
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
 from .errors import PrunekitError
+from .files import read_json
 
 DETERMINISTIC = ("params", "macs", "bytes")
 
@@ -32,8 +33,8 @@ def parse_tolerance(text: str | None) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise PrunekitError(f"--tolerance must look like 2% or 0.02, got {text!r}") from None
-    if value < 0:
-        raise PrunekitError(f"--tolerance must not be negative, got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise PrunekitError(f"--tolerance must be a finite number ≥ 0, got {text!r}")
     return value
 
 
@@ -49,18 +50,12 @@ def figures(path: str) -> dict:
 
 
 def read_baseline(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise PrunekitError(f"no such baseline file: {path}")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise PrunekitError(f"baseline {path} is not valid JSON: {e}") from e
+    data = read_json(path, "baseline")  # refuses NaN / Infinity
     if not isinstance(data, dict) or not any(k in data for k in DETERMINISTIC):
         raise PrunekitError(f"baseline {path} has none of {', '.join(DETERMINISTIC)}")
     for k in DETERMINISTIC:
-        if k in data and not isinstance(data[k], (int, float)):
-            raise PrunekitError(f"baseline {path}: {k} must be a number, got {data[k]!r}")
+        if k in data and (not isinstance(data[k], (int, float)) or isinstance(data[k], bool) or data[k] < 0):
+            raise PrunekitError(f"baseline {path}: {k} must be a number ≥ 0, got {data[k]!r}")
     return data
 
 

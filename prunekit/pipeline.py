@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -17,14 +16,15 @@ import numpy as np
 import torch
 
 from .data import DataBundle, load_data
-from .errors import PrunekitError
+from .errors import Interrupted, PrunekitError
+from .files import check_output_folder, make_temp_dir, require_finite
 from .graph import build_graph, find_groups, frozen_summary
 from .masks import CostModel, plan_for_target
 from .metrics import count_model
 from .models import resolve_model
 from .scoring import get_criterion, score_groups
-from .storage import atomic_write_json, save_pruned
-from .surgery import apply_plan, verify_masked_equals_pruned
+from .storage import atomic_write_json, load, save_check_inputs, save_pruned
+from .surgery import apply_plan, compare_outputs, verify_masked_equals_pruned
 from .train import TrainConfig, evaluate, finetune
 
 TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency"}
@@ -93,6 +93,7 @@ class PruneConfig:
     trust_pickle: bool = False
     seed: int = 0
     verify_images: int = 64
+    check_images: int = 16  # real inputs stored in the run folder for export's ONNX check
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
     atol: float = 1e-4
     overwrite: bool = False
@@ -118,18 +119,28 @@ class PruneConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self, check_out: bool = True) -> Target:
+        """Check every field (types, ranges, finite numbers) and, with ``check_out``, the places the run will
+        read and write; raises PrunekitError before any work starts. Returns the parsed target."""
         target = parse_target(self.target)
         if self.schedule not in ("oneshot", "adaptive", "fixed"):
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
         if self.schedule == "oneshot" and target.kind not in ("params", "macs"):
             raise PrunekitError(f"target {target.text} needs a search: use --schedule adaptive (or fixed)")
+        for name in ("p", "lr", "train_lr", "epochs_per_round", "train_fraction", "lam", "rate", "slack",
+                     "finetune_epochs", "atol", "rewind_point", "weight_decay"):
+            require_finite(f"--{name.replace('_', '-')}", getattr(self, name))
+        for name, least in (("batch_size", 1), ("calib_images", 1), ("verify_images", 1), ("max_rounds", 1),
+                            ("latency_threads", 1), ("latency_runs", 1), ("num_classes", 1), ("eval_images", 1)):
+            value = getattr(self, name)
+            if value is None and name in ("num_classes", "eval_images"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise PrunekitError(f"--{name.replace('_', '-')} must be an integer ≥ {least}, got {value!r}")
         if self.schedule != "oneshot":
             if not 0 < self.train_fraction <= 1:
                 raise PrunekitError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
             if self.epochs_per_round <= 0:
                 raise PrunekitError(f"--epochs-per-round must be positive, got {self.epochs_per_round}")
-            if self.max_rounds < 1:
-                raise PrunekitError(f"--max-rounds must be at least 1, got {self.max_rounds}")
             if not 0 < self.rate < 1:
                 raise PrunekitError(f"--rate must be a fraction in (0, 1), got {self.rate}")
             if self.lam <= 0:
@@ -138,39 +149,61 @@ class PruneConfig:
                 raise PrunekitError(f"--rewind must be lr, weights or auto, got {self.rewind!r}")
             if self.rewind == "weights" and not self.rewind_checkpoint:
                 raise PrunekitError("weight rewinding needs --rewind-checkpoint (weights saved early in training)")
-            if self.rewind_checkpoint and not os.path.isfile(self.rewind_checkpoint):
-                raise PrunekitError(f"rewind checkpoint not found: {self.rewind_checkpoint}")
             if self.minimize not in ("params", "flops"):
                 raise PrunekitError(f"--minimize must be params or flops, got {self.minimize!r}")
+            if not 0 <= self.rewind_point < 1:
+                raise PrunekitError(f"rewind_point must be in [0, 1), got {self.rewind_point}")
             parse_duration(self.time_limit)
         get_criterion(self.criterion)
         if self.p <= 0:
             raise PrunekitError(f"--p must be positive, got {self.p}")
-        if self.calib_images <= 0:
-            raise PrunekitError(f"--calib-images must be positive, got {self.calib_images}")
         if self.finetune_epochs < 0:
             raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
-        if check_out and os.path.exists(self.out) and not (
-                os.path.isdir(self.out) and (self.overwrite or not os.listdir(self.out))):
-            raise PrunekitError(f"{self.out} already exists and is not empty (choose another --out or --overwrite)")
+        for name in ("lr", "train_lr"):
+            if getattr(self, name) <= 0:
+                raise PrunekitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.atol < 0 or self.weight_decay < 0 or self.slack < 0:
+            raise PrunekitError("atol, weight decay and slack must not be negative")
+        if self.log_format not in ("text", "json"):
+            raise PrunekitError(f"--log-format must be text or json, got {self.log_format!r}")
+        if check_out:
+            if self.rewind_checkpoint and not os.path.isfile(self.rewind_checkpoint):
+                raise PrunekitError(f"rewind checkpoint not found: {self.rewind_checkpoint}")
+            if self.weights and not os.path.isfile(self.weights):
+                raise PrunekitError(f"weights file not found: {self.weights}")
+            check_output_folder(self.out, self.overwrite)
         return target
 
 
-def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]) -> None:
+def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]) -> tuple[int, ...]:
+    """Run the model once on zeros of ``input_size``; returns the output shape (a clear error if it fails)."""
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size))
+            out = model.eval()(torch.zeros(1, *input_size))
     except Exception as e:
         raise PrunekitError(
             f"the model does not run on inputs of size {','.join(map(str, input_size))}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0][:160]} (set --input-size C,H,W)") from e
+            f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]} (set --input-size C,H,W)") from e
+    if not isinstance(out, torch.Tensor):
+        raise PrunekitError(f"the model returns a {type(out).__name__}, not a tensor of class scores")
+    return tuple(out.shape)
 
 
-def check_data_fits(bundle: DataBundle, input_size: tuple[int, int, int]) -> None:
+def check_data_fits(bundle: DataBundle, input_size: tuple[int, int, int], outputs: tuple[int, ...] | None = None,
+                    model: str = "the model") -> None:
+    """The data's images have the model's input size, and its classes match the classifier's outputs."""
+    if bundle.synthetic:
+        return
     h, w = bundle.train.images.shape[1:3]
     if (h, w) != tuple(input_size[1:]):
         raise PrunekitError(f"data {bundle.name} has {h}×{w} images but the model expects {input_size[1]}×"
                             f"{input_size[2]} (--input-size)")
+    if outputs is not None and bundle.has_labels and bundle.num_classes is not None:
+        n_out = outputs[-1] if len(outputs) == 2 else None
+        if n_out != bundle.num_classes:
+            raise PrunekitError(
+                f"data {bundle.name} has {bundle.num_classes} classes but {model} outputs {n_out or outputs}: labels "
+                "would not match the classifier (set --num-classes, or use data with the model's classes)")
 
 
 def spread(total: int, n: int) -> np.ndarray:
@@ -178,10 +211,15 @@ def spread(total: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, total - 1, num=min(n, total)).astype(np.int64))
 
 
-def sample_inputs(bundle: DataBundle, n: int) -> torch.Tensor:
-    """Real inputs for verification: ``n`` test images spread over the split (else training images)."""
+def sample_images(bundle: DataBundle, n: int) -> np.ndarray:
+    """``n`` test images (uint8) spread over the split (else training images): the inputs checks run on."""
     ds = bundle.test if bundle.test is not None and len(bundle.test) else bundle.train
-    return bundle.to_tensor(ds.images[spread(len(ds), n)])
+    return ds.images[spread(len(ds), n)]
+
+
+def sample_inputs(bundle: DataBundle, n: int) -> torch.Tensor:
+    """Real inputs for verification: :func:`sample_images`, normalised."""
+    return bundle.to_tensor(sample_images(bundle, n))
 
 
 def layer_channels(before, after) -> list[dict]:
@@ -202,7 +240,10 @@ def prune(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict
         from .search import run_search
 
         return run_search(cfg, log)
-    return prune_oneshot(cfg, log)
+    try:
+        return prune_oneshot(cfg, log)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; nothing was written ({cfg.out} is as it was)") from None
 
 
 def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
@@ -213,10 +254,11 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     t = time.perf_counter()
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
-    check_input_size(model, spec.input_size)
+    outputs = check_input_size(model, spec.input_size)
     bundle = load_data(cfg.data, spec.input_size)
-    if not bundle.synthetic:
-        check_data_fits(bundle, spec.input_size)
+    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    if cfg.finetune_epochs > 0 and not bundle.has_labels:
+        raise PrunekitError("--finetune-epochs needs labelled data (not random)")
     timings["load"] = time.perf_counter() - t
 
     log(f"model {cfg.model}: building the dependency graph")
@@ -268,8 +310,6 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         timings["evaluate"] = time.perf_counter() - t
     finetune_summary = None
     if cfg.finetune_epochs > 0:
-        if not bundle.has_labels:
-            raise PrunekitError("--finetune-epochs needs labelled data (not random)")
         t = time.perf_counter()
         log(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
         finetune_summary = finetune(pruned, bundle, TrainConfig(cfg.finetune_epochs, cfg.lr, batch_size=cfg.batch_size,
@@ -299,16 +339,36 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         "verification": verification,
         "timings_s": timings,
     }
-    _write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite)
+    _write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
+                      bundle, cfg.atol)
     return run
 
 
-def _write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: bool) -> None:
+def check_reloads(run_dir: str, model: torch.nn.Module, inputs: torch.Tensor, atol: float) -> dict:
+    """Proof that the run folder rebuilds the model it was written from: same outputs on ``inputs``.
+
+    The model spec in a folder this process has just written names code the caller chose, so it is trusted."""
+    reloaded = load(run_dir, trust_pickle=True, trust_code=True)
+    with torch.no_grad():
+        diff, allowed, ok = compare_outputs(model.eval()(inputs), reloaded(inputs), atol, 1e-5)
+    if not ok:
+        from .errors import VerificationError
+
+        raise VerificationError(f"the run folder does not reload to the pruned model: outputs differ by {diff:.3g} "
+                                f"(> {allowed:.3g}); nothing was written")
+    return {"check": "pruned.pt reloads to the same model", "max_abs_diff": diff, "allowed": allowed,
+            "inputs": int(inputs.shape[0]), "passed": ok}
+
+
+def _write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: bool, check_images: np.ndarray,
+                      bundle: DataBundle, atol: float) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(out))}.tmp-", dir=parent)
+    tmp = make_temp_dir(parent, f".{os.path.basename(os.path.abspath(out))}.tmp-")
     try:
         save_pruned(os.path.join(tmp, "pruned.pt"), pruned, spec, history)
+        save_check_inputs(tmp, check_images, bundle.mean, bundle.std)
+        run["verification"].append(check_reloads(tmp, pruned, bundle.to_tensor(check_images), atol))
         atomic_write_json(os.path.join(tmp, "run.json"), run)
         from .report import write_report
 

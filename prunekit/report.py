@@ -9,24 +9,43 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import PrunekitError
-from .storage import atomic_write_bytes
+from .errors import PrunekitError, user_input
+from .files import atomic_write_bytes, read_json
+
+# what a report reads from run.json: (dotted key, type)
+RUN_FIELDS = (("model.name", str), ("target.text", str), ("config.schedule", str), ("config.criterion", str),
+              ("data.spec", str), ("dense.params", int), ("dense.macs", int), ("pruned.params", int),
+              ("pruned.macs", int), ("layers", list))
+ROUND_FIELDS = ("round", "T", "lambda", "params", "macs", "val_accuracy", "accepted", "decision")
+
+
+def _check_run(run, path: str) -> None:
+    if not isinstance(run, dict):
+        raise PrunekitError(f"{path} is not a prunekit run record (not a JSON object)")
+    for key, kind in RUN_FIELDS:
+        value = run
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PrunekitError(f"{path} is not a complete prunekit run record: {key} is missing or not a "
+                                f"{kind.__name__}")
 
 
 def _read_run(run_dir: str) -> tuple[dict, list[dict]]:
     path = os.path.join(run_dir, "run.json")
     if not os.path.isfile(path):
         raise PrunekitError(f"{run_dir} is not a run folder (no run.json)")
-    try:
-        with open(path) as f:
-            run = json.load(f)
-    except json.JSONDecodeError as e:
-        raise PrunekitError(f"{path} is not valid JSON: {e}") from e
+    run = read_json(path, "run record")
+    _check_run(run, path)
     rounds = []
     jsonl = os.path.join(run_dir, "rounds.jsonl")
     if os.path.isfile(jsonl):
-        with open(jsonl) as f:
+        with open(jsonl) as f, user_input(f"{jsonl} is damaged"):
             rounds = [json.loads(line) for line in f if line.strip()]
+            for r in rounds:
+                missing = [k for k in ROUND_FIELDS if k not in r]
+                if missing:
+                    raise ValueError(f"a round lacks {', '.join(missing)}")
     return run, rounds
 
 
@@ -103,6 +122,11 @@ def _pct(a, b) -> str:
 def write_report(run_dir: str) -> str:
     """Write ``report.md`` and its PNG plots into ``run_dir``; returns the report's path."""
     run, rounds = _read_run(run_dir)
+    with user_input(f"cannot write a report from {os.path.join(run_dir, 'run.json')}"):
+        return _write_report(run_dir, run, rounds)
+
+
+def _write_report(run_dir: str, run: dict, rounds: list[dict]) -> str:
     d, p = run["dense"], run["pruned"]
     acc = run.get("accuracy") or {}
     lines = [f"# prunekit report: {run['model']['name']}", "",

@@ -32,18 +32,19 @@ import torch.distributed as dist
 
 from .bench import measure_onnx
 from .data import DataBundle, load_data
-from .errors import PrunekitError
+from .errors import Interrupted, PrunekitError, user_input
+from .files import read_json
 from .export import export_onnx
 from .graph import build_graph, find_groups
 from .masks import CostModel, plan_for_target, plan_for_threshold
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
-from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, layer_channels, parse_duration,
-                       sample_inputs)
+from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, check_reloads, layer_channels,
+                       parse_duration, sample_images)
 from .policy import Controller, PolicyConfig, RoundResult
 from .scoring import score_groups, score_scales
-from .storage import atomic_write_bytes, atomic_write_json, read_pruned, save_pruned
-from .surgery import apply_plan, compare_outputs, replay, verify_masked_equals_pruned
+from .storage import atomic_write_bytes, atomic_write_json, read_pruned, save_check_inputs, save_pruned
+from .surgery import apply_plan, replay, verify_masked_equals_pruned
 from .train import TrainConfig, distributed, evaluate, train
 
 
@@ -84,8 +85,9 @@ def check_replicas_agree(model) -> None:
 
 
 class Search:
-    def __init__(self, cfg: PruneConfig, target: Target, log: Callable[[str], None]):
+    def __init__(self, cfg: PruneConfig, target: Target, log: Callable[[str], None], trust_code: bool = True):
         self.cfg, self.target = cfg, target
+        self.trust_code = trust_code  # False on resume unless --trust-code: the spec then comes from state.json
         self.report = Reporter(log, cfg.log_format)
         self.rank = distributed()[0]
         self.dir = cfg.out
@@ -95,23 +97,24 @@ class Search:
     def setup(self, resume: dict | None) -> None:
         cfg = self.cfg
         self.dense, self.spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
-                                              num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
-        check_input_size(self.dense, self.spec.input_size)
+                                              num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle,
+                                              trust_code=self.trust_code)
+        outputs = check_input_size(self.dense, self.spec.input_size)
         self.bundle: DataBundle = load_data(cfg.data, self.spec.input_size)
-        if not self.bundle.synthetic:
-            check_data_fits(self.bundle, self.spec.input_size)
+        check_data_fits(self.bundle, self.spec.input_size, outputs, cfg.model)
         if not self.bundle.has_labels or self.bundle.val is None or not len(self.bundle.val):
             raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
         size = self.spec.input_size
         calib = self.bundle.calibration(cfg.calib_images, seed=cfg.seed)
         self.calib_batches = [x for x, _ in self.bundle.batches(calib, cfg.batch_size)]
-        self.verify_inputs = sample_inputs(self.bundle, min(cfg.verify_images, 32))
+        self.check_images = sample_images(self.bundle, max(min(cfg.verify_images, 32), cfg.check_images))
+        self.verify_inputs = self.bundle.to_tensor(self.check_images)
         self.rewind_weights = None
         if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
             from .models import read_state_dict
 
             self.rewind_weights = read_state_dict(cfg.rewind_checkpoint)
-            load_state(build_model(self.spec, trust_pickle=cfg.trust_pickle), self.rewind_weights,
+            load_state(self.build_dense(), self.rewind_weights,
                        cfg.rewind_checkpoint)
         self.by = {"params": "params", "macs": "macs", "latency": "macs",
                    "accuracy": "macs" if cfg.minimize == "flops" else "params"}[self.target.kind]
@@ -135,6 +138,10 @@ class Search:
         self.ctrl = Controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
                                             slack=cfg.slack, max_rounds=cfg.max_rounds,
                                             time_limit_s=parse_duration(cfg.time_limit)))
+
+    def build_dense(self):
+        """A fresh dense model of the run's architecture (random init; weights are loaded by the caller)."""
+        return build_model(self.spec, trust_pickle=self.cfg.trust_pickle, trust_code=self.trust_code).eval()
 
     def start(self) -> None:
         """Round 0: the dense model, acceptable by definition (first files of the run folder)."""
@@ -176,7 +183,7 @@ class Search:
 
     def load_round(self, r: int):
         payload = read_pruned(self.round_path(r))
-        model = build_model(self.spec, trust_pickle=self.cfg.trust_pickle).eval()
+        model = self.build_dense()
         replay(model, payload["history"], self.spec.input_size)
         load_state(model, payload["state_dict"], self.round_path(r))
         return model, [list(h) for h in payload["history"]]
@@ -257,7 +264,7 @@ class Search:
         pruned, hist, plan, T, check = self.prune_step(base, T, self.cfg.seed + r, plan_override)
         history = base_history + hist
         if self.rewind_weights is not None:  # weight rewinding: early weights, pruned by the same history
-            pruned = build_model(self.spec, trust_pickle=self.cfg.trust_pickle).eval()
+            pruned = self.build_dense()
             load_state(pruned, self.rewind_weights, "rewind checkpoint")
             replay(pruned, history, size)
         removed = sum(map(len, plan.values()))
@@ -363,13 +370,8 @@ class Search:
         export_report = None
         if self.rank == 0:
             save_pruned(os.path.join(self.dir, "pruned.pt"), model, self.spec, history)
-            from .storage import load
-
-            reloaded = load(self.dir, trust_pickle=self.cfg.trust_pickle)
-            with torch.no_grad():
-                diff, allowed, ok = compare_outputs(model(self.verify_inputs), reloaded(self.verify_inputs),
-                                                    self.cfg.atol, 1e-5)
-            checks.append({"check": "pruned.pt reloads to the same model", "max_abs_diff": diff, "passed": ok})
+            save_check_inputs(self.dir, self.check_images[:self.cfg.check_images], self.bundle.mean, self.bundle.std)
+            checks.append(check_reloads(self.dir, model, self.verify_inputs, self.cfg.atol))
             if self.cfg.export:
                 export_report = export_onnx(model, self.verify_inputs[:16], os.path.join(self.dir, "model.onnx"),
                                             atol=self.cfg.atol).to_dict()
@@ -403,48 +405,91 @@ class Search:
         return run
 
 
-def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, resume: bool = False) -> dict:
-    """Run (or resume) the adaptive / fixed-rate search; writes the run folder and returns run.json."""
+def _read_resume_state(out: str) -> dict:
+    path = os.path.join(out, "search", "state.json")
+    if not os.path.isfile(path):
+        raise PrunekitError(f"{out} has no search to resume (no search/state.json)")
+    state = read_json(path, "search state")
+    with user_input(f"{path} is damaged (delete the run folder and start again)"):
+        if not isinstance(state, dict):
+            raise TypeError("not a JSON object")
+        Controller.from_state(state["controller"])
+        saved = dict(state["config"])
+        saved["input_size"] = tuple(saved["input_size"]) if saved.get("input_size") else None
+        state["config"] = PruneConfig(**saved)
+        missing = {"params", "macs", "val_accuracy", "scales"} - set(state["dense"])
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    return state
+
+
+def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, resume: bool = False,
+               trust_code: bool = False) -> dict:
+    """Run (or resume) the adaptive / fixed-rate search; writes the run folder and returns run.json.
+
+    On resume the configuration is the saved run's, except its budgets (``max_rounds``, ``time_limit``,
+    ``log_format``, when given) and trust: ``cfg.trust_pickle`` and ``trust_code`` are the caller's, never
+    the state file's, so a run folder cannot grant itself the right to run code."""
     state = None
     if resume:
-        path = os.path.join(cfg.out, "search", "state.json")
-        if not os.path.isfile(path):
-            raise PrunekitError(f"{cfg.out} has no search to resume (no search/state.json)")
-        with open(path) as f:
-            state = json.load(f)
-        saved = PruneConfig(**{**state["config"], "input_size": tuple(state["config"]["input_size"])
-                               if state["config"].get("input_size") else None})
-        # budgets may be changed on resume (when given); everything else is the saved run's
+        state = _read_resume_state(cfg.out)
+        saved: PruneConfig = state["config"]
         for knob in ("max_rounds", "time_limit", "log_format"):
             if getattr(cfg, knob) is not None:
                 setattr(saved, knob, getattr(cfg, knob))
+        saved.out, saved.trust_pickle = cfg.out, cfg.trust_pickle
         cfg = saved
         target = cfg.validate(check_out=False)
         done = len(state["controller"]["rounds"])
         path = os.path.join(cfg.out, "rounds.jsonl")
         if distributed()[0] == 0 and os.path.exists(path):  # drop a row written after the last saved state
-            with open(path) as f:
+            with open(path) as f, user_input(f"{path} is damaged"):
                 rows = [ln for ln in f if ln.strip() and json.loads(ln)["round"] < done]
             atomic_write_bytes(path, "".join(rows).encode())
     else:
         target = cfg.validate()
         if cfg.schedule == "oneshot":
             raise PrunekitError("run_search runs the adaptive and fixed schedules")
-    search = Search(cfg, target, log)
+        trust_code = True  # the caller named the model
+    search = Search(cfg, target, log, trust_code=trust_code)
     torch.manual_seed(cfg.seed)
-    search.setup(state)  # everything that can fail on bad input fails here, before anything is written
-    if state is None:
-        if distributed()[0] == 0 and cfg.overwrite and os.path.isdir(cfg.out):
-            import shutil
+    try:
+        search.setup(state)  # everything that can fail on bad input fails here, before anything is written
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted before the search started; nothing was written") from None
+    try:
+        if state is None:
+            if distributed()[0] == 0 and cfg.overwrite and os.path.isdir(cfg.out):
+                import shutil
 
-            shutil.rmtree(cfg.out)
-        if distributed()[1] > 1:
-            dist.barrier()
-        search.start()
-    if state is not None:
-        search.ctrl.cfg.max_rounds = cfg.max_rounds
-        search.ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)
-        if search.ctrl.stopped and search.ctrl.stopped.startswith(("round budget", "time budget")):
-            search.ctrl.stopped = None
-        search.report("resume", f"resuming after round {len(search.ctrl.rounds) - 1}")
-    return search.run()
+                shutil.rmtree(cfg.out)
+            if distributed()[1] > 1:
+                dist.barrier()
+            search.start()
+        else:
+            search.ctrl.cfg.max_rounds = cfg.max_rounds
+            search.ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)
+            if search.ctrl.stopped and search.ctrl.stopped.startswith(("round budget", "time budget")):
+                search.ctrl.stopped = None
+            search.report("resume", f"resuming after round {len(search.ctrl.rounds) - 1}")
+        return search.run()
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted_message(cfg.out)) from None
+
+
+def _interrupted_message(out: str) -> str:
+    """What a Ctrl-C left behind: finished rounds can be resumed; a folder without one is removed."""
+    path = os.path.join(out, "search", "state.json")
+    if os.path.isfile(path):
+        try:
+            done = len(read_json(path)["controller"]["rounds"]) - 1
+        except (PrunekitError, KeyError, TypeError):
+            done = None
+        rounds = f"{done} finished pruning round(s)" if done is not None else "its finished rounds"
+        return (f"interrupted; {out} keeps {rounds} and their checkpoints. "
+                f"Continue with: prunekit prune --resume {out}")
+    if distributed()[0] == 0 and os.path.isdir(out):
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    return f"interrupted before the first round was saved; nothing was kept ({out} removed)"

@@ -110,8 +110,10 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
             step += 1
             seen += int(x.shape[0]) * world
             loss_value = float(loss.detach())
-            if progress and step % 50 == 0:
-                progress(f"train step {step}/{total} loss {loss_value:.3f}")
+            if progress and (step % 50 == 0 or step == total):
+                spent = time.perf_counter() - t0
+                progress(f"train step {step}/{total} ({step / total:.0%}) loss {loss_value:.3f}, "
+                         f"{spent / 60:.1f} min so far, ETA {spent / step * (total - step) / 60:.1f} min")
             if step >= total:
                 break
         epoch += 1

@@ -48,7 +48,7 @@ def test_prune_then_export(tmp_path):
             "--schedule", "oneshot", "--quiet")
     assert r.exit_code == 0, r.output
     assert "params -5" in r.output
-    assert sorted(os.listdir(out)) == ["channels.png", "pruned.pt", "report.md", "run.json"]
+    assert sorted(os.listdir(out)) == ["channels.png", "check_inputs.npz", "pruned.pt", "report.md", "run.json"]
     assert "| parameters | 269,722 |" in (out / "report.md").read_text()
     r = run("report", out)
     assert r.exit_code == 0 and r.output.strip().endswith("report.md")
@@ -140,5 +140,8 @@ def test_export_user_mistakes(tmp_path):
     _assert_clean_error(run("export", "nomodel", "--out", tmp_path / "m.onnx"), "unknown model")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    _assert_clean_error(run("export", bad, "--out", tmp_path / "m.onnx"), "--trust-pickle")
+    _assert_clean_error(run("export", bad, "--out", tmp_path / "m.onnx"), "not a PyTorch file")
+    whole = tmp_path / "whole.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), whole)
+    _assert_clean_error(run("export", whole, "--out", tmp_path / "m.onnx"), "--trust-pickle")
     assert not (tmp_path / "m.onnx").exists()

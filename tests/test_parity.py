@@ -32,7 +32,7 @@ def test_prune_export_parity(arch, tmp_path):
     assert run["verification"][0]["passed"]
     assert run["verification"][0]["max_abs_diff"] <= run["verification"][0]["allowed"]
     # the run folder holds only finished files, and run.json is what prune returned
-    assert sorted(os.listdir(out)) == ["channels.png", "pruned.pt", "report.md", "run.json"]
+    assert sorted(os.listdir(out)) == ["channels.png", "check_inputs.npz", "pruned.pt", "report.md", "run.json"]
     assert json.loads((out / "run.json").read_text())["pruned"] == run["pruned"]
     # reload without unpickling code: same size, same function
     model = prunekit.load(str(out))

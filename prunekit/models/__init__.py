@@ -8,17 +8,23 @@ Spec strings accepted by :func:`resolve_model`:
 - ``path/to/file.py:factory``: a function in the user's file returning an ``nn.Module`` (imports the file)
 - ``path/to/model.pt``: a whole module saved with ``torch.save``; unpickling runs code from the file, so it
   needs ``trust_pickle=True``
+
+Trust: a spec string the caller passes names code the caller chose, so ``resolve_model`` imports a
+``file.py:factory`` it is given. A spec read back from a file (a run folder) is another matter:
+:func:`build_model` refuses a ``file`` spec unless ``trust_code=True`` and a ``pickle`` spec unless
+``trust_pickle=True``, naming the file either would run.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import zipfile
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 
-from ..errors import PrunekitError
+from ..errors import PrunekitError, describe, user_input
 from . import cifar_mobilenetv2, cifar_resnet, cifar_vgg  # noqa: F401  (register built-ins)
 from .cifar_resnet import OptionAShortcut
 from .registry import get_entry, list_models, register_model
@@ -91,8 +97,12 @@ def resolve_model(
     input_size: tuple[int, int, int] | str | None = None,
     num_classes: int | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = True,
 ) -> tuple[nn.Module, ModelSpec]:
-    """Turn a spec string (see module doc) into ``(model in eval mode, ModelSpec)``, loading ``weights``."""
+    """Turn a spec string (see module doc) into ``(model in eval mode, ModelSpec)``, loading ``weights``.
+
+    ``trust_code`` (default True: the caller named the file) allows importing a ``file.py:factory``; pass
+    False when the spec string was read from a file the caller did not write."""
     if isinstance(input_size, str):
         input_size = parse_input_size(input_size)
     if not name or not isinstance(name, str):
@@ -109,6 +119,11 @@ def resolve_model(
         spec = ModelSpec("file", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
     elif _is_pickle_path(name):
         spec = ModelSpec("pickle", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
+    elif os.path.exists(name):
+        raise PrunekitError(f"{name} is a {'folder' if os.path.isdir(name) else 'file'}, not a model spec: use a "
+                            "built-in name, torchvision:NAME, path/to/file.py:factory or a saved module .pt")
+    elif os.sep in name or name.startswith("."):
+        raise PrunekitError(f"no such file or run folder: {name}")
     else:
         raise PrunekitError(
             f"unknown model {name!r}: use a built-in name ({', '.join(list_models())}), "
@@ -116,15 +131,19 @@ def resolve_model(
         )
     if state is not None and spec.num_classes is None and spec.source == "torchvision":
         spec.num_classes = _classes_in_state(build_model(spec, trust_pickle=trust_pickle), state)
-    model = build_model(spec, trust_pickle=trust_pickle)
+    model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code)
     spec.classifier = spec.classifier or find_classifier(model)
     if state is not None:
         load_state(model, state, weights)
     return model.eval(), spec
 
 
-def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> nn.Module:
-    """Build the dense architecture of ``spec`` (random init, or the pickled module's own weights)."""
+def build_model(spec: ModelSpec, *, trust_pickle: bool = False, trust_code: bool = False,
+                named_by: str | None = None) -> nn.Module:
+    """Build the dense architecture of ``spec`` (random init, or the pickled module's own weights).
+
+    A ``file`` spec is imported only with ``trust_code``, a ``pickle`` spec unpickled only with
+    ``trust_pickle``; ``named_by`` (the run folder the spec came from) goes into the refusal."""
     if spec.source == "builtin":
         entry = get_entry(spec.name)
         if entry is None:
@@ -143,9 +162,14 @@ def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> nn.Module:
             kwargs["init_weights"] = False
         return torchvision.models.get_model(spec.name, **kwargs)
     if spec.source == "file":
+        if not trust_code:
+            where = f"{named_by} names" if named_by else "this spec names"
+            raise PrunekitError(
+                f"{where} model code in {spec.name.rpartition(':')[0]}: rebuilding it would import and run that "
+                "file. Pass --trust-code (trust_code=True) only if you trust it")
         return _build_from_file(spec.name)
     if spec.source == "pickle":
-        return _load_pickled_module(spec.name, trust_pickle)
+        return _load_pickled_module(spec.name, trust_pickle, named_by)
     raise PrunekitError(f"unknown model source {spec.source!r}")
 
 
@@ -158,32 +182,42 @@ def _build_from_file(ref: str) -> nn.Module:
     if spec is None or spec.loader is None:
         raise PrunekitError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
-    try:
+    with user_input(f"importing {path} failed"):  # the user's code failed: say where
         spec.loader.exec_module(module)
-    except Exception as e:  # the user's code failed: say where
-        raise PrunekitError(f"importing {path} failed: {type(e).__name__}: {e}") from e
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise PrunekitError(f"{path} has no function {factory_name!r}")
-    model = factory()
+    with user_input(f"{ref}() failed"):
+        model = factory()
     if not isinstance(model, nn.Module):
         raise PrunekitError(f"{ref} returned {type(model).__name__}, not an nn.Module")
     return model
 
 
-def _load_pickled_module(path: str, trust_pickle: bool) -> nn.Module:
+def is_torch_file(path: str) -> bool:
+    """A file ``torch.save`` could have written: a zip archive, or a legacy pickle (protocol byte 0x80)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80)
+
+
+def _load_pickled_module(path: str, trust_pickle: bool, named_by: str | None = None) -> nn.Module:
     if not os.path.isfile(path):
         raise PrunekitError(f"model file not found: {path}")
+    if not is_torch_file(path):
+        raise PrunekitError(f"{path} is not a PyTorch file (neither a torch.save archive nor a pickle)")
     if not trust_pickle:
+        where = f"{named_by} names {path}, which" if named_by else path
         raise PrunekitError(
-            f"{path} is a pickled module: loading it runs code stored in the file. "
+            f"{where} is a pickled module: loading it runs code stored in the file. "
             "Pass --trust-pickle (trust_pickle=True) only if you trust its origin, or give an architecture "
             "name with --weights STATE_DICT instead"
         )
-    try:
+    with user_input(f"cannot read {path}"):
         obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise PrunekitError(f"cannot read {path}: {type(e).__name__}: {e}") from e
     if not isinstance(obj, nn.Module):
         raise PrunekitError(f"{path} holds a {type(obj).__name__}, not a pickled nn.Module")
     return obj
@@ -192,12 +226,12 @@ def _load_pickled_module(path: str, trust_pickle: bool) -> nn.Module:
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise PrunekitError(f"weights file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise PrunekitError(f"cannot read weights {path}: the file is empty")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PrunekitError(
-            f"cannot read weights {path} as a state dict (weights_only=True): {str(e).splitlines()[0][:200]}"
-        ) from e
+        raise PrunekitError(f"cannot read weights {path} as a state dict (weights_only=True): {describe(e)}") from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -219,7 +253,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = [ln.strip() for ln in str(e).splitlines() if ln.strip()][1:3]
-        raise PrunekitError(f"weights {source} do not fit the model: {' '.join(first)[:300]}") from e
+        raise PrunekitError(f"weights {source} do not fit the model: {' '.join(first)[:300] or describe(e)}") from e
+    except Exception as e:  # a module's own _load_from_state_dict failed
+        raise PrunekitError(f"weights {source} do not load into the model: {describe(e)}") from e
 
 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
