@@ -6,6 +6,7 @@ timer; :func:`measure_onnx` is what the search (``latency=`` targets) and ``prun
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -64,6 +65,8 @@ def ort_benchmark_session(path: str, threads: int = 1, provider: str = "cpu"):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
+    # sessions are timed interleaved: a spinning idle pool would steal the cores of the one being timed
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
     return ort.InferenceSession(path, so, providers=providers)
 
@@ -176,3 +179,83 @@ def onnx_info(path: str) -> dict:
                 macs += int(np.prod(a[:-1])) * k * n
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
     return {"input_size": tuple(dims[1:]), "params": params, "macs": macs}
+
+
+def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
+                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0) -> dict:
+    """Dense vs pruned on the deployment runtime, interleaved, a few seconds per batch size: what ``prune``
+    reports at its end. onnxruntime-cpu exports both models (TorchScript exporter, fast) to a temporary folder;
+    cuda times PyTorch eager on the GPU (bf16 autocast, channels_last) when one is there."""
+    import tempfile
+
+    import torch
+
+    result = {"runtime": runtime, "threads": threads, "batches": []}
+    if runtime == "cuda":
+        if not torch.cuda.is_available():
+            return {**result, "skipped": "no CUDA GPU on this machine: time it where it ships (prunekit bench)"}
+        models = {"dense": dense, "pruned": pruned}
+        for b in batches:
+            stats = measure_torch_cuda(models, input_size, b, dtype="bf16", channels_last=True, runs=20, warmup=5)
+            result["batches"].append(_speed_row(b, stats))
+        return result
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="prunekit-speed-") as d:
+        paths = {}
+        for tag, model in (("dense", dense), ("pruned", pruned)):
+            paths[tag] = os.path.join(d, f"{tag}.onnx")
+            export_onnx(model, torch.randn(2, *input_size), paths[tag], exporter="torchscript")
+        for b in batches:
+            probe = measure_pair(paths, input_size, b, threads, warmup=1, runs=1)
+            per_pair = sum(st.p50_ms for st in probe.values()) / 1000
+            runs = int(min(30, max(3, budget_s / max(per_pair, 1e-6))))
+            result["batches"].append(_speed_row(b, measure_pair(paths, input_size, b, threads, warmup=2, runs=runs)))
+    return result
+
+
+def _speed_row(batch: int, stats: dict[str, LatencyStats]) -> dict:
+    return {"batch": batch, "dense_ms": stats["dense"].p50_ms, "pruned_ms": stats["pruned"].p50_ms,
+            "speedup": stats["dense"].p50_ms / stats["pruned"].p50_ms, "runs": stats["dense"].runs}
+
+
+def speed_summary(speed: dict | None) -> str:
+    """``speedup 1.4× (batch 1), 1.7× (batch 32) on onnxruntime-cpu`` for a summary line ('' when not measured)."""
+    if not speed or not speed.get("batches"):
+        return f"speed not measured ({speed['skipped']})" if speed and speed.get("skipped") else ""
+    parts = ", ".join(f"{r['speedup']:.2f}× (batch {r['batch']})" for r in speed["batches"])
+    slower = [r["batch"] for r in speed["batches"] if r["speedup"] < 1]
+    text = f"speedup {parts} on {speed['runtime']}"
+    return text + (f" — SLOWER than dense at batch {', '.join(map(str, slower))}" if slower else "")
+
+
+def measure_torch_cuda(models: dict, input_size: tuple[int, int, int], batch: int, *, dtype: str = "fp32",
+                       channels_last: bool = False, warmup: int = 10, runs: int = 50,
+                       device: str = "cuda") -> dict[str, LatencyStats]:
+    """PyTorch eager latency on a CUDA device, models interleaved, each call timed with CUDA events after a
+    synchronisation; ``dtype`` fp32, bf16 or fp16 (autocast); ``channels_last`` memory format."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        from .errors import PrunekitError
+
+        raise PrunekitError("no CUDA GPU is available to PyTorch on this machine (use --device cpu)")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    placed = {k: copy.deepcopy(m).eval().to(device).to(memory_format=fmt) for k, m in models.items()}
+    x = torch.randn(batch, *input_size, device=device).contiguous(memory_format=fmt)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+    times: dict[str, list[float]] = {k: [] for k in placed}
+    with torch.inference_mode(), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(warmup + runs):
+            for k, m in placed.items():
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                m(x)
+                end.record()
+                torch.cuda.synchronize()
+                if i >= warmup:
+                    times[k].append(start.elapsed_time(end) / 1000)
+    return {k: summarize(v, batch) for k, v in times.items()}

@@ -153,13 +153,19 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--lr", type=float, default=0.01, show_default=True, help="fine-tuning learning rate")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--round-to", default="auto", show_default=True,
+              help="every pruned group keeps a multiple of N channels (auto: the runtime's; 1: no alignment)")
+@click.option("--runtime", type=click.Choice(["onnxruntime-cpu", "cuda"]), default="onnxruntime-cpu",
+              show_default=True, help="where the model ships: picks --round-to auto and the final speed check")
+@click.option("--speed-batches", default="1,32", show_default=True,
+              help="time dense vs pruned on --runtime at these batch sizes at the end ('none' skips)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--trust-code", is_flag=True, help="--resume: " + TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
-          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, overwrite,
-          trust_code, quiet):
+          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
+          speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -200,7 +206,9 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=30 if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
-                          log_format=log_format)
+                          log_format=log_format, round_to=round_to, runtime=runtime,
+                          speed_batches=() if speed_batches.strip().lower() == "none" else _parse_batches(
+                              speed_batches, "--speed-batches"))
         run = run_prune(cfg, log=log)
     out = out or resume_dir
     acc = run["accuracy"]
@@ -213,6 +221,10 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                    f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
     click.echo(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
                f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
+    from .bench import speed_summary
+
+    if speed_summary(run.get("speed")):
+        click.echo(f"{out}: {speed_summary(run.get('speed'))}")
 
 
 def _init_distributed() -> None:
@@ -303,18 +315,23 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
     report = export_onnx(model, inputs, out, atol=atol, exporter=exporter)
     if not quiet:
         click.echo(report.checklist(), err=True)
+    parity = next(c for c in report.checks if c["check"] == "onnxruntime == pytorch")
     click.echo(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
-               f"(max abs diff {report.checks[-1]['max_abs_diff']:.2g} on {kind})")
+               f"(max abs diff {parity['max_abs_diff']:.2g} on {kind})")
+    fp = next((c for c in report.checks if "fast_path" in c), None)
+    if fp and fp["warning"]:
+        click.echo(f"warning: {fp['detail']}: those layers run slower than aligned ones "
+                   "(prune with --round-to auto)", err=True)
 
 
-def _parse_batches(text: str) -> list[int]:
+def _parse_batches(text: str, option: str = "--batch-sizes") -> tuple[int, ...]:
     try:
         sizes = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         sizes = []
     if not sizes or min(sizes) <= 0:
-        raise PrunekitError(f"--batch-sizes must be positive integers like 1,32, got {text!r}")
-    return sizes
+        raise PrunekitError(f"{option} must be positive integers like 1,32, got {text!r}")
+    return tuple(sizes)
 
 
 def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
@@ -387,6 +404,11 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
         if info["dense"]["input_size"] != info["pruned"]["input_size"]:
             raise PrunekitError(f"the models take different inputs: {info['dense']['input_size']} vs "
                                 f"{info['pruned']['input_size']}")
+    if provider == "cpu":
+        from .fastpath import fast_path
+
+        for k, p in paths.items():
+            info[k]["fast_path"] = fast_path(p).to_dict()
     size = info["pruned"]["input_size"]
     result = {"source": source, "vs": dense_path, "threads": threads, "provider": provider, "warmup": warmup,
               "runs": runs, "models": {k: {"path": p, **info[k]} for k, p in paths.items()}, "batches": []}
@@ -409,6 +431,10 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
         return
     for k, m in result["models"].items():
         click.echo(f"{k:<7} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
+        if "fast_path" in m:
+            from .fastpath import FastPath
+
+            click.echo(f"        {FastPath(**{f: v for f, v in m['fast_path'].items() if f != 'on_path'}).summary()}")
     click.echo(f"onnxruntime {provider}, {threads} thread(s), {warmup} warm-up + {runs} timed runs per model"
                + (", interleaved" if dense_path else ""))
     for row in result["batches"]:
@@ -441,13 +467,15 @@ def _speedup_words(speedup: float) -> str:
               help="write this model's figures as a baseline (and exit 0)")
 @click.option("--vs", default=None, help="reference ONNX model for a relative latency gate")
 @click.option("--min-speedup", type=float, default=None, help="with --vs: required p50 speedup over it")
+@click.option("--require-fast-path", is_flag=True,
+              help="fail when a Conv runs off onnxruntime's NCHWc kernels (with --vs: more than in that model)")
 @click.option("--runs", type=int, default=100, show_default=True)
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None,
               help="also write a Markdown summary (for a CI job to post)")
 def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tolerance, write_baseline, vs,
-          min_speedup, runs, threads, as_json, md_path):
+          min_speedup, require_fast_path, runs, threads, as_json, md_path):
     """CI gate: fail (exit 1) when MODEL.onnx grows past its budget or baseline, or is not fast enough.
 
     \b
@@ -465,8 +493,10 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
                         ("--max-latency-ms", max_latency_ms), ("--min-speedup", min_speedup)):
         if value is not None and require_finite(name, value) < 0:
             raise PrunekitError(f"{name} must not be negative, got {value}")
-    if (vs is None) != (min_speedup is None):
-        raise PrunekitError("--vs and --min-speedup go together")
+    if vs is not None and min_speedup is None and not require_fast_path:
+        raise PrunekitError("--vs needs --min-speedup or --require-fast-path")
+    if min_speedup is not None and vs is None:
+        raise PrunekitError("--min-speedup needs --vs (the model to be faster than)")
     if runs <= 0 or threads <= 0:
         raise PrunekitError("--runs and --threads must be positive")
     actual = gate.figures(model)
@@ -481,10 +511,13 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
     rows = gate.check_figures(actual, {"params": max_params, "macs": max_macs, "bytes": max_bytes}, ref, tol)
     if max_latency_ms is not None:
         rows.append(gate.check_latency(model, max_latency_ms, runs, threads))
-    if vs:
+    if require_fast_path:
+        rows.append(gate.check_fast_path(model, vs))
+    if vs and min_speedup is not None:
         rows.append(gate.check_speedup(model, vs, min_speedup, runs, threads))
     if not rows:
-        raise PrunekitError("nothing to check: give a budget (--max-…), --baseline, or --vs with --min-speedup")
+        raise PrunekitError("nothing to check: give a budget (--max-…), --baseline, --require-fast-path, "
+                            "or --vs with --min-speedup")
     if md_path:
         atomic_write_bytes(md_path, gate.markdown(model, rows).encode())
     click.echo(json.dumps(gate.to_json(model, rows, actual), indent=2) if as_json else gate.table(rows))

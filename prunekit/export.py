@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from .errors import PrunekitError, VerificationError
+from .fastpath import fast_path
 from .files import default_mode
 from .surgery import compare_outputs
 
@@ -38,7 +39,7 @@ class ExportReport:
         return all(c["passed"] for c in self.checks)
 
     def checklist(self) -> str:
-        return "\n".join(f"  [{'x' if c['passed'] else ' '}] {c['check']}: {c['detail']}" for c in self.checks)
+        return render_checklist(self.checks)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -131,6 +132,10 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
                        "max_abs_diff": diff, "allowed": allowed})
         if not all(c["passed"] for c in checks):
             raise _failed(checks)
+        fp = fast_path(tmp)  # speed, not correctness: reported (and warned about), never a failure
+        checks.append({"check": "onnxruntime CPU fast path", "passed": True,
+                       "warning": bool(fp.supported and not fp.on_path), "detail": fp.summary(),
+                       "fast_path": fp.to_dict()})
         os.chmod(tmp, default_mode())  # mkstemp made it 0600
         os.replace(tmp, out_path)
         tmp = None
@@ -140,6 +145,12 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
             os.remove(tmp)
 
 
+def render_checklist(checks: list[dict]) -> str:
+    """``[x]`` passed, ``[ ]`` failed, ``[!]`` passed with a warning (e.g. a Conv off the fast path)."""
+    def mark(c):
+        return " " if not c["passed"] else "!" if c.get("warning") else "x"
+    return "\n".join(f"  [{mark(c)}] {c['check']}: {c['detail']}" for c in checks)
+
+
 def _failed(checks: list[dict]) -> PrunekitError:
-    lines = "\n".join(f"  [{'x' if c['passed'] else ' '}] {c['check']}: {c['detail']}" for c in checks)
-    return VerificationError(f"ONNX export check failed; nothing was written:\n{lines}")
+    return VerificationError(f"ONNX export check failed; nothing was written:\n{render_checklist(checks)}")

@@ -84,6 +84,18 @@ def check_speedup(path: str, reference: str, min_speedup: float, runs: int, thre
                    f"{stats['model'].p50_ms:.3f} ms vs {stats['reference'].p50_ms:.3f} ms, {runs} runs interleaved")
 
 
+def check_fast_path(path: str, reference: str | None = None) -> Verdict:
+    """Every Conv on onnxruntime's NCHWc path (or, with a reference model, no more off it than there)."""
+    from .fastpath import fast_path
+
+    fp = fast_path(path)
+    if not fp.supported:
+        return Verdict("convs off the fast path", "not applicable", 0, True, fp.summary())
+    allowed = len(fast_path(reference).off_path) if reference else 0
+    budget = f"≤ {allowed} (as {os.path.basename(reference)})" if reference else "0"
+    return Verdict("convs off the fast path", budget, len(fp.off_path), len(fp.off_path) <= allowed, fp.summary())
+
+
 def check_latency(path: str, max_ms: float, runs: int, threads: int) -> Verdict:
     from .bench import measure_onnx, onnx_info
 

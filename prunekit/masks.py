@@ -117,14 +117,31 @@ def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "par
     return {r: T * c[r] / mean if mean > 0 else T for r in roots}
 
 
-def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str = "params") -> Plan:
-    """Channels with score ≤ their group's threshold; the best channel of every group is always kept."""
+def aligned_keep(channels: int, keep: int, round_to: int) -> int:
+    """How many of a group's ``channels`` to keep when the threshold keeps ``keep``: the nearest multiple of
+    ``round_to`` that is ≥ ``round_to`` and < ``channels``, or ``channels`` itself (ties keep more). A group
+    with no such multiple (narrower than 2 × ``round_to``, unless it is wider than a multiple) stays whole."""
+    if round_to <= 1 or keep >= channels:
+        return keep
+    options = [m for m in range(round_to, channels, round_to)] + [channels]
+    return min(options, key=lambda m: (abs(m - keep), -m))
+
+
+def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str = "params",
+                       round_to: int = 1) -> Plan:
+    """Channels with score ≤ their group's threshold; the best channel of every group is always kept.
+
+    With ``round_to`` > 1 each pruned group keeps a multiple of it (see :func:`aligned_keep`): the lowest-scored
+    channels go first, so the plan may remove a few channels above the threshold or keep a few below it."""
     thresholds = layer_thresholds(cost, list(scores), T, by)
     plan: Plan = {}
     for root, s in scores.items():
         pruned = np.flatnonzero(s <= thresholds[root])
         if len(pruned) >= len(s):
             pruned = np.delete(np.arange(len(s)), int(np.argmax(s)))
+        if round_to > 1 and len(pruned):
+            keep = aligned_keep(len(s), len(s) - len(pruned), round_to)
+            pruned = np.sort(np.argsort(s, kind="stable")[:len(s) - keep])
         if len(pruned):
             plan[root] = [int(i) for i in pruned]
     return plan
@@ -135,29 +152,42 @@ def reduction(cost: CostModel, plan: Plan, by: str) -> float:
     return 1 - params / cost.dense_params if by == "params" else 1 - macs / cost.dense_macs
 
 
+def bisect_threshold(holds, hi: float = 1.0, iters: int = 60, limit: float = 1e9) -> float | None:
+    """Smallest T ≥ 0 (to ``iters`` halvings) with ``holds(T)`` true, for a ``holds`` monotone in T; None when
+    even ``limit`` does not hold. The one threshold search of prunekit (targets, fixed-rate rounds, steps)."""
+    while not holds(hi):
+        hi *= 2
+        if hi > limit:
+            return None
+    lo = 0.0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if holds(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
-                    iters: int = 60) -> tuple[Plan, float]:
+                    iters: int = 60, round_to: int = 1) -> tuple[Plan, float]:
     """Smallest global T whose plan removes at least ``amount`` of params / MACs (bisection on T)."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
-    hi = 1.0
-    while reduction(cost, plan_for_threshold(scores, cost, hi, by), by) < amount:
-        hi *= 2
-        if hi > 1e9:
-            best = reduction(cost, plan_for_threshold(scores, cost, hi, by), by)
-            raise PrunekitError(
-                f"{by} target {amount:.1%} is out of reach: pruning every prunable group down to one channel "
-                f"removes {best:.1%}")
-    lo = 0.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if reduction(cost, plan_for_threshold(scores, cost, mid, by), by) >= amount:
-            hi = mid
-        else:
-            lo = mid
-    return plan_for_threshold(scores, cost, hi, by), hi
+
+    def plan(T):
+        return plan_for_threshold(scores, cost, T, by, round_to)
+
+    T = bisect_threshold(lambda t: reduction(cost, plan(t), by) >= amount, iters=iters)
+    if T is None:
+        best = reduction(cost, plan(1e12), by)
+        aligned = f" with every group a multiple of {round_to} channels" if round_to > 1 else ""
+        raise PrunekitError(
+            f"{by} target {amount:.1%} is out of reach: pruning every prunable group as far as it goes{aligned} "
+            f"removes {best:.1%}" + (" (try a smaller --round-to)" if round_to > 1 else ""))
+    return plan(T), T
 
 
 def consumer_masks(model: nn.Module, groups: list[ChannelGroup], plan: Plan) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ from .graph import build_graph, find_groups, frozen_summary
 from .masks import CostModel, plan_for_target
 from .metrics import count_model
 from .models import resolve_model
+from .runtime import check_runtime, parse_round_to, resolve_round_to
 from .scoring import get_criterion, score_groups
 from .storage import atomic_write_json, load, save_check_inputs, save_pruned
 from .surgery import apply_plan, compare_outputs, verify_masked_equals_pruned
@@ -94,6 +95,9 @@ class PruneConfig:
     seed: int = 0
     verify_images: int = 64
     check_images: int = 16  # real inputs stored in the run folder for export's ONNX check
+    round_to: int | str = "auto"  # every pruned group keeps a multiple of this (auto: the runtime's)
+    runtime: str = "onnxruntime-cpu"  # where the model ships: decides round_to=auto and the final timing
+    speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
     atol: float = 1e-4
     overwrite: bool = False
@@ -130,7 +134,8 @@ class PruneConfig:
                      "finetune_epochs", "atol", "rewind_point", "weight_decay"):
             require_finite(f"--{name.replace('_', '-')}", getattr(self, name))
         for name, least in (("batch_size", 1), ("calib_images", 1), ("verify_images", 1), ("max_rounds", 1),
-                            ("latency_threads", 1), ("latency_runs", 1), ("num_classes", 1), ("eval_images", 1)):
+                            ("latency_threads", 1), ("latency_runs", 1), ("num_classes", 1), ("eval_images", 1),
+                            ("check_images", 1)):
             value = getattr(self, name)
             if value is None and name in ("num_classes", "eval_images"):
                 continue
@@ -155,6 +160,11 @@ class PruneConfig:
                 raise PrunekitError(f"rewind_point must be in [0, 1), got {self.rewind_point}")
             parse_duration(self.time_limit)
         get_criterion(self.criterion)
+        check_runtime(self.runtime)
+        self.round_to = parse_round_to(self.round_to)
+        self.speed_batches = tuple(self.speed_batches or ())
+        if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.speed_batches):
+            raise PrunekitError(f"--speed-batches must be positive integers, got {self.speed_batches!r}")
         if self.p <= 0:
             raise PrunekitError(f"--p must be positive, got {self.p}")
         if self.finetune_epochs < 0:
@@ -279,7 +289,8 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
 
     t = time.perf_counter()
     cost = CostModel.build(model, groups, spec.input_size)
-    plan, threshold = plan_for_target(scores, cost, target.kind, target.amount)
+    alignment = resolve_round_to(cfg.round_to, cfg.runtime)
+    plan, threshold = plan_for_target(scores, cost, target.kind, target.amount, round_to=alignment.round_to)
     pruned, history = apply_plan(model, groups, plan, spec.input_size)
     timings["plan_and_surgery"] = time.perf_counter() - t
 
@@ -318,6 +329,9 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
             accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test)
         timings["finetune"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    speed = timed_speed(model, pruned, spec.input_size, cfg, log)
+    timings["speed"] = time.perf_counter() - t
     run = {
         "prunekit_run": 1,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
@@ -327,6 +341,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
                  "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
         "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached},
         "threshold": threshold,
+        "alignment": alignment.to_dict(),
         "dense": dense_count.to_dict(layers=False),
         "pruned": pruned_count.to_dict(layers=False),
         "reduction": {"params": 1 - pruned_count.params / dense_count.params,
@@ -336,12 +351,26 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
                     "frozen": g.reason} for g in groups],
         "accuracy": accuracy,
         "finetune": finetune_summary,
+        "speed": speed,
         "verification": verification,
         "timings_s": timings,
     }
     _write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
                       bundle, cfg.atol)
     return run
+
+
+def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str], None]) -> dict | None:
+    """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds); warns when pruned is slower."""
+    if not cfg.speed_batches:
+        return None
+    from .bench import compare_speed, speed_summary
+
+    log(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
+    speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads)
+    if any(r["speedup"] < 1 for r in speed.get("batches", [])):
+        log(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
+    return speed
 
 
 def check_reloads(run_dir: str, model: torch.nn.Module, inputs: torch.Tensor, atol: float) -> dict:

@@ -36,12 +36,13 @@ from .errors import Interrupted, PrunekitError, user_input
 from .files import read_json
 from .export import export_onnx
 from .graph import build_graph, find_groups
-from .masks import CostModel, plan_for_target, plan_for_threshold
+from .masks import CostModel, bisect_threshold, plan_for_target, plan_for_threshold
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
 from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, check_reloads, layer_channels,
-                       parse_duration, sample_images)
+                       parse_duration, sample_images, timed_speed)
 from .policy import Controller, PolicyConfig, RoundResult
+from .runtime import Alignment, resolve_round_to
 from .scoring import score_groups, score_scales
 from .storage import atomic_write_bytes, atomic_write_json, read_pruned, save_check_inputs, save_pruned
 from .surgery import apply_plan, replay, verify_masked_equals_pruned
@@ -121,7 +122,12 @@ class Search:
         if resume is not None:
             self.info = resume["dense"]
             self.ctrl = Controller.from_state(resume["controller"])
+            self.alignment = Alignment(**self.info["alignment"]) if "alignment" in self.info else resolve_round_to(
+                cfg.round_to, cfg.runtime)
+            self.round_to = self.alignment.round_to
             return
+        self.alignment = resolve_round_to(cfg.round_to, cfg.runtime)  # the same on resume, whatever the machine
+        self.round_to = self.alignment.round_to
         groups = find_groups(self.dense, build_graph(self.dense, size), self.spec.classifier)
         if not any(g.prunable for g in groups):
             raise PrunekitError(f"nothing to prune in {cfg.model}")
@@ -129,7 +135,8 @@ class Search:
         self.report("setup", "measuring the dense model on the validation split")
         info = {"params": count.params, "macs": count.macs, "val_accuracy": evaluate(self.dense, self.bundle,
                                                                                   self.bundle.val),
-                "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches)}
+                "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches),
+                "alignment": self.alignment.to_dict()}
         info["latency_ms"] = self.latency(self.dense, "dense") if self.target.kind == "latency" else None
         self.info = info
         kind, amount = self.target.kind, self.target.amount
@@ -226,16 +233,12 @@ class Search:
         """Smallest T whose plan removes at least ``rate`` of the remaining prunable channels."""
         total = sum(len(s) for s in scores.values())
         want = max(1, int(np.ceil(self.cfg.rate * total)))
-        lo, hi = 0.0, 1.0
-        while sum(map(len, plan_for_threshold(scores, cost, hi, self.by).values())) < want and hi < 1e6:
-            hi *= 2
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            if sum(map(len, plan_for_threshold(scores, cost, mid, self.by).values())) >= want:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        T = bisect_threshold(lambda t: sum(map(len, self.plan(scores, cost, t).values())) >= want, iters=40,
+                             limit=1e6)
+        return 1e6 if T is None else T
+
+    def plan(self, scores, cost, T: float):
+        return plan_for_threshold(scores, cost, T, self.by, self.round_to)
 
     def prune_step(self, base, T: float | None, seed: int, plan_override=None):
         """Groups, scores and plan on ``base``, then physical removal (verified). Returns
@@ -250,7 +253,7 @@ class Search:
         else:
             if T is None:
                 T = self.fixed_threshold(scores, cost)
-            plan = plan_for_threshold(scores, cost, T, self.by)
+            plan = self.plan(scores, cost, T)
         plan = {k: v for k, v in plan.items() if v}
         if not plan:
             return copy.deepcopy(base), [], plan, T, None
@@ -349,7 +352,8 @@ class Search:
 
                 def plan_fn(scores, cost):
                     now = cost.dense_params if self.target.kind == "params" else cost.dense_macs
-                    return plan_for_target(scores, cost, self.target.kind, min(0.999, 1 - goal / now))[0]
+                    return plan_for_target(scores, cost, self.target.kind, min(0.999, 1 - goal / now),
+                                           round_to=self.round_to)[0]
 
                 self.run_round(r, base, history, None, plan_override=plan_fn)
             if self.ctrl.meets_target(self.ctrl.rounds[-1]):
@@ -394,6 +398,9 @@ class Search:
             "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
             "layers": layer_channels(dense_count, count),
             "accuracy": accuracy,
+            "speed": timed_speed(self.dense, model, size, self.cfg, lambda m: self.report("speed", m))
+            if self.rank == 0 else None,
+            "alignment": self.info.get("alignment"),
             "verification": checks,
             "export": export_report,
         }

@@ -63,7 +63,8 @@ def test_relative_latency_gate(onnx_pair):
 @pytest.mark.parametrize("case,match", [
     ("missing", "no such ONNX file"), ("corrupt", "cannot read ONNX"), ("bad_baseline", "not valid JSON"),
     ("empty_baseline", "none of"), ("nothing", "nothing to check"), ("tolerance", "--tolerance"),
-    ("vs_alone", "go together"),
+    ("vs_alone", "--vs needs"), ("speedup_alone", "--min-speedup needs --vs"),
+    ("fast_path_not_onnx", "cannot read ONNX"),
 ])
 def test_usage_errors_exit_2(onnx_pair, tmp_path, case, match):
     small, _, _ = onnx_pair
@@ -76,6 +77,33 @@ def test_usage_errors_exit_2(onnx_pair, tmp_path, case, match):
     args = {"missing": ["nope.onnx", "--max-macs", 1], "corrupt": [corrupt, "--max-macs", 1],
             "bad_baseline": [small, "--baseline", bad], "empty_baseline": [small, "--baseline", empty],
             "nothing": [small], "tolerance": [small, "--max-macs", 1, "--tolerance", "lots"],
-            "vs_alone": [small, "--vs", small]}[case]
+            "vs_alone": [small, "--vs", small], "speedup_alone": [small, "--min-speedup", 2],
+            "fast_path_not_onnx": [corrupt, "--require-fast-path"]}[case]
     r = run(*args)
     assert r.exit_code == 2 and match in r.output and "Traceback" not in r.output
+
+
+def _conv_stack(channels: int, path):
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+                          nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU(),
+                          nn.Conv2d(channels, channels, 3, padding=1)).eval()
+    export_onnx(model, torch.randn(2, 3, 16, 16), str(path), exporter="torchscript")
+    return str(path)
+
+
+def test_fast_path_counts_convs_off_nchwc(tmp_path):
+    """31 channels fall off onnxruntime's NCHWc kernels, 32 stay on them (x86 CPUs with MLAS NCHWc)."""
+    from prunekit.fastpath import fast_path, nchwc_supported
+
+    if not nchwc_supported():
+        pytest.skip("this CPU / onnxruntime has no NCHWc kernels")
+    odd, even = _conv_stack(31, tmp_path / "c31.onnx"), _conv_stack(32, tmp_path / "c32.onnx")
+    fp31, fp32 = fast_path(odd), fast_path(even)
+    assert (fp32.convs, fp32.nchwc_convs, fp32.batchnorm) == (3, 3, 0) and fp32.on_path
+    assert fp31.convs == 3 and fp31.nchwc_convs < 3 and not fp31.on_path and fp31.off_path
+    assert run(even, "--require-fast-path").exit_code == 0
+    r = run(odd, "--require-fast-path", "--json")
+    assert r.exit_code == 1 and json.loads(r.output)["checks"][0]["actual"] == len(fp31.off_path)
+    assert run(odd, "--require-fast-path", "--vs", odd).exit_code == 0  # no worse than its reference

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from prunekit.errors import PrunekitError
 from prunekit.graph import build_graph, find_groups
-from prunekit.masks import CostModel, layer_thresholds, masked, plan_for_target, plan_for_threshold, reduction
+from prunekit.masks import (CostModel, aligned_keep, layer_thresholds, masked, plan_for_target, plan_for_threshold,
+                            reduction)
 from prunekit.metrics import count_model
 from prunekit.models import resolve_model
 from prunekit.scoring import CRITERIA, score_groups
@@ -102,6 +103,36 @@ def test_target_search_meets_target_and_prediction_is_exact(r20, by, amount):
     c = count_model(pruned, spec.input_size)
     assert cost.predict(plan) == (c.params, c.macs)
     assert all(len(idx) < g.channels for g in groups for idx in [plan.get(g.root, [])])
+
+
+@pytest.mark.parametrize("channels,keep,n,expected", [
+    (64, 60, 16, 64), (64, 56, 16, 64), (64, 55, 16, 48), (64, 3, 16, 16), (64, 64, 16, 64), (16, 5, 16, 16),
+    (24, 5, 16, 16), (24, 22, 16, 24), (12, 5, 8, 8), (31, 30, 1, 30), (96, 90, 32, 96), (96, 70, 32, 64),
+])
+def test_aligned_keep(channels, keep, n, expected):
+    assert aligned_keep(channels, keep, n) == expected
+
+
+@pytest.mark.parametrize("round_to", [4, 8, 16])
+@pytest.mark.parametrize("by,amount", [("params", 0.5), ("macs", 0.5), ("macs", 0.3)])
+def test_rounded_plans_keep_multiples_meet_the_target_and_predict_exactly(r20, round_to, by, amount):
+    model, spec, groups = r20
+    scores = score_groups(model, groups, "attention-mean", 1.0, [torch.randn(8, 3, 32, 32)])
+    cost = CostModel.build(model, groups, spec.input_size)
+    plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to)
+    assert reduction(cost, plan, by) >= amount
+    by_root = {g.root: g for g in groups}
+    for root, idxs in plan.items():
+        kept = by_root[root].channels - len(idxs)
+        assert kept % round_to == 0 and kept >= round_to, (root, kept)
+        # the lowest-scored channels go first
+        assert max(scores[root][idxs]) <= min(np.delete(scores[root], idxs))
+    pruned, _ = apply_plan(model, groups, plan, spec.input_size)
+    c = count_model(pruned, spec.input_size)
+    assert cost.predict(plan) == (c.params, c.macs)
+    dense = {layer.name: layer.out_channels for layer in count_model(model, spec.input_size).layers}
+    for layer in c.layers:  # every conv keeps its full width or a multiple of round_to
+        assert layer.out_channels == dense[layer.name] or layer.out_channels % round_to == 0, layer
 
 
 def test_impossible_target(r20):

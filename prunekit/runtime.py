@@ -1,0 +1,87 @@
+"""Deployment runtimes and the channel counts their fast kernels need.
+
+A pruned model is only worth shipping if it runs faster where it ships, and that depends on channel counts:
+
+- ``onnxruntime-cpu``: onnxruntime's CPU Conv runs the MLAS NCHWc kernels only when channel counts are multiples
+  of 4, and pads them to the NCHWc block, 16 floats with AVX-512 and 8 with AVX2 (``NchwcBlockSize`` in MLAS
+  ``platform.cpp``). Counts like 31 fall back to im2col + GEMM with reorders around them; counts like 20 run
+  NCHWc but pay for 32. Aligning to the block gets the full benefit of each removed channel.
+- ``cuda``: fp16 / bf16 tensor cores want multiples of 8.
+
+:func:`resolve_round_to` turns ``--round-to N|auto`` and ``--runtime`` into the multiple every pruned group
+keeps, and says what it detected (written to ``run.json``).
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+
+from .errors import PrunekitError
+
+RUNTIMES = ("onnxruntime-cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    round_to: int  # every pruned group keeps a multiple of this many channels (or its full width)
+    runtime: str
+    detected: str  # how ``round_to`` was chosen, in words
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def nchwc_block() -> tuple[int, str]:
+    """(MLAS NCHWc block size, how it was detected) for this machine's CPU."""
+    flags = cpu_flags()
+    machine = platform.machine().lower()
+    if "avx512f" in flags:
+        return 16, "AVX-512 CPU (avx512f): onnxruntime's MLAS NCHWc block is 16 channels"
+    if "avx2" in flags or "avx" in flags:
+        return 8, "AVX2 CPU: onnxruntime's MLAS NCHWc block is 8 channels"
+    if machine in ("x86_64", "amd64", "i686", "x86"):
+        return 8, "x86 CPU without AVX (or flags unknown): assuming MLAS's 8-channel NCHWc block"
+    return 8, f"{machine or 'unknown'} CPU: no MLAS NCHWc kernels known here; 8 channels suit its SIMD width"
+
+
+def parse_round_to(value) -> int | str:
+    """``auto`` or a positive integer (``1`` = no alignment); raises PrunekitError otherwise."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        n = None
+    if n is None or n < 1 or str(n) != str(value).strip():
+        raise PrunekitError(f"--round-to must be auto or a positive integer (1 = no alignment), got {value!r}")
+    return n
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise PrunekitError(f"unknown --runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def resolve_round_to(round_to, runtime: str = "onnxruntime-cpu") -> Alignment:
+    """The channel multiple for ``--round-to`` (``auto`` picks the runtime's) and ``--runtime``."""
+    runtime = check_runtime(runtime)
+    value = parse_round_to(round_to)
+    if value != "auto":
+        return Alignment(value, runtime, "set by --round-to" if value > 1 else "no alignment (--round-to 1)")
+    if runtime == "cuda":
+        return Alignment(8, runtime, "CUDA: fp16/bf16 tensor cores want multiples of 8 channels")
+    block, how = nchwc_block()
+    return Alignment(block, runtime, how)
