@@ -214,6 +214,25 @@ def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str 
     return result
 
 
+def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu", threads: int = 1,
+                     batch: int = 1, runs: int = 50) -> float:
+    """p50 latency (ms) of a PyTorch model on the deployment runtime: onnxruntime CPU (exported with the
+    TorchScript exporter to a temporary file) or PyTorch eager on CUDA."""
+    import tempfile
+
+    import torch
+
+    if runtime == "cuda":
+        return measure_torch_cuda({"m": model}, input_size, batch, dtype="bf16", channels_last=True,
+                                  runs=runs)["m"].p50_ms
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as d:
+        path = os.path.join(d, "model.onnx")
+        export_onnx(model, torch.randn(2, *input_size), path, exporter="torchscript")
+        return measure_onnx(path, input_size, batch, threads, warmup=10, runs=runs).p50_ms
+
+
 def _speed_row(batch: int, stats: dict[str, LatencyStats]) -> dict:
     return {"batch": batch, "dense_ms": stats["dense"].p50_ms, "pruned_ms": stats["pruned"].p50_ms,
             "speedup": stats["dense"].p50_ms / stats["pruned"].p50_ms, "runs": stats["dense"].runs}

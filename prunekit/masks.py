@@ -14,7 +14,7 @@ At least one channel of every group is kept.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ Plan = dict[str, list[int]]
 
 @dataclass
 class CostModel:
-    """Predicts params and MACs of the model a plan would produce, without touching the model."""
+    """Predicts params and MACs (exactly) and, with a latency table attached, latency of the model a plan
+    would produce, without touching the model."""
 
     layers: dict[str, tuple]  # name -> (kind, out, in, k, groups_or_depthwise, bias, positions)
     dense_params: int
@@ -37,6 +38,10 @@ class CostModel:
     group_params: dict[str, float]
     group_macs: dict[str, float]
     _removed_index: dict[str, list[tuple[str, str, np.ndarray]]]
+    group_latency: dict[str, float] = field(default_factory=dict)
+    shapes: dict = field(default_factory=dict)  # layer name -> LayerShape (with a latency table)
+    table: object | None = None  # prunekit.latency.LatencyTable
+    dense_latency: float = 0.0  # Σ table(dense layers), ms
 
     @classmethod
     def build(cls, model: nn.Module, groups: list[ChannelGroup], input_size) -> "CostModel":
@@ -88,8 +93,8 @@ class CostModel:
         w = o * (i // groups) * k
         return w + (o if bias else 0), w * pos
 
-    def predict(self, plan: Plan) -> tuple[int, int]:
-        """(params, MACs) of the model after removing ``plan``."""
+    def _removed(self, plan: Plan) -> tuple[dict[str, int], dict[str, int]]:
+        """Output and input channels each layer loses under ``plan``."""
         r_out: dict[str, int] = {}
         r_in: dict[str, int] = {}
         for root, idxs in plan.items():
@@ -101,6 +106,42 @@ class CostModel:
                 n = int(removed[roots[roots < len(removed)]].sum())
                 target = r_out if kind == "out" else r_in
                 target[module] = target.get(module, 0) + n
+        return r_out, r_in
+
+    def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> "CostModel":
+        """Measure (or look up) every layer's latency: enables ``by="latency"`` thresholds and
+        :meth:`predict_latency`. A group's latency cost is its channels' share of each member layer's time."""
+        from .latency import layer_shapes
+
+        self.shapes = {n: s for n, s in layer_shapes(model, input_size, batch).items() if n in self.layers}
+        self.table = table
+        self.dense_latency = table.total(self.shapes.values())
+        for root, index in self._removed_index.items():
+            total = 0.0
+            for module, kind, roots in index:
+                if module in self.shapes:
+                    shape = self.shapes[module]
+                    total += table.ms(shape) * len(roots) / max(shape.out_c if kind == "out" else shape.in_c, 1)
+            self.group_latency[root] = total
+        table.save()
+        return self
+
+    def predict_latency(self, plan: Plan) -> float:
+        """Σ latency-table time (ms) of the layers the plan leaves: compare it with :attr:`dense_latency`."""
+        if self.table is None:
+            raise ValueError("no latency table attached (CostModel.attach_latency)")
+        r_out, r_in = self._removed(plan)
+        total = 0.0
+        for name, shape in self.shapes.items():
+            o, i = shape.out_c - r_out.get(name, 0), shape.in_c - r_in.get(name, 0)
+            if self.layers[name][4] == "dw":
+                o = i = shape.out_c - max(r_out.get(name, 0), r_in.get(name, 0))
+            total += self.table.ms(shape.resized(i, o))
+        return total
+
+    def predict(self, plan: Plan) -> tuple[int, int]:
+        """(params, MACs) of the model after removing ``plan``."""
+        r_out, r_in = self._removed(plan)
         params, macs = self.dense_params, self.dense_macs
         for name in set(r_out) | set(r_in):
             p0, m0 = self._layer(name, 0, 0)
@@ -111,8 +152,8 @@ class CostModel:
 
 
 def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "params") -> dict[str, float]:
-    """Algorithm 3: per-group threshold T · C_g / mean(C) (C = params or MACs the group's channels touch)."""
-    c = cost.group_params if by == "params" else cost.group_macs
+    """Algorithm 3: per-group threshold T · C_g / mean(C) (C = params, MACs or latency its channels cost)."""
+    c = {"params": cost.group_params, "macs": cost.group_macs, "latency": cost.group_latency}[by]
     mean = float(np.mean([c[r] for r in roots])) if roots else 1.0
     return {r: T * c[r] / mean if mean > 0 else T for r in roots}
 
@@ -148,6 +189,9 @@ def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float,
 
 
 def reduction(cost: CostModel, plan: Plan, by: str) -> float:
+    """Predicted fraction of params, MACs or (table) latency that ``plan`` removes."""
+    if by == "latency":
+        return 1 - cost.predict_latency(plan) / cost.dense_latency
     params, macs = cost.predict(plan)
     return 1 - params / cost.dense_params if by == "params" else 1 - macs / cost.dense_macs
 
@@ -170,17 +214,20 @@ def bisect_threshold(holds, hi: float = 1.0, iters: int = 60, limit: float = 1e9
 
 
 def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
-                    iters: int = 60, round_to: int = 1) -> tuple[Plan, float]:
-    """Smallest global T whose plan removes at least ``amount`` of params / MACs (bisection on T)."""
+                    iters: int = 60, round_to: int = 1, cost_by: str | None = None) -> tuple[Plan, float]:
+    """Smallest global T whose plan removes at least ``amount`` of params / MACs / latency (bisection on T).
+
+    ``by`` is what the target measures; ``cost_by`` (default: the same) what Algorithm 3 scales thresholds by."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
 
     def plan(T):
-        return plan_for_threshold(scores, cost, T, by, round_to)
+        return plan_for_threshold(scores, cost, T, cost_by or by, round_to)
 
-    T = bisect_threshold(lambda t: reduction(cost, plan(t), by) >= amount, iters=iters)
+    T = bisect_threshold(lambda t: reduction(cost, plan(t), by) >= amount, iters=iters if by != "latency" else
+                         min(iters, 30))
     if T is None:
         best = reduction(cost, plan(1e12), by)
         aligned = f" with every group a multiple of {round_to} channels" if round_to > 1 else ""

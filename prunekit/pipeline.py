@@ -19,6 +19,7 @@ from .data import DataBundle, load_data
 from .errors import Interrupted, PrunekitError
 from .files import check_output_folder, make_temp_dir, require_finite
 from .graph import build_graph, find_groups, frozen_summary
+from .latency import LatencyTable, predict_ms
 from .masks import CostModel, plan_for_target
 from .metrics import count_model
 from .models import resolve_model
@@ -29,6 +30,17 @@ from .surgery import apply_plan, compare_outputs, verify_masked_equals_pruned
 from .train import TrainConfig, evaluate, finetune
 
 TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency"}
+COSTS = ("auto", "params", "flops", "latency")
+
+
+def cost_basis(cost: str, target: "Target", minimize: str = "params") -> str:
+    """What Algorithm 3 scales each group's threshold by: ``params``, ``macs`` or ``latency`` (``auto``: the
+    target's own measure; for accuracy targets, what is minimised)."""
+    if cost != "auto":
+        return {"flops": "macs"}.get(cost, cost)
+    if target.kind == "accuracy":
+        return "macs" if minimize == "flops" else "params"
+    return target.kind
 
 
 @dataclass
@@ -98,6 +110,7 @@ class PruneConfig:
     round_to: int | str = "auto"  # every pruned group keeps a multiple of this (auto: the runtime's)
     runtime: str = "onnxruntime-cpu"  # where the model ships: decides round_to=auto and the final timing
     speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
+    cost: str = "auto"  # what Algorithm 3 scales thresholds by: params | flops | latency | auto (the target's)
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
     atol: float = 1e-4
     overwrite: bool = False
@@ -128,8 +141,10 @@ class PruneConfig:
         target = parse_target(self.target)
         if self.schedule not in ("oneshot", "adaptive", "fixed"):
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
-        if self.schedule == "oneshot" and target.kind not in ("params", "macs"):
+        if self.schedule == "oneshot" and target.kind == "accuracy":
             raise PrunekitError(f"target {target.text} needs a search: use --schedule adaptive (or fixed)")
+        if self.cost not in COSTS:
+            raise PrunekitError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
         for name in ("p", "lr", "train_lr", "epochs_per_round", "train_fraction", "lam", "rate", "slack",
                      "finetune_epochs", "atol", "rewind_point", "weight_decay"):
             require_finite(f"--{name.replace('_', '-')}", getattr(self, name))
@@ -170,8 +185,8 @@ class PruneConfig:
         if self.finetune_epochs < 0:
             raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
         for name in ("lr", "train_lr"):
-            if getattr(self, name) <= 0:
-                raise PrunekitError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+            if getattr(self, name) < 0:
+                raise PrunekitError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.atol < 0 or self.weight_decay < 0 or self.slack < 0:
             raise PrunekitError("atol, weight decay and slack must not be negative")
         if self.log_format not in ("text", "json"):
@@ -288,10 +303,20 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    cost = CostModel.build(model, groups, spec.input_size)
     alignment = resolve_round_to(cfg.round_to, cfg.runtime)
-    plan, threshold = plan_for_target(scores, cost, target.kind, target.amount, round_to=alignment.round_to)
-    pruned, history = apply_plan(model, groups, plan, spec.input_size)
+    cost_by = cost_basis(cfg.cost, target)
+    cost = CostModel.build(model, groups, spec.input_size)
+    if "latency" in (cost_by, target.kind):
+        log(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime}")
+        cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads))
+    if target.kind == "latency":
+        plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
+                                                                      alignment.round_to, cfg, log)
+    else:
+        plan, threshold = plan_for_target(scores, cost, target.kind, target.amount, round_to=alignment.round_to,
+                                          cost_by=cost_by)
+        pruned, history = apply_plan(model, groups, plan, spec.input_size)
+        latency = None
     timings["plan_and_surgery"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -302,10 +327,14 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     if predicted != (pruned_count.params, pruned_count.macs):
         raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
                             f"({pruned_count.params}, {pruned_count.macs})")
-    reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
-                   else pruned_count.macs / dense_count.macs)
-    if reached < target.amount:
-        raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
+    if latency is not None:
+        reached, met = latency["measured_ms"], latency["measured_ms"] <= target.amount
+    else:
+        reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
+                       else pruned_count.macs / dense_count.macs)
+        met = reached >= target.amount
+        if not met:
+            raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
     timings["verify"] = time.perf_counter() - t
     log(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
         f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
@@ -339,8 +368,11 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         "data": {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "train": len(bundle.train),
                  "val": len(bundle.val) if bundle.val is not None else 0,
                  "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
-        "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached},
+        "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
+                   "met": met},
         "threshold": threshold,
+        "cost": cost_by,
+        "latency": latency,
         "alignment": alignment.to_dict(),
         "dense": dense_count.to_dict(layers=False),
         "pruned": pruned_count.to_dict(layers=False),
@@ -358,6 +390,33 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     _write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
                       bundle, cfg.atol)
     return run
+
+
+def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: PruneConfig, log):
+    """One-shot to ``latency=MS``: plan with the latency table's prediction, then measure the pruned model for
+    real; if it misses (the table is a model of the runtime, not the runtime), ask for more and try again."""
+    from .bench import model_latency_ms
+
+    dense_ms = model_latency_ms(model, spec.input_size, cfg.runtime, cfg.latency_threads, runs=cfg.latency_runs)
+    if dense_ms <= target.amount:
+        raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
+                            f"{target.text}): nothing to prune for")
+    amount = 1 - target.amount / dense_ms
+    tries = []
+    for _ in range(4):
+        plan, T = plan_for_target(scores, cost, "latency", min(amount, 0.99), round_to=round_to,
+                                  cost_by=cost_basis(cfg.cost, target))
+        pruned, history = apply_plan(model, groups, plan, spec.input_size)
+        measured = model_latency_ms(pruned, spec.input_size, cfg.runtime, cfg.latency_threads, runs=cfg.latency_runs)
+        predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
+        tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured})
+        log(f"latency: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense {dense_ms:.3f} ms, "
+            f"target {target.amount:g} ms)")
+        if measured <= target.amount or amount >= 0.99:
+            break
+        amount += max((measured - target.amount) / dense_ms, 0.02)  # ask for enough more to change the plan
+    return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": 1,
+                                      "dense_ms": dense_ms, **tries[-1], "tries": tries}
 
 
 def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str], None]) -> dict | None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Callable
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .bench import measure_onnx
+from .bench import model_latency_ms
 from .data import DataBundle, load_data
 from .errors import Interrupted, PrunekitError, user_input
 from .files import read_json
@@ -39,8 +38,9 @@ from .graph import build_graph, find_groups
 from .masks import CostModel, bisect_threshold, plan_for_target, plan_for_threshold
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
-from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, check_reloads, layer_channels,
-                       parse_duration, sample_images, timed_speed)
+from .latency import LatencyTable, layer_shapes, predict_ms, table_goal
+from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, check_reloads, cost_basis,
+                       layer_channels, parse_duration, sample_images, timed_speed)
 from .policy import Controller, PolicyConfig, RoundResult
 from .runtime import Alignment, resolve_round_to
 from .scoring import score_groups, score_scales
@@ -119,6 +119,9 @@ class Search:
                        cfg.rewind_checkpoint)
         self.by = {"params": "params", "macs": "macs", "latency": "macs",
                    "accuracy": "macs" if cfg.minimize == "flops" else "params"}[self.target.kind]
+        self.cost_by = cost_basis(cfg.cost, self.target, cfg.minimize)  # what Algorithm 3 scales thresholds by
+        self.table = (LatencyTable(cfg.runtime, cfg.latency_threads)
+                      if "latency" in (self.cost_by, self.target.kind) else None)
         if resume is not None:
             self.info = resume["dense"]
             self.ctrl = Controller.from_state(resume["controller"])
@@ -137,7 +140,10 @@ class Search:
                                                                                   self.bundle.val),
                 "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches),
                 "alignment": self.alignment.to_dict()}
-        info["latency_ms"] = self.latency(self.dense, "dense") if self.target.kind == "latency" else None
+        info["latency_ms"] = self.latency(self.dense) if self.target.kind == "latency" else None
+        if self.table is not None:
+            info["latency_table_ms"] = self.table.total(layer_shapes(self.dense, size).values())
+            self.table.save()
         self.info = info
         kind, amount = self.target.kind, self.target.amount
         if kind == "latency":
@@ -158,20 +164,24 @@ class Search:
         self.finish_round(0, self.dense, 0.0, self.info["val_accuracy"], 0.0, 0)
 
     # ------------------------------------------------------------------------------------------- measures
-    def latency(self, model, tag: str) -> float:
+    def latency(self, model) -> float:
+        """Measured p50 latency (ms) at batch 1 on the run's runtime (rank 0 measures, every rank agrees)."""
         ms = 0.0
         if self.rank == 0:
-            with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as d:
-                path = os.path.join(d, f"{tag}.onnx")
-                export_onnx(model, self.verify_inputs[:2], path, exporter="torchscript")
-                ms = measure_onnx(path, self.spec.input_size, 1, self.cfg.latency_threads, warmup=10,
-                                  runs=self.cfg.latency_runs).p50_ms
+            ms = model_latency_ms(model, self.spec.input_size, self.cfg.runtime, self.cfg.latency_threads,
+                                  runs=self.cfg.latency_runs)
         return _broadcast(ms)
+
+    def predicted_latency(self, model) -> float:
+        """Latency (ms) of ``model`` predicted from the latency table: no export, no timing."""
+        table_ms = self.table.total(layer_shapes(model, self.spec.input_size).values())
+        self.table.save()
+        return predict_ms(self.info["latency_ms"], self.info["latency_table_ms"], table_ms)
 
     def measure(self, model) -> tuple[float, float, float | None, float | None]:
         c = count_model(model, self.spec.input_size)
         size = c.params if self.by == "params" else c.macs
-        lat = self.latency(model, "round") if self.target.kind == "latency" else None
+        lat = self.predicted_latency(model) if self.target.kind == "latency" else None
         if self.target.kind == "latency":
             red = 1 - lat / self.info["latency_ms"]
         elif self.target.kind == "accuracy":
@@ -206,7 +216,8 @@ class Search:
         decision = self.ctrl.observe(RoundResult(r, T, float(size), red, acc, seconds))
         last = self.ctrl.rounds[-1]
         row = {"round": r, "T": T, "lambda": last["lam"], "params": c.params, "macs": c.macs,
-               "reduction": red, "val_accuracy": acc, "latency_ms": lat, "removed_channels": removed,
+               "reduction": red, "val_accuracy": acc, "latency_ms": lat,
+               "latency_predicted": lat is not None and r > 0, "removed_channels": removed,
                "channels": {layer.name: layer.out_channels for layer in c.layers},
                "accepted": last["accepted"], "decision": decision.action, "reason": decision.reason,
                "wall_s": seconds, **(extra or {})}
@@ -238,7 +249,7 @@ class Search:
         return 1e6 if T is None else T
 
     def plan(self, scores, cost, T: float):
-        return plan_for_threshold(scores, cost, T, self.by, self.round_to)
+        return plan_for_threshold(scores, cost, T, self.cost_by, self.round_to)
 
     def prune_step(self, base, T: float | None, seed: int, plan_override=None):
         """Groups, scores and plan on ``base``, then physical removal (verified). Returns
@@ -248,6 +259,8 @@ class Search:
         scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
                               seed=seed, reference=self.info["scales"])
         cost = CostModel.build(base, groups, size)
+        if self.table is not None:
+            cost.attach_latency(base, size, self.table)
         if plan_override is not None:
             plan = plan_override(scores, cost)
         else:
@@ -332,30 +345,26 @@ class Search:
 
     def top_up(self) -> int:
         """No round met the budget: prune the most reduced acceptable round to the target and retrain once
-        (for latency, raise T until the measured latency fits, a few times if retraining noise needs it)."""
+        (latency: to the table's predicted target, asking a little more each time the prediction missed)."""
         k = max((x for x in self.ctrl.rounds if x["accepted"]), key=lambda x: x["reduction"])["round"]
         base, history = self.load_round(k) if k else (self.dense, [])
         self.report("top_up", f"no round met {self.target.text}: pruning round {k} to the target and retraining")
-        T = max(self.ctrl.T, self.cfg.lam)
         for attempt in range(10):
             r = len(self.ctrl.rounds)
-            if self.target.kind == "latency":
-                while self.latency(self.prune_step(base, T, self.cfg.seed)[0], "topup") > self.target.amount:
-                    T *= 1.25
-                    if T > 1e6:
-                        raise PrunekitError(f"latency {self.target.amount} ms is out of reach for this model")
-                self.run_round(r, base, history, T)
-                T *= 1.25
+            if self.target.kind == "latency":  # the table's units: the goal as a share of the dense table time
+                goal = table_goal(self.info["latency_ms"], self.info["latency_table_ms"],
+                                  self.target.amount) * 0.97 ** attempt
             else:
                 dense_total = self.info["params"] if self.target.kind == "params" else self.info["macs"]
                 goal = (1 - self.target.amount) * dense_total
 
-                def plan_fn(scores, cost):
-                    now = cost.dense_params if self.target.kind == "params" else cost.dense_macs
-                    return plan_for_target(scores, cost, self.target.kind, min(0.999, 1 - goal / now),
-                                           round_to=self.round_to)[0]
+            def plan_fn(scores, cost, goal=goal):
+                kind = self.target.kind
+                now = {"params": cost.dense_params, "macs": cost.dense_macs, "latency": cost.dense_latency}[kind]
+                return plan_for_target(scores, cost, kind, min(0.999, 1 - goal / now), round_to=self.round_to,
+                                       cost_by=self.cost_by)[0]
 
-                self.run_round(r, base, history, None, plan_override=plan_fn)
+            self.run_round(r, base, history, None, plan_override=plan_fn)
             if self.ctrl.meets_target(self.ctrl.rounds[-1]):
                 return r
         raise PrunekitError(f"could not reach {self.target.text} after pruning to it")
@@ -393,8 +402,10 @@ class Search:
                        "rollbacks": sum(self.ctrl.rollbacks.values()), "final_T": self.ctrl.T,
                        "final_lambda": self.ctrl.lam},
             "dense": {**dense_count.to_dict(layers=False), "latency_ms": self.info.get("latency_ms")},
-            "pruned": {**count.to_dict(layers=False), "latency_ms": (self.latency(model, "final")
-                                                                     if self.target.kind == "latency" else None)},
+            "pruned": {**count.to_dict(layers=False),
+                       "latency_ms": self.latency(model) if self.target.kind == "latency" else None,
+                       "predicted_latency_ms": self.predicted_latency(model) if self.target.kind == "latency"
+                       else None},
             "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
             "layers": layer_channels(dense_count, count),
             "accuracy": accuracy,

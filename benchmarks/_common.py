@@ -1,0 +1,47 @@
+"""Shared bits of the benchmark scripts: where the shared data and weights are, and writing results."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PRUNEKIT_SHARED", ROOT.parent / "shared"))
+
+
+def shared(*parts: str) -> str:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        sys.exit(f"benchmark needs {path} (the shared data and weights; set PRUNEKIT_SHARED)")
+    return str(path)
+
+
+def machine() -> dict:
+    import onnxruntime
+    import torch
+
+    cpu = ""
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(), "commit": commit,
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+
+
+def write_results(out_dir: str, name: str, data: dict, markdown: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=2, default=float)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)

@@ -1,0 +1,116 @@
+"""Does pruning make models faster where they ship? Dense vs pruned in onnxruntime (CPU), interleaved.
+
+For each model and target, prune one-shot with ``--round-to 1`` (no alignment) and ``--round-to auto`` (the
+CPU's NCHWc block), export dense and pruned with prunekit's exporter, check which Convs run on onnxruntime's
+NCHWc kernels, and time both models interleaved at each batch size and thread count. Speedup = dense p50 /
+pruned p50; efficiency = speedup / MAC ratio (1.0: every removed MAC turned into time).
+
+    python benchmarks/speedup.py                      # the full table (about 15 min on 2 cores)
+    python benchmarks/speedup.py --quick              # ResNet-56 only, fewer runs
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+from _common import machine, shared, write_results
+
+import prunekit
+from prunekit.bench import measure_pair, onnx_info
+from prunekit.export import export_onnx
+from prunekit.fastpath import fast_path
+from prunekit.models import resolve_model
+
+CASES = [  # (model, weights, data, input size, target)
+    ("resnet56", "resnet56-cifar10jpeg.pt", "cifar", (3, 32, 32), "flops=0.5"),
+    ("resnet56", "resnet56-cifar10jpeg.pt", "cifar", (3, 32, 32), "flops=0.7"),
+    ("torchvision:resnet18", None, "random", (3, 224, 224), "flops=0.5"),
+    ("torchvision:resnet50", None, "random", (3, 224, 224), "flops=0.5"),
+    ("torchvision:mobilenet_v2", None, "random", (3, 224, 224), "flops=0.5"),
+]
+
+
+def timed(paths, size, batch, threads, budget_s):
+    probe = measure_pair(paths, size, batch, threads, warmup=1, runs=1)
+    per = sum(s.p50_ms for s in probe.values()) / 1000
+    runs = int(min(100, max(7, budget_s / max(per, 1e-6))))
+    return measure_pair(paths, size, batch, threads, warmup=max(2, runs // 10), runs=runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--round-to", default="1,auto")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--budget-s", type=float, default=4.0, help="timing budget per (model, batch, threads) cell")
+    ap.add_argument("--quick", action="store_true", help="ResNet-56 only, 1.5 s per cell")
+    ap.add_argument("--models", default=None, help="comma-separated subset of the case models")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    cases = [c for c in CASES if (not args.quick or c[0] == "resnet56")
+             and (not args.models or c[0] in args.models.split(","))]
+    budget = 1.5 if args.quick else args.budget_s
+    threads = [int(t) for t in args.threads.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="prunekit-speedup-") as d:
+        for model, weights, data, size, target in cases:
+            w = shared("weights", weights) if weights else None
+            dense, spec = resolve_model(model, weights=w, input_size=size)
+            x = torch.randn(4, *size)
+            dense_path = os.path.join(d, f"{model.replace(':', '_')}-dense.onnx")
+            if not os.path.exists(dense_path):
+                export_onnx(dense, x, dense_path)
+            for rt in args.round_to.split(","):
+                out = os.path.join(d, f"{model.replace(':', '_')}-{target}-{rt}")
+                t0 = time.perf_counter()
+                run = prunekit.prune(prunekit.PruneConfig(
+                    model=model, weights=w, data=shared("data", "cifar10-jpeg.tar.gz") if data == "cifar" else "random",
+                    target=target, out=out, schedule="oneshot", input_size=size, round_to=rt, calib_images=128,
+                    batch_size=32, speed_batches=(), eval_images=16))
+                prune_s = time.perf_counter() - t0
+                pruned_path = os.path.join(out, "model.onnx")
+                export_onnx(prunekit.load(out), x, pruned_path)
+                info = {k: onnx_info(p) for k, p in (("dense", dense_path), ("pruned", pruned_path))}
+                fp = {k: fast_path(p) for k, p in (("dense", dense_path), ("pruned", pruned_path))}
+                mac_ratio = info["dense"]["macs"] / info["pruned"]["macs"]
+                for th in threads:
+                    for b in batches:
+                        st = timed({"dense": dense_path, "pruned": pruned_path}, size, b, th, budget)
+                        sp = st["dense"].p50_ms / st["pruned"].p50_ms
+                        row = {"model": model, "target": target, "round_to": rt,
+                               "resolved_round_to": run["alignment"]["round_to"],
+                               "macs_reduction": run["reduction"]["macs"], "mac_ratio": mac_ratio,
+                               "threads": th, "batch": b, "dense_ms": st["dense"].p50_ms,
+                               "pruned_ms": st["pruned"].p50_ms, "runs": st["dense"].runs, "speedup": sp,
+                               "efficiency": sp / mac_ratio, "nchwc": f"{fp['pruned'].nchwc_convs}/{fp['pruned'].convs}",
+                               "dense_nchwc": f"{fp['dense'].nchwc_convs}/{fp['dense'].convs}",
+                               "prune_s": prune_s}
+                        rows.append(row)
+                        print(f"{model:<26} {target:<10} round-to {rt:<5} t{th} b{b:<3} dense {row['dense_ms']:8.2f} ms"
+                              f"  pruned {row['pruned_ms']:8.2f} ms  {sp:.2f}×  eff {row['efficiency']:.2f}  "
+                              f"NCHWc {row['nchwc']}", file=sys.stderr, flush=True)
+    md = ["onnxruntime CPU, p50 latency in ms, dense and pruned interleaved in one process (intra-op spinning "
+          "off); MAC ratio = dense MACs / pruned MACs (ONNX count); efficiency = speedup / MAC ratio; NCHWc = "
+          "Convs on onnxruntime's blocked kernels in the pruned model. One-shot attention-mean pruning.", "",
+          "| model | target | --round-to | MACs ↓ | threads | batch | dense ms | pruned ms | speedup | efficiency | NCHWc |",
+          "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        rt = r["round_to"] if r["round_to"] != "auto" else f"auto ({r['resolved_round_to']})"
+        slow = " (slower)" if r["speedup"] < 1 else ""
+        md.append(f"| {r['model']} | {r['target']} | {rt} | {r['macs_reduction']:.1%} | {r['threads']} | {r['batch']} "
+                  f"| {r['dense_ms']:.2f} | {r['pruned_ms']:.2f} | {r['speedup']:.2f}×{slow} | {r['efficiency']:.2f} "
+                  f"| {r['nchwc']} |")
+    m = machine()
+    md.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, torch {m['torch']}, "
+              f"commit {m['commit']}. Command: `python benchmarks/{m['command']}`")
+    write_results(args.out, "speedup" + ("-quick" if args.quick else ""), {"rows": rows, "machine": m},
+                  "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
