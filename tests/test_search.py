@@ -155,7 +155,7 @@ def test_weight_rewinding_restarts_rounds_from_the_checkpoint(small_cifar, r20_w
 
     early = shared_file("weights", "original", "resnet20-12fca82f.th")
     prunekit.prune(config(small_cifar, r20_weights, tmp_path / "run", "params=0.2", schedule="fixed", rate=0.1,
-                          max_rounds=1, rewind_checkpoint=early, train_lr=0.0))
+                          max_rounds=1, rewind_checkpoint=early, train_lr=0.0, round_to=1))
     round1 = torch.load(tmp_path / "run" / "search" / "round-0001.pt", weights_only=True)["state_dict"]
     w = round1["layer2.1.conv2.weight"]
     src = torch.load(early, map_location="cpu", weights_only=True)["state_dict"]["module.layer2.1.conv2.weight"]
