@@ -214,6 +214,18 @@ def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str 
     return result
 
 
+def cuda_rows(models: dict, input_size, batch: int, warmup: int = 10, runs: int = 50) -> list[dict]:
+    """Dense vs pruned in PyTorch eager on CUDA, in fp32 and bf16 autocast, contiguous and channels_last."""
+    rows = []
+    for dtype in ("fp32", "bf16"):
+        for channels_last in (False, True):
+            st = measure_torch_cuda(models, input_size, batch, dtype=dtype, channels_last=channels_last,
+                                    warmup=warmup, runs=runs)
+            rows.append({"dtype": dtype, "layout": "channels_last" if channels_last else "contiguous",
+                         **{k: v for k, v in _speed_row(batch, st).items() if k != "batch"}})
+    return rows
+
+
 def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu", threads: int = 1,
                      batch: int = 1, runs: int = 50) -> float:
     """p50 latency (ms) of a PyTorch model on the deployment runtime: onnxruntime CPU (exported with the

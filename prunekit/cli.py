@@ -157,6 +157,9 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
               help="every pruned group keeps a multiple of N channels (auto: the runtime's; 1: no alignment)")
 @click.option("--runtime", type=click.Choice(["onnxruntime-cpu", "cuda"]), default="onnxruntime-cpu",
               show_default=True, help="where the model ships: picks --round-to auto and the final speed check")
+@click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default="auto", show_default=True,
+              help="what Algorithm 3 scales each group's threshold by (auto: the target's measure; latency: "
+                   "a per-layer latency table measured on --runtime)")
 @click.option("--speed-batches", default="1,32", show_default=True,
               help="time dense vs pruned on --runtime at these batch sizes at the end ('none' skips)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
@@ -165,7 +168,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
           minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          speed_batches, overwrite, trust_code, quiet):
+          cost, speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -206,7 +209,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=30 if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
-                          log_format=log_format, round_to=round_to, runtime=runtime,
+                          log_format=log_format, round_to=round_to, runtime=runtime, cost=cost,
                           speed_batches=() if speed_batches.strip().lower() == "none" else _parse_batches(
                               speed_batches, "--speed-batches"))
         run = run_prune(cfg, log=log)
@@ -367,12 +370,15 @@ def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
 @click.option("--threads", type=int, default=1, show_default=True, help="onnxruntime / PyTorch intra-op threads")
 @click.option("--warmup", type=int, default=10, show_default=True)
 @click.option("--runs", type=int, default=100, show_default=True)
-@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="onnxruntime execution provider (cuda needs onnxruntime-gpu)")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="PyTorch eager timing device: cuda times fp32 and bf16, contiguous and channels_last")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="also time PyTorch eager (run folders only)")
 @click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, trust_code, as_json):
+def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with_torch, trust_code, as_json):
     """Latency of an ONNX model (or a run's pruned vs dense model) in onnxruntime and PyTorch.
 
     \b
@@ -384,7 +390,7 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
       prunekit bench runs/r56-p50 --batch-sizes 1,32
       prunekit bench pruned.onnx --vs dense.onnx --threads 2 --json
     """
-    from .bench import measure_pair, measure_torch_pair, onnx_info
+    from .bench import cuda_rows, measure_pair, measure_torch_pair, onnx_info
 
     if runs <= 0 or warmup < 0 or threads <= 0:
         raise PrunekitError("--runs and --threads must be positive and --warmup ≥ 0")
@@ -395,6 +401,14 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise PrunekitError("the CUDA execution provider is not available: install onnxruntime-gpu and run "
                                 "on a machine with an NVIDIA GPU, or use --provider cpu")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PrunekitError("--device cuda: no CUDA GPU is available to PyTorch on this machine")
+        if not os.path.isdir(source):
+            raise PrunekitError("--device cuda times PyTorch models: give a run folder (or use --provider cuda "
+                                "for onnxruntime on ONNX files)")
     pruned_path, dense_path, torch_models = _bench_sources(source, vs, trust_code)
     info = {"pruned": onnx_info(pruned_path)}
     paths = {"pruned": pruned_path}
@@ -421,10 +435,12 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
             row["speedup"] = speedup
             row["mac_ratio"] = mac_ratio
             row["speedup_efficiency"] = speedup / mac_ratio
-        if torch_models and with_torch:
+        if torch_models and with_torch and device == "cpu":
             t_stats = measure_torch_pair(torch_models, size, b, threads, runs=max(5, runs // 3))
             row["pytorch"] = {k: v.to_dict() for k, v in t_stats.items()}
             row["pytorch_speedup"] = t_stats["dense"].p50_ms / t_stats["pruned"].p50_ms
+        if torch_models and device == "cuda":
+            row["pytorch_cuda"] = cuda_rows(torch_models, size, b, warmup, runs)
         result["batches"].append(row)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -443,6 +459,10 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, with_torch, 
                 click.echo(f"  batch {row['batch']:<4} {runtime:<11} {k:<7} p50 {st['p50_ms']:9.3f} ms  "
                            f"p90 {st['p90_ms']:9.3f}  p99 {st['p99_ms']:9.3f}  mean {st['mean_ms']:9.3f} "
                            f"± {st['std_ms']:.3f}  ({st['runs']} runs)  {st['throughput_ips']:10.1f} img/s")
+        for c in row.get("pytorch_cuda", []):
+            click.echo(f"  batch {row['batch']:<4} pytorch cuda {c['dtype']:<4} {c['layout']:<13} dense p50 "
+                       f"{c['dense_ms']:8.3f} ms  pruned {c['pruned_ms']:8.3f} ms  speedup "
+                       f"{_speedup_words(c['speedup'])}")
         if "speedup" in row:
             click.echo(f"  batch {row['batch']:<4} speedup {_speedup_words(row['speedup'])} (onnxruntime p50), MAC "
                        f"ratio {row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"

@@ -1,0 +1,123 @@
+"""Per-layer latency table: cached per machine, predicts the pruned model's layer shapes exactly, and drives
+latency-weighted thresholds and one-shot latency targets. CUDA parts skip without a GPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import prunekit
+from prunekit.cli import main
+from prunekit.graph import build_graph, find_groups
+from prunekit.latency import LatencyTable, layer_shapes
+from prunekit.masks import CostModel, layer_thresholds, plan_for_target, reduction
+from prunekit.models import resolve_model
+from prunekit.scoring import score_groups
+from prunekit.surgery import apply_plan
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def r20_cost(tmp_path_factory):
+    model, spec = resolve_model("resnet20")
+    groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
+    table = LatencyTable(path=str(tmp_path_factory.mktemp("lut") / "table.json"), budget_ms=5)
+    cost = CostModel.build(model, groups, spec.input_size).attach_latency(model, spec.input_size, table)
+    return model, spec, groups, cost, table
+
+
+def test_table_is_cached_on_disk(r20_cost):
+    model, spec, _, _, table = r20_cost
+    shapes = layer_shapes(model, spec.input_size)
+    assert len({s.key() for s in shapes.values()}) == table.measured  # each distinct shape timed once
+    again = LatencyTable(path=table.path)
+    assert again.total(shapes.values()) == table.total(shapes.values()) and again.measured == 0
+    assert all(v > 0 for v in json.load(open(table.path))["entries"].values())
+
+
+@pytest.mark.parametrize("round_to", [1, 16])
+def test_prediction_uses_the_pruned_models_exact_shapes(r20_cost, round_to):
+    model, spec, groups, cost, table = r20_cost
+    scores = score_groups(model, groups, "l1")
+    plan, _ = plan_for_target(scores, cost, "latency", 0.2, round_to=round_to)
+    pruned, _ = apply_plan(model, groups, plan, spec.input_size)
+    real = table.total(layer_shapes(pruned, spec.input_size).values())
+    assert cost.predict_latency(plan) == pytest.approx(real, rel=1e-12)
+    assert reduction(cost, plan, "latency") >= 0.2
+
+
+def test_latency_weighted_thresholds(r20_cost):
+    _, _, groups, cost, _ = r20_cost
+    roots = [g.root for g in groups if g.prunable]
+    th = layer_thresholds(cost, roots, 1.0, "latency")
+    assert set(th) == set(roots) and sum(th.values()) == pytest.approx(len(roots))
+    assert th != layer_thresholds(cost, roots, 1.0, "params")
+
+
+def test_latency_target_already_met_is_a_clear_error(tmp_path):
+    from prunekit.errors import PrunekitError
+
+    with pytest.raises(PrunekitError, match="already runs in"):
+        prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=1000",
+                                            out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                            speed_batches=()))
+    assert not (tmp_path / "run").exists()
+
+
+def test_latency_cost_with_a_flops_target(tmp_path):
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="flops=0.3", cost="latency",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=()))
+    assert run["cost"] == "latency" and run["reduction"]["macs"] >= 0.3 and run["target"]["met"]
+
+
+def test_oneshot_latency_target_reports_prediction_and_measurement(tmp_path):
+    from prunekit.bench import model_latency_ms
+
+    dense_ms = model_latency_ms(resolve_model("resnet20")[0], (3, 32, 32), runs=30)
+    goal = round(dense_ms * 0.75, 4)
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target=f"latency={goal}",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=(), latency_runs=30))
+    lat = run["latency"]
+    assert run["cost"] == "latency" and lat["tries"] and lat["predicted_ms"] < lat["dense_ms"]
+    assert run["target"]["reached"] == lat["measured_ms"] and run["reduction"]["macs"] > 0
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--round-to", "0"], "--round-to must be auto or a positive integer"),
+    (["--round-to", "-8"], "--round-to must be auto or a positive integer"),
+    (["--round-to", "x"], "--round-to must be auto or a positive integer"),
+    (["--runtime", "tpu"], "Invalid value for '--runtime'"),
+    (["--cost", "watts"], "Invalid value for '--cost'"),
+    (["--speed-batches", "0"], "--speed-batches must be positive"),
+])
+def test_alignment_options_are_checked(tmp_path, args, match):
+    r = CliRunner().invoke(main, ["prune", "resnet20", "--data", "random", "--target", "flops=0.3", "--schedule",
+                                  "oneshot", "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == 2 and r.output.startswith("error:") and match in r.output, r.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(CUDA, reason="checks the error on a machine without a GPU")
+def test_bench_device_cuda_without_a_gpu(tmp_path):
+    r = CliRunner().invoke(main, ["bench", str(tmp_path), "--device", "cuda"])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "no CUDA GPU" in r.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_bench_device_cuda(tmp_path):
+    out = tmp_path / "run"
+    prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="flops=0.5", out=str(out),
+                                        schedule="oneshot", calib_images=8, runtime="cuda"))
+    r = CliRunner().invoke(main, ["bench", str(out), "--device", "cuda", "--runs", "5", "--warmup", "2",
+                                  "--batch-sizes", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["batches"][0]["pytorch_cuda"]
+    assert {(c["dtype"], c["layout"]) for c in rows} == {("fp32", "contiguous"), ("fp32", "channels_last"),
+                                                         ("bf16", "contiguous"), ("bf16", "channels_last")}
+    assert all(c["dense_ms"] > 0 and c["pruned_ms"] > 0 for c in rows)
