@@ -34,6 +34,14 @@ CASES = [  # (model, weights, data, input size, target)
 ]
 
 
+def prune_or_none(cfg):
+    try:
+        return prunekit.prune(cfg)
+    except prunekit.PrunekitError as e:
+        print(f"{cfg.model} {cfg.target} --round-to {cfg.round_to}: {e}", file=sys.stderr)
+        return None
+
+
 def timed(paths, size, batch, threads, budget_s):
     probe = measure_pair(paths, size, batch, threads, warmup=1, runs=1)
     per = sum(s.p50_ms for s in probe.values()) / 1000
@@ -68,11 +76,13 @@ def main() -> None:
             for rt in args.round_to.split(","):
                 out = os.path.join(d, f"{model.replace(':', '_')}-{target}-{rt}")
                 t0 = time.perf_counter()
-                run = prunekit.prune(prunekit.PruneConfig(
+                run = prune_or_none(prunekit.PruneConfig(
                     model=model, weights=w, data=shared("data", "cifar10-jpeg.tar.gz") if data == "cifar" else "random",
                     target=target, out=out, schedule="oneshot", input_size=size, round_to=rt, calib_images=128,
                     batch_size=32, speed_batches=(), eval_images=16))
                 prune_s = time.perf_counter() - t0
+                if run is None:
+                    continue
                 pruned_path = os.path.join(out, "model.onnx")
                 export_onnx(prunekit.load(out), x, pruned_path)
                 info = {k: onnx_info(p) for k, p in (("dense", dense_path), ("pruned", pruned_path))}
@@ -84,6 +94,7 @@ def main() -> None:
                         sp = st["dense"].p50_ms / st["pruned"].p50_ms
                         row = {"model": model, "target": target, "round_to": rt,
                                "resolved_round_to": run["alignment"]["round_to"],
+                               "alignment": run["alignment"]["detected"],
                                "macs_reduction": run["reduction"]["macs"], "mac_ratio": mac_ratio,
                                "threads": th, "batch": b, "dense_ms": st["dense"].p50_ms,
                                "pruned_ms": st["pruned"].p50_ms, "runs": st["dense"].runs, "speedup": sp,

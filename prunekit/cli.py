@@ -160,6 +160,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default="auto", show_default=True,
               help="what Algorithm 3 scales each group's threshold by (auto: the target's measure; latency: "
                    "a per-layer latency table measured on --runtime)")
+@click.option("--latency-threads", type=int, default=1, show_default=True,
+              help="intra-op threads for latency targets, the latency table and the final speed check")
 @click.option("--speed-batches", default="1,32", show_default=True,
               help="time dense vs pruned on --runtime at these batch sizes at the end ('none' skips)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
@@ -168,7 +170,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
           minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          cost, speed_batches, overwrite, trust_code, quiet):
+          cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -210,6 +212,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
                           log_format=log_format, round_to=round_to, runtime=runtime, cost=cost,
+                          latency_threads=latency_threads,
                           speed_batches=() if speed_batches.strip().lower() == "none" else _parse_batches(
                               speed_batches, "--speed-batches"))
         run = run_prune(cfg, log=log)
@@ -543,6 +546,118 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
     click.echo(json.dumps(gate.to_json(model, rows, actual), indent=2) if as_json else gate.table(rows))
     if not all(r.passed for r in rows):
         click.get_current_context().exit(1)
+
+
+def _fp32_onnx_of(source: str, trust_code: bool, tmp_dir: str, log) -> tuple[str, str | None]:
+    """(fp32 ONNX path, data spec recorded by the run or None) for a run folder or an ONNX file."""
+    if os.path.isdir(source):
+        from .files import read_json
+
+        run_json = os.path.join(source, "run.json")
+        data = read_json(run_json, "run record").get("data", {}).get("spec") if os.path.isfile(run_json) else None
+        onnx_path = os.path.join(source, "model.onnx")
+        if not os.path.isfile(onnx_path):
+            from .export import export_onnx
+            from .storage import load, load_check_inputs, load_spec
+
+            model = load(source, trust_code=trust_code)
+            x = load_check_inputs(source)
+            import torch
+
+            x = x[:4] if x is not None else torch.randn(2, *load_spec(source).input_size)
+            onnx_path = os.path.join(tmp_dir, "model.onnx")
+            log(f"exporting {source}'s pruned model to ONNX first")
+            export_onnx(model, x, onnx_path)
+        return onnx_path, data
+    if not os.path.isfile(source):
+        raise PrunekitError(f"no such ONNX file or run folder: {source}")
+    return source, None
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="INT8 ONNX file to write")
+@click.option("--data", default=None, help="calibration (and test) images: cifar10, an ImageFolder root, a .tar.gz "
+                                           "(default: the run's data); random is allowed for latency work only")
+@click.option("--calib-images", type=int, default=256, show_default=True, help="calibration images (training split)")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="calibration method")
+@click.option("--eval-images", type=int, default=None,
+              help="test images for the fp32 vs int8 accuracy (default: the whole test split; 0 skips it)")
+@click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
+@click.option("--quiet", "-q", is_flag=True)
+def quantize(source, out, data, calib_images, method, eval_images, trust_code, quiet):
+    """Quantize SOURCE (RUN_DIR or MODEL.onnx) to a calibrated INT8 ONNX (onnxruntime static, QDQ).
+
+    \b
+    Per-channel int8 weights, uint8 activations, calibrated on training images; the int8 model is compared
+    with fp32 on check inputs (top-1 agreement, largest difference: a stated bound) and, with labelled data,
+    on the test split (accuracy side by side). With a run folder, run.json records the result.
+    Examples:
+      PRUNEKIT_DATA=../shared/data prunekit quantize runs/r56-p50 --out runs/r56-p50/model.int8.onnx
+      prunekit quantize model.onnx --data ../shared/data/cifar10-jpeg.tar.gz --out model.int8.onnx
+    """
+    import tempfile
+
+    from .files import check_writable_location
+
+    log = _logger(quiet)
+    if calib_images <= 0:
+        raise PrunekitError("--calib-images must be positive")
+    if eval_images is not None and eval_images < 0:
+        raise PrunekitError("--eval-images must not be negative")
+    check_writable_location(out)
+    with tempfile.TemporaryDirectory(prefix="prunekit-quantize-") as d:
+        fp32_path, run_data = _fp32_onnx_of(source, trust_code, d, log)
+        report = _quantize_file(fp32_path, out, data or run_data, calib_images, method, eval_images, log,
+                                check_dir=source if os.path.isdir(source) else None)
+    if os.path.isdir(source):
+        from .files import atomic_write_json, read_json
+
+        run_json = os.path.join(source, "run.json")
+        if os.path.isfile(run_json):
+            run = read_json(run_json, "run record")
+            run.setdefault("int8", {})["pruned"] = report.to_dict()
+            atomic_write_json(run_json, run)
+    if not quiet:
+        from .export import render_checklist
+
+        click.echo(render_checklist(report.checks), err=True)
+    acc = report.accuracy
+    acc_text = (f"; test accuracy fp32 {acc['fp32']:.2f}% → int8 {acc['int8']:.2f}% ({acc['images']:,} images)"
+                if acc else "")
+    click.echo(f"{out}: {report.bytes:,} bytes (fp32 {report.fp32_bytes:,}), {method} calibration on "
+               f"{report.calibration_images} images{acc_text}")
+
+
+def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log, check_dir=None):
+    """Calibration and check inputs from ``data`` (or the run folder's stored images), then quantize."""
+    from .bench import onnx_info
+    from .data import load_data
+    from .pipeline import sample_inputs, spread
+    from .quantize import quantize_onnx, read_onnx
+
+    read_onnx(fp32_path)
+    size = onnx_info(fp32_path)["input_size"]
+    if not data:
+        raise PrunekitError("quantize needs calibration images: give --data (cifar10, an ImageFolder root, a "
+                            ".tar.gz, or random for latency work only)")
+    if data == "random":
+        click.echo("warning: calibrating on random inputs: the int8 model's accuracy is meaningless "
+                   "(fine for latency work)", err=True)
+    bundle = load_data(data, size)
+    calib = bundle.to_tensor(bundle.calibration(calib_images).images).numpy()
+    stored = None
+    if check_dir is not None:
+        from .storage import load_check_inputs
+
+        stored = load_check_inputs(check_dir)
+    check = stored.numpy() if stored is not None else sample_inputs(bundle, 16).numpy()
+    test = None
+    if bundle.has_labels and bundle.test is not None and eval_images != 0:
+        ds = bundle.test if eval_images is None else bundle.test.subset(spread(len(bundle.test), eval_images))
+        test = (bundle.to_tensor(ds.images).numpy(), ds.labels)
+    return quantize_onnx(fp32_path, out, calib, check, method=method, test=test, log=log)
 
 
 @main.command()

@@ -237,6 +237,21 @@ def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amo
     return plan(T), T
 
 
+def plan_for_target_aligned(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
+                            round_to: int, relax: bool, cost_by: str | None = None) -> tuple[Plan, float, int]:
+    """:func:`plan_for_target` at ``round_to``; with ``relax`` (``--round-to auto``), when the target is out of
+    reach at that multiple (narrow groups cannot be pruned at all), halve it until the target is reachable.
+    Returns (plan, T, the multiple used)."""
+    while True:
+        try:
+            plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
+            return plan, T, round_to
+        except PrunekitError as e:
+            if not relax or round_to <= 1 or "out of reach" not in str(e):
+                raise
+            round_to //= 2
+
+
 def consumer_masks(model: nn.Module, groups: list[ChannelGroup], plan: Plan) -> dict[str, torch.Tensor]:
     """Per consumer module: a 0/1 vector over its input channels (0 = pruned)."""
     named = dict(model.named_modules())

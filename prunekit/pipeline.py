@@ -20,7 +20,7 @@ from .errors import Interrupted, PrunekitError
 from .files import check_output_folder, make_temp_dir, require_finite
 from .graph import build_graph, find_groups, frozen_summary
 from .latency import LatencyTable, predict_ms
-from .masks import CostModel, plan_for_target
+from .masks import CostModel, plan_for_target, plan_for_target_aligned
 from .metrics import count_model
 from .models import resolve_model
 from .runtime import check_runtime, parse_round_to, resolve_round_to
@@ -313,8 +313,13 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
                                                                       alignment.round_to, cfg, log)
     else:
-        plan, threshold = plan_for_target(scores, cost, target.kind, target.amount, round_to=alignment.round_to,
-                                          cost_by=cost_by)
+        plan, threshold, used = plan_for_target_aligned(scores, cost, target.kind, target.amount,
+                                                        alignment.round_to, cfg.round_to == "auto", cost_by)
+        if used != alignment.round_to:
+            log(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
+                f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
+                "block on this runtime)")
+            alignment = alignment.relaxed(used, target.text)
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
         latency = None
     timings["plan_and_surgery"] = time.perf_counter() - t

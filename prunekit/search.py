@@ -35,7 +35,7 @@ from .errors import Interrupted, PrunekitError, user_input
 from .files import read_json
 from .export import export_onnx
 from .graph import build_graph, find_groups
-from .masks import CostModel, bisect_threshold, plan_for_target, plan_for_threshold
+from .masks import CostModel, bisect_threshold, plan_for_target_aligned, plan_for_threshold
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
 from .latency import LatencyTable, layer_shapes, predict_ms, table_goal
@@ -361,8 +361,12 @@ class Search:
             def plan_fn(scores, cost, goal=goal):
                 kind = self.target.kind
                 now = {"params": cost.dense_params, "macs": cost.dense_macs, "latency": cost.dense_latency}[kind]
-                return plan_for_target(scores, cost, kind, min(0.999, 1 - goal / now), round_to=self.round_to,
-                                       cost_by=self.cost_by)[0]
+                plan, _, used = plan_for_target_aligned(scores, cost, kind, min(0.999, 1 - goal / now),
+                                                        self.round_to, self.cfg.round_to == "auto", self.cost_by)
+                if used != self.round_to:
+                    self.report("alignment", f"warning: {self.target.text} is out of reach with multiples of "
+                                f"{self.round_to} channels; the top-up aligns to {used}")
+                return plan
 
             self.run_round(r, base, history, None, plan_override=plan_fn)
             if self.ctrl.meets_target(self.ctrl.rounds[-1]):
