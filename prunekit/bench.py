@@ -122,15 +122,36 @@ def measure_torch_pair(models: dict, input_size: tuple[int, int, int], batch: in
     return {k: summarize(v, batch) for k, v in times.items()}
 
 
-def _is_channel_selection(weight) -> bool:
-    """A 1×1 conv whose weight only copies channels (0/1 entries, at most one 1 per row and per column): the
-    option-A shortcut. prunekit's counts treat it as data movement, so the ONNX count must skip it too."""
+def _is_channel_selection(w: np.ndarray) -> bool:
+    """A 1×1 conv whose weight only copies channels (zeros and one constant, at most one non-zero per row and
+    per column; 1.0 in fp32, its quantized value in int8): the option-A shortcut. prunekit's counts treat it
+    as data movement, so the ONNX count must skip it too."""
+    if w.ndim != 4 or w.shape[2:] != (1, 1):
+        return False
+    m = w.reshape(w.shape[0], w.shape[1])
+    nz = m[m != 0]
+    return bool(len(nz) and (nz == nz[0]).all() and nz[0] > 0 and ((m != 0).sum(1) <= 1).all()
+                and ((m != 0).sum(0) <= 1).all())
+
+
+def _weight_array(name: str, inits: dict, producers: dict) -> np.ndarray | None:
+    """A Conv's weight: an initializer or a Constant, or (QDQ int8 models) the int8 one a DequantizeLinear
+    reads."""
     from onnx import numpy_helper
 
-    if len(weight.dims) != 4 or tuple(weight.dims[2:]) != (1, 1):
-        return False
-    w = numpy_helper.to_array(weight).reshape(weight.dims[0], weight.dims[1])
-    return bool(np.isin(w, (0, 1)).all() and (w.sum(1) <= 1).all() and (w.sum(0) <= 1).all())
+    for _ in range(4):  # through Identity / Cast / DequantizeLinear to an initializer or a Constant
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            return numpy_helper.to_array(value) if value is not None else None
+        if node.op_type not in ("Identity", "Cast", "DequantizeLinear"):
+            return None
+        name = node.input[0]
+    return None
 
 
 def onnx_info(path: str) -> dict:
@@ -163,10 +184,12 @@ def onnx_info(path: str) -> dict:
     for name, t in inits.items():
         shapes[name] = list(t.dims)
     macs = 0
+    producers = {o: n for n in graph.node for o in n.output}
     for node in graph.node:
         if node.op_type == "Conv" and len(node.input) > 1:
             w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
-            if node.input[1] in inits and _is_channel_selection(inits[node.input[1]]):
+            array = _weight_array(node.input[1], inits, producers)
+            if array is not None and _is_channel_selection(array):
                 continue  # an option-A shortcut: data movement, not counted (as in run.json)
             if w and out:
                 macs += int(np.prod(out)) * int(np.prod(w[1:]))
@@ -178,7 +201,9 @@ def onnx_info(path: str) -> dict:
                     else b[-1]
                 macs += int(np.prod(a[:-1])) * k * n
     params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
-    return {"input_size": tuple(dims[1:]), "params": params, "macs": macs}
+    int8 = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0
+               and t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
+    return {"input_size": tuple(dims[1:]), "params": params, "int8_params": int8, "macs": macs}
 
 
 def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",

@@ -257,6 +257,14 @@ def _resolve_export_source(source, weights, input_size, num_classes, trust_pickl
     return model, spec, None
 
 
+def _run_data_spec(source: str) -> str | None:
+    """The data spec a run folder was pruned with (run.json), or None."""
+    from .files import read_json
+
+    run_json = os.path.join(source, "run.json") if os.path.isdir(source) else ""
+    return read_json(run_json, "run record").get("data", {}).get("spec") if os.path.isfile(run_json) else None
+
+
 def _is_pruned_file(path: str) -> bool:
     from .storage import read_pruned
 
@@ -275,10 +283,12 @@ def _is_pruned_file(path: str) -> bool:
 @click.option("--data", default=None, help="inputs for the parity check (default: the run's data, else random)")
 @click.option("--check-images", type=int, default=16, show_default=True)
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)
+@click.option("--int8", "with_int8", is_flag=True,
+              help="also write a calibrated INT8 model beside --out (NAME.int8.onnx; see prunekit quantize)")
 @click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True)
 def export(source, weights, input_size, num_classes, trust_pickle, out, atol, data, check_images, exporter,
-           trust_code, quiet):
+           with_int8, trust_code, quiet):
     """Export SOURCE (RUN_DIR, pruned.pt, MODEL) to ONNX and check it against PyTorch.
 
     \b
@@ -321,6 +331,15 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
     report = export_onnx(model, inputs, out, atol=atol, exporter=exporter)
     if not quiet:
         click.echo(report.checklist(), err=True)
+    if with_int8:
+        from .export import render_checklist
+
+        int8_out = out[:-len(".onnx")] + ".int8.onnx" if out.endswith(".onnx") else out + ".int8.onnx"
+        q = _quantize_file(out, int8_out, data or _run_data_spec(source), 256, "minmax", 0, log,
+                           check_dir=source if os.path.isdir(source) else None)
+        if not quiet:
+            click.echo(render_checklist(q.checks), err=True)
+        click.echo(f"{int8_out}: {q.bytes:,} bytes, INT8 (QDQ), calibrated on {q.calibration_images} images")
     parity = next(c for c in report.checks if c["check"] == "onnxruntime == pytorch")
     click.echo(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
                f"(max abs diff {parity['max_abs_diff']:.2g} on {kind})")
@@ -379,9 +398,14 @@ def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
               help="PyTorch eager timing device: cuda times fp32 and bf16, contiguous and channels_last")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="also time PyTorch eager (run folders only)")
+@click.option("--int8", "with_int8", is_flag=True,
+              help="also time the INT8 models (RUN_DIR/model.int8.onnx, dense.int8.onnx; beside ONNX files: "
+                   "NAME.int8.onnx), all four interleaved")
+@click.option("--data", default=None, help="--int8 on a run folder: calibration images for missing int8 files")
 @click.option("--trust-code", is_flag=True, help=TRUST_CODE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with_torch, trust_code, as_json):
+def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with_torch, with_int8, data, trust_code,
+          as_json):
     """Latency of an ONNX model (or a run's pruned vs dense model) in onnxruntime and PyTorch.
 
     \b
@@ -392,6 +416,7 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
     Examples:
       prunekit bench runs/r56-p50 --batch-sizes 1,32
       prunekit bench pruned.onnx --vs dense.onnx --threads 2 --json
+      prunekit bench runs/r56-p50 --int8      # dense / pruned × fp32 / int8, four models interleaved
     """
     from .bench import cuda_rows, measure_pair, measure_torch_pair, onnx_info
 
@@ -421,6 +446,12 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
         if info["dense"]["input_size"] != info["pruned"]["input_size"]:
             raise PrunekitError(f"the models take different inputs: {info['dense']['input_size']} vs "
                                 f"{info['pruned']['input_size']}")
+    if with_int8:
+        if not dense_path:
+            raise PrunekitError("--int8 compares dense and pruned: give --vs DENSE.onnx or a run folder")
+        for k, p in _int8_paths(source, paths, data, trust_code).items():
+            paths[f"{k}-int8"] = p
+            info[f"{k}-int8"] = onnx_info(p)
     if provider == "cpu":
         from .fastpath import fast_path
 
@@ -438,6 +469,12 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
             row["speedup"] = speedup
             row["mac_ratio"] = mac_ratio
             row["speedup_efficiency"] = speedup / mac_ratio
+        if with_int8:
+            d8, p8 = ort_stats["dense-int8"].p50_ms, ort_stats["pruned-int8"].p50_ms
+            row["int8"] = {"dense_int8_vs_dense": ort_stats["dense"].p50_ms / d8,
+                           "pruned_int8_vs_dense": ort_stats["dense"].p50_ms / p8,
+                           "pruned_int8_vs_dense_int8": d8 / p8,
+                           "efficiency_over_int8": d8 / p8 / row["mac_ratio"]}
         if torch_models and with_torch and device == "cpu":
             t_stats = measure_torch_pair(torch_models, size, b, threads, runs=max(5, runs // 3))
             row["pytorch"] = {k: v.to_dict() for k, v in t_stats.items()}
@@ -449,7 +486,7 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
         click.echo(json.dumps(result, indent=2))
         return
     for k, m in result["models"].items():
-        click.echo(f"{k:<7} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
+        click.echo(f"{k:<11} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
         if "fast_path" in m:
             from .fastpath import FastPath
 
@@ -459,9 +496,15 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
     for row in result["batches"]:
         for runtime in ("onnxruntime", "pytorch"):
             for k, st in row.get(runtime, {}).items():
-                click.echo(f"  batch {row['batch']:<4} {runtime:<11} {k:<7} p50 {st['p50_ms']:9.3f} ms  "
+                click.echo(f"  batch {row['batch']:<4} {runtime:<11} {k:<11} p50 {st['p50_ms']:9.3f} ms  "
                            f"p90 {st['p90_ms']:9.3f}  p99 {st['p99_ms']:9.3f}  mean {st['mean_ms']:9.3f} "
                            f"± {st['std_ms']:.3f}  ({st['runs']} runs)  {st['throughput_ips']:10.1f} img/s")
+        if "int8" in row:
+            i8 = row["int8"]
+            click.echo(f"  batch {row['batch']:<4} int8: dense int8 {_speedup_words(i8['dense_int8_vs_dense'])} "
+                       f"vs dense fp32; pruned int8 {_speedup_words(i8['pruned_int8_vs_dense'])} vs dense fp32 and "
+                       f"{_speedup_words(i8['pruned_int8_vs_dense_int8'])} vs dense int8 (efficiency "
+                       f"{i8['efficiency_over_int8']:.0%})")
         for c in row.get("pytorch_cuda", []):
             click.echo(f"  batch {row['batch']:<4} pytorch cuda {c['dtype']:<4} {c['layout']:<13} dense p50 "
                        f"{c['dense_ms']:8.3f} ms  pruned {c['pruned_ms']:8.3f} ms  speedup "
@@ -471,6 +514,43 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
                        f"ratio {row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"
                        + (f"; PyTorch speedup {_speedup_words(row['pytorch_speedup'])}"
                           if "pytorch_speedup" in row else ""))
+
+
+def _int8_paths(source: str, paths: dict, data: str | None, trust_code: bool) -> dict:
+    """INT8 files for the dense and pruned models: beside the ONNX files (NAME.int8.onnx); for a run folder,
+    quantized on demand (calibration: --data, else the run's data, else its stored check images)."""
+    out = {}
+    for k, p in (("dense", paths["dense"]), ("pruned", paths["pruned"])):
+        q = p[:-len(".onnx")] + ".int8.onnx" if p.endswith(".onnx") else p + ".int8.onnx"
+        if not os.path.isfile(q):
+            if not os.path.isdir(source):
+                raise PrunekitError(f"no INT8 model beside {p}: run prunekit quantize {p} --out {q} --data …")
+            _quantize_for_bench(source, p, q, data)
+        out[k] = q
+    return out
+
+
+def _quantize_for_bench(run_dir: str, fp32: str, out: str, data: str | None) -> None:
+    from .files import read_json
+    from .quantize import quantize_onnx
+    from .storage import load_check_inputs
+
+    spec = data or read_json(os.path.join(run_dir, "run.json"), "run record").get("data", {}).get("spec")
+    stored = load_check_inputs(run_dir)
+    if spec and spec != "random":
+        from .bench import onnx_info
+        from .data import load_data
+
+        bundle = load_data(spec, onnx_info(fp32)["input_size"])
+        calib = bundle.to_tensor(bundle.calibration(256).images).numpy()
+    elif stored is not None:
+        click.echo(f"warning: calibrating {out} on the run folder's {len(stored)} stored images (latency only)",
+                   err=True)
+        calib = stored.numpy()
+    else:
+        raise PrunekitError("--int8 needs calibration images: give --data")
+    check = stored.numpy() if stored is not None else calib[:16]
+    quantize_onnx(fp32, out, calib, check)
 
 
 def _speedup_words(speedup: float) -> str:
@@ -551,10 +631,7 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
 def _fp32_onnx_of(source: str, trust_code: bool, tmp_dir: str, log) -> tuple[str, str | None]:
     """(fp32 ONNX path, data spec recorded by the run or None) for a run folder or an ONNX file."""
     if os.path.isdir(source):
-        from .files import read_json
-
-        run_json = os.path.join(source, "run.json")
-        data = read_json(run_json, "run record").get("data", {}).get("spec") if os.path.isfile(run_json) else None
+        data = _run_data_spec(source)
         onnx_path = os.path.join(source, "model.onnx")
         if not os.path.isfile(onnx_path):
             from .export import export_onnx
@@ -637,7 +714,10 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
     from .pipeline import sample_inputs, spread
     from .quantize import quantize_onnx, read_onnx
 
-    read_onnx(fp32_path)
+    from .quantize import is_quantized
+
+    if is_quantized(read_onnx(fp32_path)):
+        raise PrunekitError(f"{fp32_path} is already quantized")
     size = onnx_info(fp32_path)["input_size"]
     if not data:
         raise PrunekitError("quantize needs calibration images: give --data (cifar10, an ImageFolder root, a "

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from .errors import PrunekitError
 from .files import read_json
 
-DETERMINISTIC = ("params", "macs", "bytes")
+DETERMINISTIC = ("params", "int8_params", "macs", "bytes")
 
 
 @dataclass
@@ -39,14 +39,15 @@ def parse_tolerance(text: str | None) -> float:
 
 
 def figures(path: str) -> dict:
-    """Deterministic figures of an ONNX file: params (initializer elements), MACs, file bytes."""
+    """Deterministic figures of an ONNX file: params (initializer elements; int8_params: those stored as
+    8-bit integers, for quantized models), MACs, file bytes."""
     from .bench import onnx_info
 
     if not os.path.isfile(path):
         raise PrunekitError(f"no such ONNX file: {path}")
     info = onnx_info(path)
-    return {"params": info["params"], "macs": info["macs"], "bytes": os.path.getsize(path),
-            "input_size": list(info["input_size"])}
+    return {"params": info["params"], "int8_params": info["int8_params"], "macs": info["macs"],
+            "bytes": os.path.getsize(path), "input_size": list(info["input_size"])}
 
 
 def read_baseline(path: str) -> dict:

@@ -19,7 +19,7 @@ def run(*args):
 
 def test_version_and_help():
     assert run("--version").output.strip().endswith(__version__)
-    for verb in ("inspect", "prune", "export", "bench", "check", "report", "models"):
+    for verb in ("inspect", "prune", "export", "quantize", "bench", "check", "report", "models"):
         r = run(verb, "--help")
         assert r.exit_code == 0 and "Example" in r.output
 
