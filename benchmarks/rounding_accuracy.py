@@ -10,6 +10,7 @@ import os
 import tempfile
 import time
 
+import torch
 from _common import machine, shared, write_results
 
 import prunekit
@@ -23,6 +24,8 @@ def main() -> None:
     ap.add_argument("--round-to", default="1,auto", help="comma-separated --round-to values to compare")
     ap.add_argument("--criterion", default="attention-mean")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--int8", action="store_true",
+                    help="also quantize each pruned model (256 training images, minmax) and test it")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     data = shared("data", "cifar10-jpeg.tar.gz")
@@ -36,11 +39,24 @@ def main() -> None:
                 schedule="oneshot", criterion=args.criterion, finetune_epochs=args.finetune_epochs, round_to=rt,
                 latency_threads=args.threads), log=print)
             speed = {r["batch"]: r["speedup"] for r in run["speed"]["batches"]}
+            int8 = None
+            if args.int8:
+                from prunekit.data import load_data
+                from prunekit.export import export_onnx
+                from prunekit.quantize import quantize_onnx
+
+                bundle = load_data(data, (3, 32, 32))
+                calib = bundle.to_tensor(bundle.calibration(256).images).numpy()
+                test = (bundle.to_tensor(bundle.test.images).numpy(), bundle.test.labels)
+                fp32 = os.path.join(d, "model.onnx")
+                export_onnx(prunekit.load(os.path.join(d, "run")), torch.from_numpy(calib[:4]), fp32)
+                q = quantize_onnx(fp32, os.path.join(d, "model.int8.onnx"), calib, calib[:16], test=test, log=print)
+                int8 = q.accuracy
             rows.append({"round_to": rt, "resolved": run["alignment"]["round_to"],
                          "params_reduction": run["reduction"]["params"], "macs_reduction": run["reduction"]["macs"],
                          "acc_dense": run["accuracy"]["dense"], "acc_pruned": run["accuracy"]["pruned"],
                          "acc_finetuned": run["accuracy"].get("pruned_finetuned"), "speedup": speed,
-                         "wall_s": time.perf_counter() - t0})
+                         "int8": int8, "wall_s": time.perf_counter() - t0})
     md = [f"{args.model} {args.target}, one-shot {args.criterion} + {args.finetune_epochs:g} fine-tune epoch(s), "
           f"test accuracy on the full test split; ONNX Runtime CPU speedup ({args.threads} thread)", "",
           "| --round-to | params ↓ | MACs ↓ | acc before fine-tune | acc after | speedup b1 | speedup b32 | wall |",
@@ -49,8 +65,14 @@ def main() -> None:
         md.append(f"| {r['round_to']} ({r['resolved']}) | {r['params_reduction']:.1%} | {r['macs_reduction']:.1%} | "
                   f"{r['acc_pruned']:.2f} % | {r['acc_finetuned']:.2f} % | {r['speedup'].get(1, 0):.2f}× | "
                   f"{r['speedup'].get(32, 0):.2f}× | {r['wall_s'] / 60:.1f} min |")
+    for r in rows:
+        if r["int8"]:
+            md.append(f"\nINT8 (--round-to {r['round_to']}): fp32 ONNX {r['int8']['fp32']:.2f} % → int8 "
+                      f"{r['int8']['int8']:.2f} % on {r['int8']['images']:,} test images "
+                      f"({r['int8']['int8'] - r['int8']['fp32']:+.2f} points)")
     md.append(f"\ndense test accuracy {rows[0]['acc_dense']:.2f} %; machine: {machine()}")
-    write_results(args.out, f"rounding_accuracy-{args.model}-{args.target.replace('=', '')}",
+    tag = "-".join(args.round_to.split(",")) + ("-int8" if args.int8 else "")
+    write_results(args.out, f"rounding_accuracy-{args.model}-{args.target.replace('=', '')}-{tag}",
                   {"rows": rows, "machine": machine(), "args": vars(args)}, "\n".join(md) + "\n")
 
 

@@ -207,10 +207,12 @@ def onnx_info(path: str) -> dict:
 
 
 def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
-                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0) -> dict:
+                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0,
+                  calibration: np.ndarray | None = None) -> dict:
     """Dense vs pruned on the deployment runtime, interleaved, a few seconds per batch size: what ``prune``
-    reports at its end. onnxruntime-cpu exports both models (TorchScript exporter, fast) to a temporary folder;
-    cuda times PyTorch eager on the GPU (bf16 autocast, channels_last) when one is there."""
+    reports at its end. onnxruntime-cpu exports both models (TorchScript exporter, fast) to a temporary folder
+    (onnxruntime-cpu-int8: then quantizes both, calibrated on ``calibration``); cuda times PyTorch eager on the
+    GPU (bf16 autocast, channels_last) when one is there."""
     import tempfile
 
     import torch
@@ -231,6 +233,13 @@ def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str 
         for tag, model in (("dense", dense), ("pruned", pruned)):
             paths[tag] = os.path.join(d, f"{tag}.onnx")
             export_onnx(model, torch.randn(2, *input_size), paths[tag], exporter="torchscript")
+            if runtime == "onnxruntime-cpu-int8":
+                from .quantize import quantize_onnx
+
+                calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+                    (32, *input_size)).astype(np.float32)
+                quantize_onnx(paths[tag], paths[tag] + ".int8.onnx", calib, calib[:8])
+                paths[tag] += ".int8.onnx"
         for b in batches:
             probe = measure_pair(paths, input_size, b, threads, warmup=1, runs=1)
             per_pair = sum(st.p50_ms for st in probe.values()) / 1000
@@ -267,6 +276,12 @@ def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "on
     with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as d:
         path = os.path.join(d, "model.onnx")
         export_onnx(model, torch.randn(2, *input_size), path, exporter="torchscript")
+        if runtime == "onnxruntime-cpu-int8":  # calibration values do not change the time
+            from .quantize import quantize_onnx
+
+            calib = np.random.default_rng(0).standard_normal((16, *input_size)).astype(np.float32)
+            quantize_onnx(path, path + ".int8.onnx", calib, calib[:4])
+            path += ".int8.onnx"
         return measure_onnx(path, input_size, batch, threads, warmup=10, runs=runs).p50_ms
 
 

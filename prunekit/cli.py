@@ -155,7 +155,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--round-to", default="auto", show_default=True,
               help="every pruned group keeps a multiple of N channels (auto: the runtime's; 1: no alignment)")
-@click.option("--runtime", type=click.Choice(["onnxruntime-cpu", "cuda"]), default="onnxruntime-cpu",
+@click.option("--runtime", type=click.Choice(["onnxruntime-cpu", "onnxruntime-cpu-int8", "cuda"]),
+              default="onnxruntime-cpu",
               show_default=True, help="where the model ships: picks --round-to auto and the final speed check")
 @click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default="auto", show_default=True,
               help="what Algorithm 3 scales each group's threshold by (auto: the target's measure; latency: "
@@ -712,9 +713,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
     from .bench import onnx_info
     from .data import load_data
     from .pipeline import sample_inputs, spread
-    from .quantize import quantize_onnx, read_onnx
-
-    from .quantize import is_quantized
+    from .quantize import is_quantized, quantize_onnx, read_onnx
 
     if is_quantized(read_onnx(fp32_path)):
         raise PrunekitError(f"{fp32_path} is already quantized")

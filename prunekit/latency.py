@@ -104,6 +104,8 @@ class LatencyTable:
                  budget_ms: float = 60.0):
         from .data import cache_dir
 
+        if runtime == "onnxruntime-cpu-int8":
+            runtime = "onnxruntime-cpu"  # layers are timed in fp32: an approximation for int8 deployments
         if runtime not in ("onnxruntime-cpu", "cuda"):
             raise PrunekitError(f"no latency table for runtime {runtime!r}")
         self.runtime, self.threads, self.budget_ms = runtime, threads, budget_ms

@@ -364,7 +364,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         timings["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    speed = timed_speed(model, pruned, spec.input_size, cfg, log)
+    speed = timed_speed(model, pruned, spec.input_size, cfg, log, bundle)
     timings["speed"] = time.perf_counter() - t
     run = {
         "prunekit_run": 1,
@@ -424,14 +424,17 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
                                       "dense_ms": dense_ms, **tries[-1], "tries": tries}
 
 
-def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str], None]) -> dict | None:
+def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str], None],
+                bundle: DataBundle | None = None) -> dict | None:
     """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds); warns when pruned is slower."""
     if not cfg.speed_batches:
         return None
     from .bench import compare_speed, speed_summary
 
     log(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
-    speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads)
+    calib = bundle.to_tensor(bundle.calibration(64, cfg.seed).images).numpy() if bundle is not None else None
+    speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads,
+                          calibration=calib)
     if any(r["speedup"] < 1 for r in speed.get("batches", [])):
         log(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
     return speed

@@ -94,7 +94,12 @@ def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_
                   log=lambda s: None) -> QuantizeReport:
     """Quantize ``fp32_path`` (an fp32 ONNX classifier) to ``out_path``; ``calibration`` and ``check_inputs``
     are normalised float32 images (N, C, H, W); ``test`` = (images, labels) adds an accuracy comparison."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in METHODS:

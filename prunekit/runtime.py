@@ -6,6 +6,9 @@ A pruned model is only worth shipping if it runs faster where it ships, and that
   of 4, and pads them to the NCHWc block, 16 floats with AVX-512 and 8 with AVX2 (``NchwcBlockSize`` in MLAS
   ``platform.cpp``). Counts like 31 fall back to im2col + GEMM with reorders around them; counts like 20 run
   NCHWc but pay for 32. Aligning to the block gets the full benefit of each removed channel.
+- ``onnxruntime-cpu-int8``: a model to be quantized (``prunekit quantize``). Measured on an AVX-512 CPU
+  (``benchmarks/int8_channels.py``), onnxruntime's int8 convs show no channel staircase of their own (time
+  per MAC falls smoothly as layers widen), so the stricter rule is the fp32 NCHWc block, which it uses.
 - ``cuda``: fp16 / bf16 tensor cores want multiples of 8.
 
 :func:`resolve_round_to` turns ``--round-to N|auto`` and ``--runtime`` into the multiple every pruned group
@@ -18,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 from .errors import PrunekitError
 
-RUNTIMES = ("onnxruntime-cpu", "cuda")
+RUNTIMES = ("onnxruntime-cpu", "onnxruntime-cpu-int8", "cuda")
 
 
 @dataclass(frozen=True)
@@ -89,4 +92,7 @@ def resolve_round_to(round_to, runtime: str = "onnxruntime-cpu") -> Alignment:
     if runtime == "cuda":
         return Alignment(8, runtime, "CUDA: fp16/bf16 tensor cores want multiples of 8 channels")
     block, how = nchwc_block()
+    if runtime == "onnxruntime-cpu-int8":
+        how += ("; int8 convs measured without a channel block of their own (benchmarks/int8_channels.py), so "
+                "the fp32 block is the stricter")
     return Alignment(block, runtime, how)

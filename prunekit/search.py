@@ -32,19 +32,40 @@ import torch.distributed as dist
 from .bench import model_latency_ms
 from .data import DataBundle, load_data
 from .errors import Interrupted, PrunekitError, user_input
-from .files import read_json
 from .export import export_onnx
+from .files import read_json
 from .graph import build_graph, find_groups
-from .masks import CostModel, bisect_threshold, plan_for_target_aligned, plan_for_threshold
+from .latency import LatencyTable, layer_shapes, predict_ms, table_goal
+from .masks import (
+    CostModel,
+    bisect_threshold,
+    plan_for_target_aligned,
+    plan_for_threshold,
+)
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
-from .latency import LatencyTable, layer_shapes, predict_ms, table_goal
-from .pipeline import (PruneConfig, Target, check_data_fits, check_input_size, check_reloads, cost_basis,
-                       layer_channels, parse_duration, sample_images, timed_speed)
+from .pipeline import (
+    PruneConfig,
+    Target,
+    check_data_fits,
+    check_input_size,
+    check_reloads,
+    cost_basis,
+    layer_channels,
+    parse_duration,
+    sample_images,
+    timed_speed,
+)
 from .policy import Controller, PolicyConfig, RoundResult
 from .runtime import Alignment, resolve_round_to
 from .scoring import score_groups, score_scales
-from .storage import atomic_write_bytes, atomic_write_json, read_pruned, save_check_inputs, save_pruned
+from .storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_pruned,
+    save_check_inputs,
+    save_pruned,
+)
 from .surgery import apply_plan, replay, verify_masked_equals_pruned
 from .train import TrainConfig, distributed, evaluate, train
 
@@ -413,7 +434,7 @@ class Search:
             "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
             "layers": layer_channels(dense_count, count),
             "accuracy": accuracy,
-            "speed": timed_speed(self.dense, model, size, self.cfg, lambda m: self.report("speed", m))
+            "speed": timed_speed(self.dense, model, size, self.cfg, lambda m: self.report("speed", m), self.bundle)
             if self.rank == 0 else None,
             "alignment": self.info.get("alignment"),
             "verification": checks,
