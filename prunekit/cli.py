@@ -45,8 +45,10 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-def _logger(quiet: bool):
-    return (lambda s: None) if quiet else (lambda s: click.echo(f"[prunekit] {s}", err=True))
+def _logger(quiet: bool, fmt: str = "text"):
+    from .progress import Log
+
+    return Log(fmt, quiet)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -161,6 +163,13 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default="auto", show_default=True,
               help="what Algorithm 3 scales each group's threshold by (auto: the target's measure; latency: "
                    "a per-layer latency table measured on --runtime)")
+@click.option("--device", default="auto", show_default=True,
+              help="scores, retraining and evaluation: auto (CUDA when available), cpu, cuda, cuda:N")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+              help="mixed precision for training on CUDA (auto: bf16); the CPU trains in fp32")
+@click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+              help="decode the data into memory, or stream an ImageFolder from disk (auto: by size)")
+@click.option("--workers", type=int, default=None, help="DataLoader workers for streamed data [default: min(4, cores-1)]")
 @click.option("--latency-threads", type=int, default=1, show_default=True,
               help="intra-op threads for latency targets, the latency table and the final speed check")
 @click.option("--speed-batches", default="1,32", show_default=True,
@@ -171,7 +180,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
           minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
+          device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -191,7 +200,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     from .pipeline import PruneConfig
     from .pipeline import prune as run_prune
 
-    log = _logger(quiet)
+    log = _logger(quiet, log_format)
     _init_distributed()
     if resume_dir:
         from .search import run_search
@@ -212,7 +221,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=30 if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
-                          log_format=log_format, round_to=round_to, runtime=runtime, cost=cost,
+                          log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
+                          amp=amp, data_mode=data_mode, workers=workers,
                           latency_threads=latency_threads,
                           speed_batches=() if speed_batches.strip().lower() == "none" else _parse_batches(
                               speed_batches, "--speed-batches"))
@@ -241,7 +251,11 @@ def _init_distributed() -> None:
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            if torch.cuda.is_available():  # each rank on the GPU of its LOCAL_RANK, collectives over nccl
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+                dist.init_process_group("nccl")
+            else:
+                dist.init_process_group("gloo")
 
 
 def _resolve_export_source(source, weights, input_size, num_classes, trust_pickle, trust_code):
@@ -543,7 +557,7 @@ def _quantize_for_bench(run_dir: str, fp32: str, out: str, data: str | None) -> 
         from .data import load_data
 
         bundle = load_data(spec, onnx_info(fp32)["input_size"])
-        calib = bundle.to_tensor(bundle.calibration(256).images).numpy()
+        calib = bundle.tensor(bundle.calibration(256)).numpy()
     elif stored is not None:
         click.echo(f"warning: calibrating {out} on the run folder's {len(stored)} stored images (latency only)",
                    err=True)
@@ -725,7 +739,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
         click.echo("warning: calibrating on random inputs: the int8 model's accuracy is meaningless "
                    "(fine for latency work)", err=True)
     bundle = load_data(data, size)
-    calib = bundle.to_tensor(bundle.calibration(calib_images).images).numpy()
+    calib = bundle.tensor(bundle.calibration(calib_images)).numpy()
     stored = None
     if check_dir is not None:
         from .storage import load_check_inputs
@@ -735,7 +749,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
     test = None
     if bundle.has_labels and bundle.test is not None and eval_images != 0:
         ds = bundle.test if eval_images is None else bundle.test.subset(spread(len(bundle.test), eval_images))
-        test = (bundle.to_tensor(ds.images).numpy(), ds.labels)
+        test = (bundle.tensor(ds).numpy(), ds.labels)
     return quantize_onnx(fp32_path, out, calib, check, method=method, test=test, log=log)
 
 

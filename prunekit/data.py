@@ -47,7 +47,7 @@ def data_dir() -> str:
 
 @dataclass
 class ArrayDataset:
-    """Images as uint8 (N, H, W, 3) and int64 labels (or None for unlabelled data)."""
+    """Images decoded into memory as uint8 (N, H, W, 3) and int64 labels (or None for unlabelled data)."""
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -55,8 +55,68 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.images.shape[1:3])
+
     def subset(self, idx: np.ndarray) -> "ArrayDataset":
         return ArrayDataset(self.images[idx], None if self.labels is None else self.labels[idx])
+
+    def images_at(self, idx) -> np.ndarray:
+        return self.images[idx]
+
+
+@dataclass
+class FileDataset:
+    """Images streamed from disk (an ImageFolder too large to decode into memory): file paths and labels.
+    Evaluation reads resize the shorter side to size/0.875 and centre-crop; training batches use
+    RandomResizedCrop + horizontal flip (``torchvision.transforms.v2``) in DataLoader workers."""
+
+    paths: list[str]
+    labels: np.ndarray
+    size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.size)
+
+    def subset(self, idx: np.ndarray) -> "FileDataset":
+        return FileDataset([self.paths[i] for i in idx], self.labels[idx], self.size)
+
+    def images_at(self, idx) -> np.ndarray:
+        idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) else idx
+        return np.stack([_decode_one(lambda p: p, self.paths[i], self.size) for i in idx]) if len(idx) else \
+            np.zeros((0, *self.size, 3), np.uint8)
+
+
+class _Files(torch.utils.data.Dataset):
+    """A FileDataset as a torch Dataset of (uint8 CHW tensor, label), decoded in DataLoader workers."""
+
+    def __init__(self, ds: FileDataset, train: bool):
+        from torchvision.transforms import v2
+
+        h, w = ds.size
+        self.ds = ds
+        self.transform = v2.Compose([v2.RandomResizedCrop((h, w), antialias=True), v2.RandomHorizontalFlip()]
+                                    if train else [v2.Resize(round(min(h, w) / 0.875), antialias=True),
+                                                   v2.CenterCrop((h, w))])
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        from torchvision.transforms.v2 import functional as TF
+
+        with Image.open(self.ds.paths[i]) as img:
+            x = TF.pil_to_tensor(img.convert("RGB"))
+        return self.transform(x), int(self.ds.labels[i])
+
+
+Dataset = ArrayDataset | FileDataset
 
 
 @dataclass
@@ -64,61 +124,109 @@ class DataBundle:
     """Everything a run reads: splits, normalisation, and what the data is."""
 
     name: str
-    train: ArrayDataset
-    val: ArrayDataset | None
-    test: ArrayDataset | None
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None
     num_classes: int | None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     synthetic: bool = False
+    workers: int = 0  # DataLoader workers for streamed data (0: decode in the main process)
 
     @property
     def has_labels(self) -> bool:
         return not self.synthetic and self.train.labels is not None
 
-    def calibration(self, n: int, seed: int = 0) -> ArrayDataset:
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.train, FileDataset)
+
+    def calibration(self, n: int, seed: int = 0) -> Dataset:
         """``n`` images drawn without replacement from the training split (deterministic for a seed)."""
         n = min(n, len(self.train))
         idx = np.sort(np.random.default_rng(seed).choice(len(self.train), size=n, replace=False))
         return self.train.subset(idx)
 
-    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+    def to_tensor(self, images: np.ndarray | torch.Tensor, device=None, memory_format=torch.contiguous_format,
+                  channels_first: bool = False) -> torch.Tensor:
+        """uint8 images (N, H, W, 3), or (N, 3, H, W) with ``channels_first``, → normalised float on ``device``
+        (moved as uint8: a quarter of the bytes of floats)."""
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+        if device is not None and x.device != torch.device(device):
+            x = x.to(device, non_blocking=True)
+        if not channels_first:
+            x = x.permute(0, 3, 1, 2)
+        x = x.float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return ((x - mean) / std).contiguous(memory_format=memory_format)
 
-    def batches(self, ds: ArrayDataset, batch_size: int = 256, *, shuffle: bool = False, augment: bool = False,
-                seed: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Normalised batches ``(x, y)``; ``augment`` = random crop (padding H/8) + horizontal flip."""
+    def tensor(self, ds: Dataset) -> torch.Tensor:
+        """A (small) dataset as one normalised tensor on the CPU."""
+        return self.to_tensor(ds.images_at(np.arange(len(ds))))
+
+    def batches(self, ds: Dataset, batch_size: int = 256, *, shuffle: bool = False, augment: bool = False,
+                seed: int = 0, device=None, shard: tuple[int, int] = (0, 1),
+                memory_format=torch.contiguous_format) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Normalised batches ``(x, y)`` on ``device``. ``augment``: random crop (padding H/8) + horizontal flip
+        for in-memory data (done on the device), RandomResizedCrop + flip for streamed data. ``shard=(rank,
+        world)``: every rank walks the same order and reads only its share of each global batch."""
+        rank, world = shard
         order = np.random.default_rng(seed).permutation(len(ds)) if shuffle else np.arange(len(ds))
-        gen = torch.Generator().manual_seed(seed)
-        for start in range(0, len(ds), batch_size):
-            idx = order[start:start + batch_size]
-            x = self.to_tensor(ds.images[idx])
+        batches = [order[s:s + batch_size][rank::world] for s in range(0, len(ds), batch_size)]
+        if isinstance(ds, FileDataset):
+            yield from self._streamed(ds, batches, augment, seed, device, memory_format)
+            return
+        gen = torch.Generator(device=device or "cpu").manual_seed(seed * 131 + rank)
+        for idx in batches:
+            x = self.to_tensor(ds.images[idx], device)
             if augment:
                 x = random_crop_flip(x, pad=max(1, x.shape[-1] // 8), generator=gen)
-            y = None if ds.labels is None else torch.from_numpy(ds.labels[idx])
-            yield x, y
+            y = None if ds.labels is None else torch.from_numpy(ds.labels[idx]).to(x.device, non_blocking=True)
+            yield x.contiguous(memory_format=memory_format), y
+
+    def _streamed(self, ds: FileDataset, batches, augment: bool, seed: int, device, memory_format):
+        torch.manual_seed(seed)  # the workers' augmentation seeds derive from it
+        pin = device is not None and torch.device(device).type == "cuda"
+        loader = torch.utils.data.DataLoader(_Files(ds, train=augment), batch_sampler=batches,
+                                             num_workers=self.workers, pin_memory=pin)
+        for x, y in loader:
+            yield self.to_tensor(x, device, memory_format, channels_first=True), y.to(device or "cpu",
+                                                                                      non_blocking=True)
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Standard CIFAR augmentation on a batch: zero-pad, random crop back to size, random horizontal flip."""
-    n, _, h, w = x.shape
+    """Standard CIFAR augmentation on a batch, in one gather on the batch's device: zero-pad, random crop back
+    to size, random horizontal flip."""
+    n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
+    dev = x.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=generator.device).to(dev)
+    flip = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(dev)
+    rows = dy[:, None] + torch.arange(h, device=dev)  # (n, h)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - cols, cols)  # (n, w), reversed where flipped
+    return padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def load_data(spec: str, input_size: tuple[int, int, int] = (3, 32, 32), *, random_size: int = 256) -> DataBundle:
-    """Resolve a data spec (see module doc) into a :class:`DataBundle`."""
+MODES = ("auto", "memory", "stream")
+MEMORY_LIMIT_BYTES = 4 << 30  # auto: decode into memory up to this many bytes of uint8 pixels, stream beyond
+
+
+def load_data(spec: str, input_size: tuple[int, int, int] = (3, 32, 32), *, random_size: int = 256,
+              mode: str = "auto", workers: int | None = None) -> DataBundle:
+    """Resolve a data spec (see module doc) into a :class:`DataBundle`.
+
+    ``mode``: ``memory`` decodes every image once (cached), ``stream`` reads an ImageFolder from disk batch by
+    batch, ``auto`` streams an ImageFolder whose decoded pixels would pass :data:`MEMORY_LIMIT_BYTES`."""
+    if mode not in MODES:
+        raise PrunekitError(f"--data-mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "stream" and not (os.path.isdir(spec) and not _is_cifar_dir(spec)):
+        raise PrunekitError("--data-mode stream reads an ImageFolder folder (train/, test/); CIFAR-10, tarballs "
+                            "and random data are decoded into memory")
     if spec == "random":
         return _random_bundle(input_size, random_size)
     if spec == "cifar10":
@@ -126,14 +234,19 @@ def load_data(spec: str, input_size: tuple[int, int, int] = (3, 32, 32), *, rand
     if os.path.isfile(spec) and spec.endswith((".tar.gz", ".tgz", ".tar")):
         return _from_tarball(spec, input_size)
     if os.path.isdir(spec):
-        if os.path.isdir(os.path.join(spec, "cifar-10-batches-py")) or os.path.isfile(
-                os.path.join(spec, "cifar10-jpeg.tar.gz")):
+        if _is_cifar_dir(spec):
             return _cifar10_from_dir(spec)
-        return _from_image_folder(spec, input_size)
+        default_workers = min(4, max(1, (os.cpu_count() or 2) - 1))
+        return _from_image_folder(spec, input_size, mode, default_workers if workers is None else workers)
     raise PrunekitError(
         f"data {spec!r} not found: use cifar10, random, an ImageFolder root with train/ and test/, "
         "or a .tar.gz of one"
     )
+
+
+def _is_cifar_dir(path: str) -> bool:
+    return os.path.isdir(os.path.join(path, "cifar-10-batches-py")) or os.path.isfile(
+        os.path.join(path, "cifar10-jpeg.tar.gz"))
 
 
 def _random_bundle(input_size, n: int) -> DataBundle:
@@ -286,7 +399,7 @@ def _from_tarball(path: str, input_size, name: str | None = None) -> DataBundle:
     return _finish(name, z)
 
 
-def _from_image_folder(root: str, input_size) -> DataBundle:
+def _from_image_folder(root: str, input_size, mode: str = "auto", workers: int = 0) -> DataBundle:
     train_dir = os.path.join(root, "train")
     test_dir = next((os.path.join(root, s) for s in ("test", "val") if os.path.isdir(os.path.join(root, s))), None)
     if not os.path.isdir(train_dir) or test_dir is None:
@@ -298,12 +411,30 @@ def _from_image_folder(root: str, input_size) -> DataBundle:
                           for f in sorted(os.listdir(os.path.join(d, c))) if f.lower().endswith(_IMAGE_EXT)]
     if not entries["train"]:
         raise PrunekitError(f"{train_dir} holds no images in class subfolders")
+    name = os.path.basename(root.rstrip("/"))
+    n_images = sum(len(v) for v in entries.values())
+    if mode == "stream" or (mode == "auto" and n_images * size[0] * size[1] * 3 > MEMORY_LIMIT_BYTES):
+        return _streamed_folder(name, entries, size, workers)
     cached = _cache_path("folder", [p for split in entries.values() for _, p in split], size)
     z = _load_cached(cached)
     if z is not None:
-        return _finish(os.path.basename(root.rstrip("/")), z)
+        return _finish(name, z)
     arrays, classes = _decode_entries(entries, lambda p: p, size)
     z = {"train_x": arrays["train"][0], "train_y": arrays["train"][1], "test_x": arrays["test"][0],
          "test_y": arrays["test"][1], "num_classes": np.array(len(classes))}
     _save_cached(cached, z)
-    return _finish(os.path.basename(root.rstrip("/")), z)
+    return _finish(name, z)
+
+
+def _streamed_folder(name: str, entries: dict, size: tuple[int, int], workers: int) -> DataBundle:
+    """An ImageFolder read from disk batch by batch: nothing decoded up front, memory independent of its size."""
+    classes = sorted({c for split in entries.values() for c, _ in split})
+    cls_idx = {c: i for i, c in enumerate(classes)}
+    split = {}
+    for k, items in entries.items():
+        items = sorted(items)
+        split[k] = FileDataset([p for _, p in items], np.array([cls_idx[c] for c, _ in items], np.int64), size)
+    tr_idx, va_idx = _split_per_class(split["train"].labels)
+    test = split["test"] if len(split["test"]) else None
+    return DataBundle(name, split["train"].subset(tr_idx), split["train"].subset(va_idx), test, len(classes),
+                      workers=workers)

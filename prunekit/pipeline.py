@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .data import DataBundle, load_data
+from .data import MODES, DataBundle, load_data
+from .device import AMP, check_device_spec, resolve_compute
 from .errors import Interrupted, PrunekitError
 from .files import check_output_folder, make_temp_dir, require_finite
 from .graph import build_graph, find_groups, frozen_summary
@@ -111,6 +112,10 @@ class PruneConfig:
     runtime: str = "onnxruntime-cpu"  # where the model ships: decides round_to=auto and the final timing
     speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
     cost: str = "auto"  # what Algorithm 3 scales thresholds by: params | flops | latency | auto (the target's)
+    device: str = "auto"  # where scores, training and evaluation run: auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # mixed precision on CUDA: auto (bf16) | bf16 | fp16 | off
+    data_mode: str = "auto"  # auto | memory | stream (ImageFolder read batch by batch)
+    workers: int | None = None  # DataLoader workers for streamed data (None: min(4, cores - 1))
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
     atol: float = 1e-4
     overwrite: bool = False
@@ -143,6 +148,13 @@ class PruneConfig:
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
         if self.schedule == "oneshot" and target.kind == "accuracy":
             raise PrunekitError(f"target {target.text} needs a search: use --schedule adaptive (or fixed)")
+        check_device_spec(self.device)
+        if self.amp not in AMP:
+            raise PrunekitError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}")
+        if self.data_mode not in MODES:
+            raise PrunekitError(f"--data-mode must be one of {', '.join(MODES)}, got {self.data_mode!r}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise PrunekitError(f"--workers must be an integer ≥ 0, got {self.workers!r}")
         if self.cost not in COSTS:
             raise PrunekitError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
         for name in ("p", "lr", "train_lr", "epochs_per_round", "train_fraction", "lam", "rate", "slack",
@@ -219,7 +231,7 @@ def check_data_fits(bundle: DataBundle, input_size: tuple[int, int, int], output
     """The data's images have the model's input size, and its classes match the classifier's outputs."""
     if bundle.synthetic:
         return
-    h, w = bundle.train.images.shape[1:3]
+    h, w = bundle.train.image_size
     if (h, w) != tuple(input_size[1:]):
         raise PrunekitError(f"data {bundle.name} has {h}×{w} images but the model expects {input_size[1]}×"
                             f"{input_size[2]} (--input-size)")
@@ -239,7 +251,7 @@ def spread(total: int, n: int) -> np.ndarray:
 def sample_images(bundle: DataBundle, n: int) -> np.ndarray:
     """``n`` test images (uint8) spread over the split (else training images): the inputs checks run on."""
     ds = bundle.test if bundle.test is not None and len(bundle.test) else bundle.train
-    return ds.images[spread(len(ds), n)]
+    return ds.images_at(spread(len(ds), n))
 
 
 def sample_inputs(bundle: DataBundle, n: int) -> torch.Tensor:
@@ -274,13 +286,14 @@ def prune(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict
 def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
     """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
     target = cfg.validate()
+    compute = resolve_compute(cfg.device, cfg.amp)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
     outputs = check_input_size(model, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.data_mode, workers=cfg.workers)
     check_data_fits(bundle, spec.input_size, outputs, cfg.model)
     if cfg.finetune_epochs > 0 and not bundle.has_labels:
         raise PrunekitError("--finetune-epochs needs labelled data (not random)")
@@ -299,7 +312,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     t = time.perf_counter()
     calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
     scores = score_groups(model, groups, cfg.criterion, cfg.p,
-                          (x for x, _ in bundle.batches(calib, cfg.batch_size)), seed=cfg.seed)
+                          (x for x, _ in bundle.batches(calib, cfg.batch_size)), seed=cfg.seed, compute=compute)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -350,17 +363,17 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         log("evaluating on the test split")
         test = bundle.test if cfg.eval_images is None else bundle.test.subset(
             spread(len(bundle.test), cfg.eval_images))
-        accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test),
-                    "pruned": evaluate(pruned, bundle, test)}
+        accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test, compute=compute),
+                    "pruned": evaluate(pruned, bundle, test, compute=compute)}
         timings["evaluate"] = time.perf_counter() - t
     finetune_summary = None
     if cfg.finetune_epochs > 0:
         t = time.perf_counter()
         log(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
         finetune_summary = finetune(pruned, bundle, TrainConfig(cfg.finetune_epochs, cfg.lr, batch_size=cfg.batch_size,
-                                                                seed=cfg.seed), progress=log)
+                                                                seed=cfg.seed), progress=log, compute=compute)
         if accuracy:
-            accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test)
+            accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
         timings["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -370,7 +383,9 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         "prunekit_run": 1,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
         "model": spec.to_dict(),
-        "data": {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "train": len(bundle.train),
+        "compute": compute.to_dict(),
+        "data": {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
+                 "train": len(bundle.train),
                  "val": len(bundle.val) if bundle.val is not None else 0,
                  "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
         "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
@@ -432,7 +447,7 @@ def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str]
     from .bench import compare_speed, speed_summary
 
     log(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
-    calib = bundle.to_tensor(bundle.calibration(64, cfg.seed).images).numpy() if bundle is not None else None
+    calib = bundle.tensor(bundle.calibration(64, cfg.seed)).numpy() if bundle is not None else None
     speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads,
                           calibration=calib)
     if any(r["speedup"] < 1 for r in speed.get("batches", [])):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .device import CPU, Compute, on_device
 from .errors import PrunekitError
 from .graph import ChannelGroup
 
@@ -82,8 +83,9 @@ def get_criterion(name: str) -> Criterion:
 
 
 def consumer_statistics(model: nn.Module, modules: Iterable[str], batches: Iterable[torch.Tensor],
-                        stat: Callable, p: float) -> dict[str, np.ndarray]:
-    """Mean over all calibration images of ``stat`` of each listed module's input, per input channel."""
+                        stat: Callable, p: float, compute: Compute = CPU) -> dict[str, np.ndarray]:
+    """Mean over all calibration images of ``stat`` of each listed module's input, per input channel (fp32,
+    on ``compute``'s device)."""
     named = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -101,9 +103,9 @@ def consumer_statistics(model: nn.Module, modules: Iterable[str], batches: Itera
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), on_device(model, compute):
             for x in batches:
-                model(x)
+                model(x.to(compute.device, non_blocking=True).contiguous(memory_format=compute.memory_format))
                 count += x.shape[0]
     finally:
         for h in hooks:
@@ -130,7 +132,7 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = "attention-mean", p: float = 1.0,
                  batches: Iterable[torch.Tensor] | None = None, seed: int = 0,
-                 reference: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+                 reference: dict[str, float] | None = None, compute: Compute = CPU) -> dict[str, np.ndarray]:
     """Score every prunable group: root conv name → scores of its channels.
 
     Each member's per-channel values are divided by a reference scale and averaged over the members. By
@@ -146,7 +148,7 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
     if crit.kind == "random":
         rng = np.random.default_rng(seed)
         return {g.root: _normalise(rng.random(g.channels) + 1e-6) for g in prunable}
-    raw = member_values(model, prunable, crit, p, batches)
+    raw = member_values(model, prunable, crit, p, batches, compute)
     scores = {}
     for g in prunable:
         parts = []
@@ -163,17 +165,17 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
 
 
 def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,
-                 batches: Iterable[torch.Tensor] | None = None) -> dict[str, float]:
+                 batches: Iterable[torch.Tensor] | None = None, compute: Compute = CPU) -> dict[str, float]:
     """Per member module: its mean value over the group's channels (the fixed reference scale of a search)."""
     crit = get_criterion(criterion)
     if crit.kind == "random":
         return {}
-    raw = member_values(model, [g for g in groups if g.prunable], crit, p, batches)
+    raw = member_values(model, [g for g in groups if g.prunable], crit, p, batches, compute)
     return {module: float(v.mean()) for per_group in raw.values() for module, v in per_group.items()}
 
 
 def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion, p: float,
-                  batches: Iterable[torch.Tensor] | None) -> dict[str, dict[str, np.ndarray]]:
+                  batches: Iterable[torch.Tensor] | None, compute: Compute = CPU) -> dict[str, dict[str, np.ndarray]]:
     """root → {member module → per-root-channel values}: consumer statistics or producer weight norms."""
     named = dict(model.named_modules())
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -181,7 +183,7 @@ def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion,
         if batches is None:
             raise PrunekitError(f"criterion {crit.name} needs calibration images")
         consumers = {m.module for g in groups for m in g.consumers(named)}
-        stats = consumer_statistics(model, consumers, batches, crit.fn, p)
+        stats = consumer_statistics(model, consumers, batches, crit.fn, p, compute)
         for g in groups:
             out[g.root] = {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
                            for m in g.consumers(named) if m.module in stats}

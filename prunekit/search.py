@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from .bench import model_latency_ms
 from .data import DataBundle, load_data
+from .device import comm_device, resolve_compute
 from .errors import Interrupted, PrunekitError, user_input
 from .export import export_onnx
 from .files import read_json
@@ -89,7 +90,7 @@ def _broadcast(value: float) -> float:
     """Rank 0's value on every rank (timings differ between processes; decisions must not)."""
     if distributed()[1] == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=comm_device())  # nccl needs device tensors
     dist.broadcast(t, 0)
     return float(t.item())
 
@@ -99,7 +100,8 @@ def check_replicas_agree(model) -> None:
     world = distributed()[1]
     if world == 1:
         return
-    total = torch.tensor([sum(float(t.double().sum()) for t in model.state_dict().values())], dtype=torch.float64)
+    total = torch.tensor([sum(float(t.double().sum()) for t in model.state_dict().values())], dtype=torch.float64,
+                         device=comm_device())
     gathered = [torch.zeros_like(total) for _ in range(world)]
     dist.all_gather(gathered, total)
     if max(float(g) for g in gathered) != min(float(g) for g in gathered):
@@ -118,11 +120,12 @@ class Search:
     # ------------------------------------------------------------------------------------------- setup
     def setup(self, resume: dict | None) -> None:
         cfg = self.cfg
+        self.compute = resolve_compute(cfg.device, cfg.amp)
         self.dense, self.spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                               num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle,
                                               trust_code=self.trust_code)
         outputs = check_input_size(self.dense, self.spec.input_size)
-        self.bundle: DataBundle = load_data(cfg.data, self.spec.input_size)
+        self.bundle: DataBundle = load_data(cfg.data, self.spec.input_size, mode=cfg.data_mode, workers=cfg.workers)
         check_data_fits(self.bundle, self.spec.input_size, outputs, cfg.model)
         if not self.bundle.has_labels or self.bundle.val is None or not len(self.bundle.val):
             raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
@@ -158,8 +161,8 @@ class Search:
         count = count_model(self.dense, size)
         self.report("setup", "measuring the dense model on the validation split")
         info = {"params": count.params, "macs": count.macs, "val_accuracy": evaluate(self.dense, self.bundle,
-                                                                                  self.bundle.val),
-                "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches),
+                                                                                  self.bundle.val, compute=self.compute),
+                "scales": score_scales(self.dense, groups, cfg.criterion, cfg.p, self.calib_batches, self.compute),
                 "alignment": self.alignment.to_dict()}
         info["latency_ms"] = self.latency(self.dense) if self.target.kind == "latency" else None
         if self.table is not None:
@@ -277,7 +280,7 @@ class Search:
         (pruned copy, new history entries, plan, T used, masked == pruned check or None)."""
         size = self.spec.input_size
         groups = find_groups(base, build_graph(base, size), self.spec.classifier)
-        scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches,
+        scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches, compute=self.compute,
                               seed=seed, reference=self.info["scales"])
         cost = CostModel.build(base, groups, size)
         if self.table is not None:
@@ -309,9 +312,10 @@ class Search:
         self.report("round", f"round {r}: {t_text} "
                     f"removing {removed} channels; retraining {self.cfg.epochs_per_round:g} epoch(s)", round=r,
                     T=T, removed=removed)
-        summary = train(pruned, self.bundle, self.train_cfg(r))
+        summary = train(pruned, self.bundle, self.train_cfg(r), self.report.log if self.rank == 0 else None,
+                        self.compute)
         check_replicas_agree(pruned)
-        acc = _broadcast(evaluate(pruned, self.bundle, self.bundle.val))
+        acc = _broadcast(evaluate(pruned, self.bundle, self.bundle.val, compute=self.compute))
         self.save_round(r, pruned, history)
         seconds = _broadcast(time.perf_counter() - t0)
         decision, row = self.finish_round(r, pruned, T if T is not None else 0.0, acc, seconds, removed,
@@ -401,8 +405,8 @@ class Search:
         dense_count, count = count_model(self.dense, size), count_model(model, size)
         row = next(x for x in self.ctrl.rounds if x["round"] == best)
         accuracy = {"split": "test", "images": len(self.bundle.test) if self.bundle.test is not None else 0,
-                    "dense": evaluate(self.dense, self.bundle, self.bundle.test),
-                    "pruned": evaluate(model, self.bundle, self.bundle.test),
+                    "dense": evaluate(self.dense, self.bundle, self.bundle.test, compute=self.compute),
+                    "pruned": evaluate(model, self.bundle, self.bundle.test, compute=self.compute),
                     "val_dense": self.info["val_accuracy"], "val_pruned": row["accuracy"]}
         checks = []
         export_report = None
@@ -418,6 +422,7 @@ class Search:
             "prunekit_run": 1,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()},
             "model": self.spec.to_dict(),
+            "compute": self.compute.to_dict(),
             "data": {"spec": self.cfg.data, "name": self.bundle.name, "train": len(self.bundle.train),
                      "val": len(self.bundle.val), "test": len(self.bundle.test) if self.bundle.test is not None else 0},
             "target": {"kind": self.target.kind, "amount": self.target.amount, "text": self.target.text,

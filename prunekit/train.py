@@ -11,9 +11,10 @@ schedule, compressed into the round's epochs (METHOD.md §2: k ≈ 0.6). Fine-tu
 the same with k = 0 and a cosine schedule. The model trained is the physically pruned one, so pruned
 filters stay removed and receive no update.
 
-Under ``torchrun`` (``torch.distributed`` initialised), each global batch is split across the ranks and the
-model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); BatchNorm buffers are broadcast
-from rank 0, so every rank ends with the same weights.
+Under ``torchrun`` (``torch.distributed`` initialised), each rank reads only its share of every global batch
+and the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); BatchNorm buffers are
+broadcast from rank 0, so every rank ends with the same weights. ``compute`` (:mod:`prunekit.device`) says
+where: the model goes to that device for the loop (channels_last and autocast on CUDA) and comes back.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import ArrayDataset, DataBundle
+from .device import CPU, Compute, on_device
+from .progress import progress_bar
 
 
 @dataclass
@@ -65,21 +68,25 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500) -> float | None:
-    """Top-1 accuracy in percent, or None when the split has no labels."""
+def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500,
+             compute: Compute = CPU) -> float | None:
+    """Top-1 accuracy in percent, or None when the split has no labels. Runs on ``compute`` and leaves the
+    model where it was."""
     if ds is None or ds.labels is None or bundle.synthetic or len(ds) == 0:
         return None
     model.eval()
     correct = 0
-    with torch.no_grad():
-        for x, y in bundle.batches(ds, batch_size):
+    with on_device(model, compute), torch.no_grad(), compute.autocast():
+        for x, y in bundle.batches(ds, batch_size, device=compute.device, memory_format=compute.memory_format):
             correct += int((model(x).argmax(1) == y).sum())
     return 100.0 * correct / len(ds)
 
 
 def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-          progress: Callable[[str], None] | None = None) -> dict:
-    """Train ``model`` in place; returns a summary (steps, seconds, last loss, images seen)."""
+          progress: Callable[[str], None] | None = None, compute: Compute = CPU) -> dict:
+    """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
+
+    Under torchrun each rank reads only its share of every global batch (same permutation on every rank)."""
     if not bundle.has_labels:
         raise ValueError("training needs labelled data")
     rank, world = distributed()
@@ -90,43 +97,47 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
         ds = ds.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(ds), size=min(n, len(ds)), replace=False)))
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)  # buffers are broadcast from rank 0 at each forward
-    opt = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, 0.0), momentum=cfg.momentum, nesterov=True,
-                          weight_decay=cfg.weight_decay)
-    net.train()
     step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
-    while step < total:
-        for x, y in bundle.batches(ds, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed * 7919 + epoch):
-            if world > 1:  # every rank draws the same global batch and takes its share
-                x, y = x[rank::world], y[rank::world]
-            for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, step / total)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            seen += int(x.shape[0]) * world
-            loss_value = float(loss.detach())
-            if progress and (step % 50 == 0 or step == total):
-                spent = time.perf_counter() - t0
-                progress(f"train step {step}/{total} ({step / total:.0%}) loss {loss_value:.3f}, "
-                         f"{spent / 60:.1f} min so far, ETA {spent / step * (total - step) / 60:.1f} min")
-            if step >= total:
-                break
-        epoch += 1
-    if world > 1:  # the last forward updated BatchNorm statistics on each rank's own shard: take rank 0's
-        with torch.no_grad():
-            for buf in model.buffers():
-                dist.broadcast(buf, 0)
+    bar = progress_bar(progress, total, "train")
+    with on_device(model, compute):
+        net = model
+        if world > 1:  # gradients all-reduced; buffers broadcast from rank 0 at each forward
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[compute.device.index] if compute.cuda
+                                                      else None)
+        opt = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, 0.0), momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=compute.amp == "fp16")
+        net.train()
+        while step < total:
+            for x, y in bundle.batches(ds, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed * 7919 + epoch,
+                                       device=compute.device, shard=(rank, world),
+                                       memory_format=compute.memory_format):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(cfg, step / total)
+                with compute.autocast():
+                    loss = F.cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                seen += int(x.shape[0]) * world
+                loss_value = float(loss.detach())
+                bar(step, loss=loss_value)
+                if step >= total:
+                    break
+            epoch += 1
+        if world > 1:  # the last forward updated BatchNorm statistics on each rank's own shard: take rank 0's
+            with torch.no_grad():
+                for buf in model.buffers():
+                    dist.broadcast(buf, 0)
+    bar.close()
     model.eval()
     return {"steps": step, "epochs": cfg.epochs, "images": seen, "seconds": time.perf_counter() - t0,
-            "last_loss": loss_value}
+            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp}
 
 
 def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, compute: Compute = CPU) -> dict:
     """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
-    return train(model, bundle, cfg, progress)
+    return train(model, bundle, cfg, progress, compute)
