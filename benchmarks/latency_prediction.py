@@ -20,7 +20,7 @@ from prunekit.bench import measure_pair
 from prunekit.export import export_onnx
 from prunekit.graph import build_graph, find_groups
 from prunekit.latency import LatencyTable, predict_ms
-from prunekit.masks import CostModel, plan_for_target
+from prunekit.masks import CostModel, plan_for_target_aligned
 from prunekit.models import resolve_model
 from prunekit.scoring import score_groups
 from prunekit.surgery import apply_plan
@@ -53,29 +53,38 @@ def main() -> None:
             export_onnx(model, torch.randn(2, *size), dense_path, exporter="torchscript")
             for rt in map(int, args.round_to.split(",")):
                 for amount in map(float, args.targets.split(",")):
-                    plan, _ = plan_for_target(scores, cost, "macs", amount, round_to=rt)
+                    plan, _, _ = plan_for_target_aligned(scores, cost, "macs", amount, rt, relax=True)
                     pruned, _ = apply_plan(model, groups, plan, size)
                     path = os.path.join(d, "pruned.onnx")
                     export_onnx(pruned, torch.randn(2, *size), path, exporter="torchscript")
                     st = measure_pair({"dense": dense_path, "pruned": path}, size, args.batch, args.threads,
                                       warmup=5, runs=args.runs)
-                    pred = predict_ms(st["dense"].p50_ms, cost.dense_latency, cost.predict_latency(plan))
+                    table_pruned = cost.predict_latency(plan)
+                    pred = predict_ms(st["dense"].p50_ms, cost.dense_latency, table_pruned)
                     err = pred / st["pruned"].p50_ms - 1
+                    # the alternative model: the removed layer time comes off, everything else stays
+                    additive = st["dense"].p50_ms - (cost.dense_latency - table_pruned)
+                    err_add = additive / st["pruned"].p50_ms - 1
                     rows.append({"model": name, "round_to": rt, "flops_target": amount,
                                  "dense_ms": st["dense"].p50_ms, "measured_ms": st["pruned"].p50_ms,
-                                 "predicted_ms": pred, "error": err})
+                                 "predicted_ms": pred, "error": err, "additive_ms": additive,
+                                 "additive_error": err_add})
                     print(f"{name:<26} round {rt:<3} flops={amount}: predicted {pred:8.3f} ms, measured "
-                          f"{st['pruned'].p50_ms:8.3f} ms ({err:+.1%})", flush=True)
+                          f"{st['pruned'].p50_ms:8.3f} ms ({err:+.1%}); additive {additive:8.3f} ms ({err_add:+.1%})", flush=True)
             table.save()
     errs = np.abs([r["error"] for r in rows])
     md = [f"Latency table prediction vs measurement: onnxruntime CPU, {args.threads} thread(s), batch {args.batch}, "
           "p50 of interleaved runs; predicted = dense measured × Σ table(pruned layers) / Σ table(dense layers).", "",
-          "| model | --round-to | FLOPs target | dense ms | measured ms | predicted ms | error |",
-          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+          "Additive = dense measured − (Σ table(dense) − Σ table(pruned)), the alternative model.", "",
+          "| model | --round-to | FLOPs target | dense ms | measured ms | predicted ms | error | additive ms | error |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         md.append(f"| {r['model']} | {r['round_to']} | {r['flops_target']:.0%} | {r['dense_ms']:.3f} | "
-                  f"{r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} |")
-    md.append(f"\nMean |error| {errs.mean():.1%}, max {errs.max():.1%} over {len(rows)} plans. "
+                  f"{r['measured_ms']:.3f} | {r['predicted_ms']:.3f} | {r['error']:+.1%} | {r['additive_ms']:.3f} | "
+                  f"{r['additive_error']:+.1%} |")
+    add = np.abs([r["additive_error"] for r in rows])
+    md.append(f"\nMean |error| {errs.mean():.1%}, max {errs.max():.1%} over {len(rows)} plans (additive: mean "
+              f"{add.mean():.1%}, max {add.max():.1%}). "
               f"Machine: {machine()['cpu']}; command: `python benchmarks/{machine()['command']}`")
     write_results(args.out, f"latency_prediction-t{args.threads}-b{args.batch}", {"rows": rows, "machine": machine()},
                   "\n".join(md) + "\n")
