@@ -139,6 +139,18 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--time-limit", default=None, help="budget for the whole search, e.g. 2h, 45m")
 @click.option("--lam", type=float, default=0.005, show_default=True, help="threshold step λ")
 @click.option("--rate", type=float, default=0.05, show_default=True, help="--schedule fixed: share removed per round")
+@click.option("--step-mode", type=click.Choice(["size", "threshold"]), default="size", show_default=True,
+              help="adaptive: each round removes a share of the remaining size (size) or raises T by λ (threshold)")
+@click.option("--max-step", type=float, default=0.1, show_default=True,
+              help="size steps: largest share of the remaining params/MACs one round removes")
+@click.option("--threshold-scale", type=click.Choice(["total", "per-layer"]), default="total", show_default=True,
+              help="Algorithm 3's group cost: the whole group's (total) or per member layer")
+@click.option("--group-cap", type=float, default=1.0, show_default=True,
+              help="largest share of one channel group a single round (or one-shot plan) removes")
+@click.option("--budget-epochs", type=float, default=None,
+              help="total retraining of the search: rounds + final fine-tune (sets --epochs-per-round)")
+@click.option("--final-epochs", type=float, default=None,
+              help="fine-tune the delivered model this long [default: half of --budget-epochs, else 0]")
 @click.option("--rewind", type=click.Choice(["auto", "lr", "weights"]), default="auto", show_default=True,
               help="lr: learning-rate rewinding; weights: needs --rewind-checkpoint")
 @click.option("--rewind-checkpoint", type=click.Path(dir_okay=False), default=None,
@@ -178,7 +190,9 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--trust-code", is_flag=True, help="--resume: " + TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
-          epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, rewind, rewind_checkpoint, train_lr,
+          epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
+          group_cap, budget_epochs,
+          final_epochs, rewind, rewind_checkpoint, train_lr,
           minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
           device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
@@ -219,7 +233,9 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           trust_pickle=trust_pickle, seed=seed, overwrite=overwrite,
                           epochs_per_round=epochs_per_round, train_fraction=train_fraction,
                           max_rounds=30 if max_rounds is None else max_rounds,
-                          time_limit=time_limit, lam=lam, rate=rate, rewind=rewind,
+                          time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
+                          max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
+                          budget_epochs=budget_epochs, final_epochs=final_epochs,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
                           log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
                           amp=amp, data_mode=data_mode, workers=workers,

@@ -14,6 +14,7 @@ At least one channel of every group is kept.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,10 @@ class CostModel:
     shapes: dict = field(default_factory=dict)  # layer name -> LayerShape (with a latency table)
     table: object | None = None  # prunekit.latency.LatencyTable
     dense_latency: float = 0.0  # Σ table(dense layers), ms
+    group_layers: dict[str, int] = field(default_factory=dict)  # conv / linear layers each group touches
+    # planning rules (issue: one coupled group must not take the whole cut):
+    threshold_scale: str = "total"  # C_g = the group's whole cost ("total", Algorithm 3) or per member layer
+    group_cap: float = 1.0  # at most this share of a group's channels goes in one plan
 
     @classmethod
     def build(cls, model: nn.Module, groups: list[ChannelGroup], input_size) -> "CostModel":
@@ -78,6 +83,7 @@ class CostModel:
                 index.append((mem.module, mem.kind, np.asarray(mem.root_idxs)))
             self.group_params[g.root] = p_total
             self.group_macs[g.root] = m_total
+            self.group_layers[g.root] = max(1, len({m for m, _, _ in index}))
             self._removed_index[g.root] = index
         return self
 
@@ -154,6 +160,8 @@ class CostModel:
 def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "params") -> dict[str, float]:
     """Algorithm 3: per-group threshold T · C_g / mean(C) (C = params, MACs or latency its channels cost)."""
     c = {"params": cost.group_params, "macs": cost.group_macs, "latency": cost.group_latency}[by]
+    if cost.threshold_scale == "per-layer":  # a residual stream touching 18 convs weighs as one of them
+        c = {r: v / cost.group_layers.get(r, 1) for r, v in c.items()}
     mean = float(np.mean([c[r] for r in roots])) if roots else 1.0
     return {r: T * c[r] / mean if mean > 0 else T for r in roots}
 
@@ -180,9 +188,16 @@ def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float,
         pruned = np.flatnonzero(s <= thresholds[root])
         if len(pruned) >= len(s):
             pruned = np.delete(np.arange(len(s)), int(np.argmax(s)))
-        if round_to > 1 and len(pruned):
-            keep = aligned_keep(len(s), len(s) - len(pruned), round_to)
-            pruned = np.sort(np.argsort(s, kind="stable")[:len(s) - keep])
+        c = len(s)
+        keep = c - len(pruned)
+        min_keep = math.ceil((1 - cost.group_cap) * c - 1e-9) if cost.group_cap < 1 else 1
+        keep = max(keep, min_keep)  # at most group_cap of the group goes in one plan
+        if round_to > 1 and keep < c:
+            keep = aligned_keep(c, keep, round_to)
+            if keep < min_keep:  # the nearest multiple cut past the cap: the next one up
+                keep = min(m for m in [*range(round_to, c, round_to), c] if m >= min_keep)
+        if keep != c - len(pruned):  # the lowest-scored channels go first
+            pruned = np.sort(np.argsort(s, kind="stable")[:c - keep])
         if len(pruned):
             plan[root] = [int(i) for i in pruned]
     return plan
@@ -250,6 +265,24 @@ def plan_for_target_aligned(scores: dict[str, np.ndarray], cost: CostModel, by: 
             if not relax or round_to <= 1 or "out of reach" not in str(e):
                 raise
             round_to //= 2
+
+
+def threshold_for_size(scores: dict[str, np.ndarray], cost: CostModel, by: str, goal: float, round_to: int = 1,
+                       cost_by: str | None = None) -> float | None:
+    """Smallest T whose plan leaves at most ``goal`` params (``by="params"``) or MACs: how a size step becomes
+    a threshold. None when no T gets there."""
+    def size(T):
+        p, m = cost.predict(plan_for_threshold(scores, cost, T, cost_by or by, round_to))
+        return p if by == "params" else m
+    return bisect_threshold(lambda t: size(t) <= goal, limit=1e12)
+
+
+def first_cut(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str, round_to: int = 1) -> float:
+    """``T`` if its plan removes a channel, else the smallest T that does (so no round prunes nothing)."""
+    if any(plan_for_threshold(scores, cost, T, by, round_to).values()):
+        return T
+    t = bisect_threshold(lambda x: any(plan_for_threshold(scores, cost, x, by, round_to).values()), limit=1e12)
+    return T if t is None else t
 
 
 def consumer_masks(model: nn.Module, groups: list[ChannelGroup], plan: Plan) -> dict[str, torch.Tensor]:

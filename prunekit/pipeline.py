@@ -127,6 +127,12 @@ class PruneConfig:
     lam: float = 0.005
     slack: float = 0.02
     rate: float = 0.05
+    step_mode: str = "size"  # adaptive: "size" (each round removes a share of what is left) or "threshold" (T += λ)
+    max_step: float = 0.1  # size mode: largest share of the remaining params / MACs one round removes
+    threshold_scale: str = "total"  # Algorithm 3's C_g: "total" (the paper) or "per-layer" (C_g / layers touched)
+    group_cap: float = 1.0  # largest share of one group's channels a single plan (round) removes
+    budget_epochs: float | None = None  # total retraining of a search: rounds + the final fine-tune
+    final_epochs: float | None = None  # fine-tune of the delivered model (default: half of --budget-epochs, else 0)
     rewind: str = "auto"  # "lr" | "weights" | "auto" (weights when --rewind-checkpoint is given)
     rewind_checkpoint: str | None = None
     rewind_point: float = 0.6
@@ -155,6 +161,10 @@ class PruneConfig:
             raise PrunekitError(f"--data-mode must be one of {', '.join(MODES)}, got {self.data_mode!r}")
         if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
             raise PrunekitError(f"--workers must be an integer ≥ 0, got {self.workers!r}")
+        if self.threshold_scale not in ("total", "per-layer"):
+            raise PrunekitError(f"--threshold-scale must be total or per-layer, got {self.threshold_scale!r}")
+        if not 0 < require_finite("--group-cap", self.group_cap) <= 1:
+            raise PrunekitError(f"--group-cap must be in (0, 1], got {self.group_cap}")
         if self.cost not in COSTS:
             raise PrunekitError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
         for name in ("p", "lr", "train_lr", "epochs_per_round", "train_fraction", "lam", "rate", "slack",
@@ -177,6 +187,16 @@ class PruneConfig:
                 raise PrunekitError(f"--rate must be a fraction in (0, 1), got {self.rate}")
             if self.lam <= 0:
                 raise PrunekitError(f"--lam must be positive, got {self.lam}")
+            if self.step_mode not in ("size", "threshold"):
+                raise PrunekitError(f"--step-mode must be size or threshold, got {self.step_mode!r}")
+            if not 0 < self.max_step < 1:
+                raise PrunekitError(f"--max-step must be a fraction in (0, 1), got {self.max_step}")
+            for name in ("budget_epochs", "final_epochs"):
+                v = getattr(self, name)
+                if v is not None and (require_finite(f"--{name.replace('_', '-')}", v) < 0):
+                    raise PrunekitError(f"--{name.replace('_', '-')} must not be negative, got {v}")
+            if self.budget_epochs is not None and (self.final_epochs or 0) >= self.budget_epochs:
+                raise PrunekitError("--final-epochs must leave part of --budget-epochs for the rounds")
             if self.rewind not in ("auto", "lr", "weights"):
                 raise PrunekitError(f"--rewind must be lr, weights or auto, got {self.rewind!r}")
             if self.rewind == "weights" and not self.rewind_checkpoint:
@@ -319,6 +339,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     alignment = resolve_round_to(cfg.round_to, cfg.runtime)
     cost_by = cost_basis(cfg.cost, target)
     cost = CostModel.build(model, groups, spec.input_size)
+    cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
     if "latency" in (cost_by, target.kind):
         log(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime}")
         cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads))

@@ -1,7 +1,8 @@
 """Filter importance criteria, one score per channel of every prunable group.
 
 Registry (``CRITERIA``): ``attention-mean``, ``attention-max``, ``attention-sum`` (METHOD.md §1, power ``p``),
-``l1``, ``l2`` (weight norms), ``random``.
+``l1``, ``l2`` (weight norms of the producing layers), ``group-norm`` (torch-pruning's group magnitude over the
+whole dependency group), ``random``.
 
 **Where the attention is measured.** The statistic of a channel is taken on the tensor the *next layer
 reads*: a forward pre-hook on every consumer (the conv / linear / shortcut whose input channels belong to the
@@ -74,6 +75,9 @@ def l2_norm(w: torch.Tensor) -> torch.Tensor:
 
 
 CRITERIA["random"] = Criterion("random", "random")
+# Torch-Pruning's group importance (L2 norm over every weight the channel's whole dependency group touches:
+# producers, BatchNorm, consumers), the "group-norm" baseline of its DepGraph paper
+CRITERIA["group-norm"] = Criterion("group-norm", "group")
 
 
 def get_criterion(name: str) -> Criterion:
@@ -188,6 +192,8 @@ def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion,
             out[g.root] = {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
                            for m in g.consumers(named) if m.module in stats}
         return out
+    if crit.kind == "group":
+        return _group_norms(model, groups, batches)
     for g in groups:  # weight norms of the producing layers
         out[g.root] = {}
         for m in g.members:
@@ -195,4 +201,26 @@ def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion,
             if m.kind == "out" and isinstance(mod, (nn.Conv2d, nn.Linear)):
                 w = crit.fn(mod.weight.detach().float()).cpu().numpy().astype(np.float64)
                 out[g.root][m.module] = _per_root(w, m.idxs, m.root_idxs, g.channels)
+    return out
+
+
+def _group_norms(model: nn.Module, groups: list[ChannelGroup], batches) -> dict[str, dict[str, np.ndarray]]:
+    """torch-pruning's ``GroupMagnitudeImportance(p=2)`` of every channel of each group (one value per root
+    channel; the graph is traced on the shape of the first calibration batch)."""
+    import torch_pruning as tp
+
+    from .graph import build_graph
+
+    if batches is None:
+        raise PrunekitError("criterion group-norm needs an example input (calibration images)")
+    x = next(iter(batches))
+    dg = build_graph(model, tuple(x.shape[1:]))
+    named = dict(model.named_modules())
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    out = {}
+    for g in groups:
+        module = named[g.root]
+        group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels,
+                                     list(range(g.channels)))
+        out[g.root] = {g.root: importance(group).detach().double().cpu().numpy()}
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -37,12 +38,8 @@ from .export import export_onnx
 from .files import read_json
 from .graph import build_graph, find_groups
 from .latency import LatencyTable, layer_shapes, predict_ms, table_goal
-from .masks import (
-    CostModel,
-    bisect_threshold,
-    plan_for_target_aligned,
-    plan_for_threshold,
-)
+from .masks import (CostModel, bisect_threshold, first_cut, plan_for_target_aligned, plan_for_threshold,
+                    threshold_for_size)
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
 from .pipeline import (
@@ -57,7 +54,7 @@ from .pipeline import (
     sample_images,
     timed_speed,
 )
-from .policy import Controller, PolicyConfig, RoundResult
+from .policy import Controller, FixedRateController, PolicyConfig, RoundResult
 from .runtime import Alignment, resolve_round_to
 from .scoring import score_groups, score_scales
 from .storage import (
@@ -121,6 +118,12 @@ class Search:
     def setup(self, resume: dict | None) -> None:
         cfg = self.cfg
         self.compute = resolve_compute(cfg.device, cfg.amp)
+        if resume is None:
+            self.plan_budget()  # sets epochs_per_round before the config is saved
+        else:  # the saved config already holds the split
+            self.final_epochs = cfg.final_epochs if cfg.final_epochs is not None else (
+                cfg.budget_epochs / 2 if cfg.budget_epochs is not None else 0.0)
+            self.round_budget = float("inf") if cfg.budget_epochs is None else cfg.budget_epochs - self.final_epochs
         self.dense, self.spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                               num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle,
                                               trust_code=self.trust_code)
@@ -152,7 +155,9 @@ class Search:
             self.alignment = Alignment(**self.info["alignment"]) if "alignment" in self.info else resolve_round_to(
                 cfg.round_to, cfg.runtime)
             self.round_to = self.alignment.round_to
+            self.epochs_spent = (len(self.ctrl.rounds) - 1) * cfg.epochs_per_round
             return
+        self.epochs_spent = 0.0
         self.alignment = resolve_round_to(cfg.round_to, cfg.runtime)  # the same on resume, whatever the machine
         self.round_to = self.alignment.round_to
         groups = find_groups(self.dense, build_graph(self.dense, size), self.spec.classifier)
@@ -172,9 +177,28 @@ class Search:
         kind, amount = self.target.kind, self.target.amount
         if kind == "latency":
             amount = 1 - self.target.amount / info["latency_ms"]
-        self.ctrl = Controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
+        controller = FixedRateController if cfg.schedule == "fixed" else Controller
+        self.ctrl = controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
                                             slack=cfg.slack, max_rounds=cfg.max_rounds,
-                                            time_limit_s=parse_duration(cfg.time_limit)))
+                                            time_limit_s=parse_duration(cfg.time_limit), step_mode=cfg.step_mode,
+                                            max_step=cfg.max_step))
+
+    def plan_budget(self) -> None:
+        """Split ``--budget-epochs`` between the rounds and the final fine-tune (``--final-epochs``, default half).
+        The rounds share theirs equally over the rounds a size-step search needs to reach a params / MACs
+        target (at most ``max_rounds``), which sets ``epochs_per_round``."""
+        cfg = self.cfg
+        self.final_epochs = cfg.final_epochs if cfg.final_epochs is not None else (
+            cfg.budget_epochs / 2 if cfg.budget_epochs is not None else 0.0)
+        if cfg.budget_epochs is None:
+            self.round_budget = float("inf")
+            return
+        self.round_budget = cfg.budget_epochs - self.final_epochs
+        step = cfg.rate if cfg.schedule == "fixed" else cfg.max_step
+        rounds = cfg.max_rounds
+        if self.target.kind in ("params", "macs") and (cfg.schedule == "fixed" or cfg.step_mode == "size"):
+            rounds = min(rounds, math.ceil(math.log(1 - self.target.amount) / math.log(1 - step) - 1e-9))
+        cfg.epochs_per_round = self.round_budget / max(1, rounds)
 
     def build_dense(self):
         """A fresh dense model of the run's architecture (random init; weights are loaded by the caller)."""
@@ -272,24 +296,41 @@ class Search:
                              limit=1e6)
         return 1e6 if T is None else T
 
+    def step_threshold(self, scores, cost, step: float) -> float:
+        """Smallest T whose plan leaves at most (1 − step) of ``cost``'s model size (params or MACs), but not
+        less than the target asks for (params / MACs targets)."""
+        goal = (cost.dense_params if self.by == "params" else cost.dense_macs) * (1 - step)
+        if self.target.kind in ("params", "macs"):
+            goal = max(goal, (1 - self.target.amount) * self.info[self.by])
+        T = threshold_for_size(scores, cost, self.by, goal, self.round_to, self.cost_by)
+        return 1e12 if T is None else T
+
     def plan(self, scores, cost, T: float):
         return plan_for_threshold(scores, cost, T, self.cost_by, self.round_to)
 
-    def prune_step(self, base, T: float | None, seed: int, plan_override=None):
+    def prune_step(self, base, T: float | None, seed: int, plan_override=None, step: float | None = None):
         """Groups, scores and plan on ``base``, then physical removal (verified). Returns
-        (pruned copy, new history entries, plan, T used, masked == pruned check or None)."""
+        (pruned copy, new history entries, plan, T used, masked == pruned check or None).
+
+        T comes from the caller (threshold mode), from ``step`` (size mode: the smallest T whose plan removes
+        ``step`` of ``base``'s size, never past the target), or from the fixed rate; a plan that would remove
+        nothing is raised to the smallest T that removes a channel, so no round retrains an unchanged model."""
         size = self.spec.input_size
         groups = find_groups(base, build_graph(base, size), self.spec.classifier)
         scores = score_groups(base, groups, self.cfg.criterion, self.cfg.p, self.calib_batches, compute=self.compute,
                               seed=seed, reference=self.info["scales"])
         cost = CostModel.build(base, groups, size)
+        cost.threshold_scale, cost.group_cap = self.cfg.threshold_scale, self.cfg.group_cap
         if self.table is not None:
             cost.attach_latency(base, size, self.table)
         if plan_override is not None:
             plan = plan_override(scores, cost)
         else:
-            if T is None:
+            if step is not None:
+                T = self.step_threshold(scores, cost, step)
+            elif T is None:
                 T = self.fixed_threshold(scores, cost)
+            T = first_cut(scores, cost, T, self.cost_by, self.round_to)
             plan = self.plan(scores, cost, T)
         plan = {k: v for k, v in plan.items() if v}
         if not plan:
@@ -298,34 +339,57 @@ class Search:
         check = verify_masked_equals_pruned(base, pruned, groups, plan, self.verify_inputs, self.cfg.atol)
         return pruned, hist, plan, T, check
 
-    def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None):
+    def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None,
+                  step: float | None = None):
         t0 = time.perf_counter()
         size = self.spec.input_size
-        pruned, hist, plan, T, check = self.prune_step(base, T, self.cfg.seed + r, plan_override)
+        pruned, hist, plan, T, check = self.prune_step(base, T, self.cfg.seed + r, plan_override, step)
+        removed = sum(map(len, plan.values()))
+        if removed == 0:  # nothing left that the rules may remove: retraining an unchanged model is waste
+            self.ctrl.stopped = "nothing left to prune"
+            self.save_state()
+            return None, None, None
         history = base_history + hist
         if self.rewind_weights is not None:  # weight rewinding: early weights, pruned by the same history
             pruned = self.build_dense()
             load_state(pruned, self.rewind_weights, "rewind checkpoint")
             replay(pruned, history, size)
-        removed = sum(map(len, plan.values()))
-        t_text = f"T={T:.4f} λ={self.ctrl.lam:.4g}" if T is not None else "fixed plan"
+        t_text = (f"T={T:.4f} λ={self.ctrl.lam:.4g}" + (f" step {step:.1%}" if step is not None else "")
+                  if T is not None else "fixed plan")
         self.report("round", f"round {r}: {t_text} "
                     f"removing {removed} channels; retraining {self.cfg.epochs_per_round:g} epoch(s)", round=r,
                     T=T, removed=removed)
+        t_prune = time.perf_counter() - t0
         summary = train(pruned, self.bundle, self.train_cfg(r), self.report.log if self.rank == 0 else None,
                         self.compute)
+        self.epochs_spent += self.cfg.epochs_per_round
         check_replicas_agree(pruned)
+        t1 = time.perf_counter()
         acc = _broadcast(evaluate(pruned, self.bundle, self.bundle.val, compute=self.compute))
         self.save_round(r, pruned, history)
         seconds = _broadcast(time.perf_counter() - t0)
+        overhead = {"prune_s": t_prune, "train_s": summary["seconds"],
+                    "evaluate_and_save_s": time.perf_counter() - t1}
         decision, row = self.finish_round(r, pruned, T if T is not None else 0.0, acc, seconds, removed,
-                                          {"train": summary, "verification": check})
+                                          {"train": summary, "verification": check, "timing": overhead,
+                                           "epochs_spent": self.epochs_spent})
         lat = f" latency {row['latency_ms']:.2f} ms" if row["latency_ms"] is not None else ""
         self.report("round_done", f"round {r}: params {row['params']:,} MACs {row['macs']:,} (-{row['reduction']:.1%})"
                     f"{lat} val acc {acc:.2f}% → {'accepted' if row['accepted'] else 'rejected'}, "
                     f"{decision.action} ({decision.reason}); {seconds:.0f} s{self.eta()}",
-                    **{k: v for k, v in row.items() if k not in ("channels", "train", "verification")})
+                    **{k: v for k, v in row.items() if k not in ("channels", "train", "verification", "timing")})
         return pruned, history, decision
+
+    def round_timing(self) -> dict:
+        """Per-round wall time split into training and the rest (scoring, planning, surgery, verification,
+        evaluation, checkpoint): the search's overhead beyond the training it buys."""
+        path = os.path.join(self.dir, "rounds.jsonl")
+        rows = [json.loads(ln) for ln in open(path)] if os.path.exists(path) else []
+        timed = [r for r in rows if r.get("timing")]
+        wall = sum(r["wall_s"] for r in timed)
+        train_s = sum(r["timing"]["train_s"] for r in timed)
+        return {"rounds": len(timed), "wall_s": wall, "train_s": train_s,
+                "overhead_share": (wall - train_s) / wall if wall else None}
 
     def eta(self) -> str:
         rounds = self.ctrl.rounds[1:]
@@ -343,22 +407,18 @@ class Search:
         loaded = self.ctrl.current or 0
         model, history = self.load_round(loaded) if loaded else (self.dense, [])
         while not self.ctrl.stopped:
+            if self.epochs_spent + self.cfg.epochs_per_round > self.round_budget + 1e-9:
+                self.ctrl.stopped = f"epoch budget for rounds spent ({self.epochs_spent:g} epochs)"
+                self.save_state()
+                break
             r = len(self.ctrl.rounds)
             if self.ctrl.current != loaded:  # after a rollback (or on resume): continue from that round
                 loaded = self.ctrl.current
                 model, history = self.load_round(loaded) if loaded else (self.dense, [])
-            T = self.ctrl.T if self.cfg.schedule == "adaptive" else None
-            new_model, new_history, decision = self.run_round(r, model, history, T)
-            if self.cfg.schedule == "fixed":  # no rollbacks: always go on from the newest round, stop at the target
-                last = self.ctrl.rounds[-1]
-                if self.target.kind == "accuracy" and not last["accepted"]:
-                    self.ctrl.stopped = "accuracy loss exceeded the target"
-                elif self.target.kind != "accuracy" and self.ctrl.meets_target(last):
-                    self.ctrl.stopped = "target met"
-                else:
-                    self.ctrl.stopped = self.ctrl._budget_spent()
-                self.ctrl.current = r
-                self.save_state()
+            adaptive = self.cfg.schedule == "adaptive"
+            step = self.ctrl.step if adaptive and self.ctrl.size_mode else None
+            T = self.ctrl.T if adaptive and step is None else None
+            new_model, new_history, _ = self.run_round(r, model, history, T, step=step)
             if self.ctrl.current == r:
                 model, history, loaded = new_model, new_history, r
         best = self.ctrl.best_round()
@@ -404,10 +464,19 @@ class Search:
         size = self.spec.input_size
         dense_count, count = count_model(self.dense, size), count_model(model, size)
         row = next(x for x in self.ctrl.rounds if x["round"] == best)
+        final = None
+        if self.final_epochs > 0:  # retrain the chosen mask (the paper's last step) with the rest of the budget
+            self.report("final", f"fine-tuning the delivered round {best} for {self.final_epochs:g} epoch(s)")
+            final = train(model, self.bundle, TrainConfig(self.final_epochs, self.cfg.lr, batch_size=self.cfg.batch_size,
+                                                          seed=self.cfg.seed * 7 + 1, train_fraction=self.cfg.train_fraction),
+                          self.report.log if self.rank == 0 else None, self.compute)
+            check_replicas_agree(model)
+            final["val_accuracy"] = _broadcast(evaluate(model, self.bundle, self.bundle.val, compute=self.compute))
         accuracy = {"split": "test", "images": len(self.bundle.test) if self.bundle.test is not None else 0,
                     "dense": evaluate(self.dense, self.bundle, self.bundle.test, compute=self.compute),
                     "pruned": evaluate(model, self.bundle, self.bundle.test, compute=self.compute),
-                    "val_dense": self.info["val_accuracy"], "val_pruned": row["accuracy"]}
+                    "val_dense": self.info["val_accuracy"],
+                    "val_pruned": final["val_accuracy"] if final else row["accuracy"]}
         checks = []
         export_report = None
         if self.rank == 0:
@@ -430,7 +499,12 @@ class Search:
             "search": {"schedule": self.cfg.schedule, "rounds": rounds_run, "chosen_round": best,
                        "stopped": self.ctrl.stopped, "wall_s": self.ctrl.elapsed_s,
                        "rollbacks": sum(self.ctrl.rollbacks.values()), "final_T": self.ctrl.T,
-                       "final_lambda": self.ctrl.lam},
+                       "final_lambda": self.ctrl.lam, "step_mode": self.cfg.step_mode,
+                       "epochs": {"rounds": self.epochs_spent, "final": self.final_epochs if final else 0.0,
+                                  "total": self.epochs_spent + (self.final_epochs if final else 0.0),
+                                  "budget": self.cfg.budget_epochs, "per_round": self.cfg.epochs_per_round},
+                       "round_timing": self.round_timing()},
+            "final_finetune": final,
             "dense": {**dense_count.to_dict(layers=False), "latency_ms": self.info.get("latency_ms")},
             "pruned": {**count.to_dict(layers=False),
                        "latency_ms": self.latency(model) if self.target.kind == "latency" else None,

@@ -31,7 +31,7 @@ def r20():
 
 
 def test_registry():
-    assert {"attention-mean", "attention-max", "attention-sum", "l1", "l2", "random"} <= set(CRITERIA)
+    assert {"attention-mean", "attention-max", "attention-sum", "l1", "l2", "group-norm", "random"} <= set(CRITERIA)
 
 
 @pytest.mark.parametrize("criterion,p,reduce", [("attention-mean", 1, "mean"), ("attention-mean", 2, "mean"),
@@ -168,3 +168,41 @@ def test_surgery_validates_indices(r20, plan, match):
     model, spec, groups = r20
     with pytest.raises(PrunekitError, match=match):
         apply_plan(model, groups, plan, spec.input_size)
+
+
+@pytest.mark.parametrize("round_to", [1, 16])
+def test_size_steps_reach_half_the_macs_in_eight_rounds_and_never_cut_nothing(r20, round_to):
+    """The search's size steps on a scripted sequence (no training): each round removes at most 10 % of the
+    MACs left and at least one channel; flops=0.5 is reached within 8 rounds; the cost model stays exact."""
+    from prunekit.masks import first_cut, threshold_for_size
+
+    model, spec, groups = r20
+    dense_macs = count_model(model, spec.input_size).macs
+    base, rounds = model, 0
+    while True:
+        g = find_groups(base, build_graph(base, spec.input_size), spec.classifier)
+        scores = score_groups(base, g, "l1")
+        cost = CostModel.build(base, g, spec.input_size)
+        goal = max(cost.dense_macs * 0.9, dense_macs * 0.5)
+        T = first_cut(scores, cost, threshold_for_size(scores, cost, "macs", goal, round_to), "macs", round_to)
+        plan = plan_for_threshold(scores, cost, T, "macs", round_to)
+        assert sum(map(len, plan.values())) >= 1  # never a round that removes nothing
+        base, _ = apply_plan(base, g, plan, spec.input_size)
+        macs = count_model(base, spec.input_size).macs
+        assert macs == cost.predict(plan)[1]
+        rounds += 1
+        if macs <= 0.5 * dense_macs or rounds > 8:
+            break
+    assert rounds <= 8 and macs <= 0.5 * dense_macs
+
+
+def test_first_cut_raises_a_threshold_that_removes_nothing(r20):
+    from prunekit.masks import first_cut
+
+    model, spec, groups = r20
+    scores = score_groups(model, groups, "l1")
+    cost = CostModel.build(model, groups, spec.input_size)
+    assert not any(plan_for_threshold(scores, cost, 1e-9, "params").values())
+    T = first_cut(scores, cost, 1e-9, "params")
+    assert sum(map(len, plan_for_threshold(scores, cost, T, "params").values())) >= 1
+    assert first_cut(scores, cost, T * 2, "params") == T * 2  # a threshold that already cuts is left alone
