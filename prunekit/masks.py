@@ -268,13 +268,22 @@ def plan_for_target_aligned(scores: dict[str, np.ndarray], cost: CostModel, by: 
 
 
 def threshold_for_size(scores: dict[str, np.ndarray], cost: CostModel, by: str, goal: float, round_to: int = 1,
-                       cost_by: str | None = None) -> float | None:
-    """Smallest T whose plan leaves at most ``goal`` params (``by="params"``) or MACs: how a size step becomes
-    a threshold. None when no T gets there."""
+                       cost_by: str | None = None, overshoot: float = 1.5) -> float | None:
+    """The T whose plan leaves about ``goal`` params (``by="params"``) or MACs: how a size step becomes a
+    threshold. Plans change in jumps (a residual stream, an aligned block); the smallest T that reaches the
+    goal is taken unless it removes more than ``overshoot`` × the asked-for amount, then the last T before it
+    (which removes less). None when no T reaches the goal."""
     def size(T):
         p, m = cost.predict(plan_for_threshold(scores, cost, T, cost_by or by, round_to))
         return p if by == "params" else m
-    return bisect_threshold(lambda t: size(t) <= goal, limit=1e12)
+    hi = bisect_threshold(lambda t: size(t) <= goal, limit=1e12)
+    if hi is None:
+        return None
+    now = cost.dense_params if by == "params" else cost.dense_macs
+    lo = hi * (1 - 1e-9)
+    if now - size(hi) > overshoot * (now - goal) and size(lo) < now:
+        return lo
+    return hi
 
 
 def first_cut(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str, round_to: int = 1) -> float:

@@ -190,6 +190,8 @@ def test_size_steps_reach_half_the_macs_in_eight_rounds_and_never_cut_nothing(r2
         base, _ = apply_plan(base, g, plan, spec.input_size)
         macs = count_model(base, spec.input_size).macs
         assert macs == cost.predict(plan)[1]
+        if cost.dense_macs - macs > 0.15 * cost.dense_macs:  # more than 1.5 × the step only if nothing smaller cuts
+            assert not any(plan_for_threshold(scores, cost, T * (1 - 1e-6), "macs", round_to).values())
         rounds += 1
         if macs <= 0.5 * dense_macs or rounds > 8:
             break
