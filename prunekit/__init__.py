@@ -25,8 +25,8 @@ _EXPORTS = {
     "count_model": "metrics",
     "export_onnx": "export",
     "evaluate": "train", "finetune": "train", "TrainConfig": "train",
-    "PruneConfig": "pipeline", "prune": "pipeline", "parse_target": "pipeline",
-    "load": "storage", "save_pruned": "storage",
+    "PruneConfig": "config", "prune": "pipeline", "parse_target": "config",
+    "load": "rebuild", "save_pruned": "storage",
     "run_search": "search", "Controller": "policy", "PolicyConfig": "policy",
     "measure_onnx": "bench",
 }

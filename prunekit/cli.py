@@ -96,7 +96,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
     from .graph import build_graph, find_groups
     from .metrics import count_model
     from .models import resolve_model
-    from .pipeline import check_input_size
+    from .inputs import check_input_size
 
     m, spec = resolve_model(model, weights=weights, input_size=input_size, num_classes=num_classes,
                             trust_pickle=trust_pickle)
@@ -211,7 +211,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
       prunekit prune --resume runs/r20-f50
     """
     from .models import parse_input_size
-    from .pipeline import PruneConfig
+    from .config import PruneConfig
     from .pipeline import prune as run_prune
 
     log = _logger(quiet, log_format)
@@ -278,7 +278,8 @@ def _resolve_export_source(source, weights, input_size, num_classes, trust_pickl
     """(model, spec, check inputs stored in the run or None) for a RUN_DIR, a pruned.pt, a pickled module or a
     model spec. A run folder's model is rebuilt without running code unless the user trusts it."""
     from .models import is_torch_file, resolve_model
-    from .storage import load, load_check_inputs, load_spec
+    from .rebuild import load, load_spec
+    from .storage import load_check_inputs
 
     if os.path.isdir(source) or (os.path.isfile(source) and is_torch_file(source) and _is_pruned_file(source)):
         stored = load_check_inputs(source) if os.path.isdir(source) else None
@@ -335,7 +336,7 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
     from .data import load_data
     from .export import export_onnx
     from .files import check_writable_location
-    from .pipeline import sample_inputs
+    from .inputs import sample_inputs
 
     if check_images <= 0:
         raise PrunekitError("--check-images must be positive")
@@ -395,7 +396,8 @@ def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
     import torch
 
     from .export import export_onnx
-    from .storage import load, load_check_inputs, load_dense, load_spec
+    from .rebuild import load, load_dense, load_spec
+    from .storage import load_check_inputs
 
     if os.path.isdir(source):
         pruned = load(source, trust_code=trust_code)
@@ -666,7 +668,8 @@ def _fp32_onnx_of(source: str, trust_code: bool, tmp_dir: str, log) -> tuple[str
         onnx_path = os.path.join(source, "model.onnx")
         if not os.path.isfile(onnx_path):
             from .export import export_onnx
-            from .storage import load, load_check_inputs, load_spec
+            from .rebuild import load, load_spec
+            from .storage import load_check_inputs
 
             model = load(source, trust_code=trust_code)
             x = load_check_inputs(source)
@@ -742,7 +745,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
     """Calibration and check inputs from ``data`` (or the run folder's stored images), then quantize."""
     from .bench import onnx_info
     from .data import load_data
-    from .pipeline import sample_inputs, spread
+    from .inputs import sample_inputs, spread
     from .quantize import is_quantized, quantize_onnx, read_onnx
 
     if is_quantized(read_onnx(fp32_path)):

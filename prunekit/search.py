@@ -42,28 +42,14 @@ from .masks import (CostModel, bisect_threshold, first_cut, plan_for_target_alig
                     threshold_for_size)
 from .metrics import count_model
 from .models import build_model, load_state, resolve_model
-from .pipeline import (
-    PruneConfig,
-    Target,
-    check_data_fits,
-    check_input_size,
-    check_reloads,
-    cost_basis,
-    layer_channels,
-    parse_duration,
-    sample_images,
-    timed_speed,
-)
+from .config import PruneConfig, Target, cost_basis, parse_duration
+from .inputs import check_data_fits, check_input_size, sample_images
+from .record import check_reloads, layer_channels, timed_speed
 from .policy import Controller, FixedRateController, PolicyConfig, RoundResult
 from .runtime import Alignment, resolve_round_to
 from .scoring import score_groups, score_scales
-from .storage import (
-    atomic_write_bytes,
-    atomic_write_json,
-    read_pruned,
-    save_check_inputs,
-    save_pruned,
-)
+from .files import atomic_write_bytes, atomic_write_json
+from .storage import read_pruned, save_check_inputs, save_pruned
 from .surgery import apply_plan, replay, verify_masked_equals_pruned
 from .train import TrainConfig, distributed, evaluate, train
 

@@ -1,17 +1,11 @@
-"""Pruned-model files and run folders: saving, and loading that never runs code it was not told to trust.
+"""Pruned-model files and run folders on disk: ``pruned.pt`` written and read (``weights_only``), the check
+images of a run folder. File I/O only; rebuilding a model from them is :mod:`prunekit.rebuild`.
 
 ``pruned.pt`` is a plain dict saved with ``torch.save`` that loads with ``weights_only=True``::
 
     {"format": "prunekit.pruned/1", "spec": ModelSpec dict, "input_size": [C, H, W],
      "history": torch-pruning pruning history [[module, is_out_channels, [idx, ...]], ...],
      "state_dict": pruned weights, "metadata": {module prefix: {"version": n}}}
-
-:func:`load` rebuilds the dense architecture from the spec, replays the history through torch-pruning and
-loads the state dict strictly (with the per-module ``version`` metadata that some modules' loaders need).
-
-**Trust.** A run folder is data, but its spec may *name* code: ``path/file.py:factory`` (a user's model
-file) or a pickled module. Loading such a run needs an explicit ``trust_code=True`` (CLI ``--trust-code``) or
-``trust_pickle=True`` (``--trust-pickle``); without it the file is refused, by name, and never imported.
 
 A run folder may also hold ``check_inputs.npz`` (uint8 images and their normalisation, read with
 ``allow_pickle=False``): the real inputs ``prunekit export RUN_DIR`` checks the ONNX file on, so export
@@ -21,23 +15,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import OrderedDict
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .errors import PrunekitError, describe, user_input
-from .files import atomic_write_bytes, atomic_write_json, default_mode  # noqa: F401  (re-exported)
-from .models import ModelSpec, build_model, load_state
-from .surgery import replay
+from .files import atomic_write_bytes, default_mode
 
 FORMAT = "prunekit.pruned/1"
 CHECK_INPUTS = "check_inputs.npz"
 
 
-def save_pruned(path: str, model: nn.Module, spec: ModelSpec, history: list) -> None:
-    """Write ``pruned.pt`` atomically."""
+def save_pruned(path: str, model: nn.Module, spec, history: list) -> None:
+    """Write ``pruned.pt`` atomically (``spec``: the :class:`~prunekit.models.ModelSpec` of the dense model)."""
     state = model.state_dict()
     metadata = {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}
     payload = {"format": FORMAT, "spec": spec.to_dict(), "input_size": list(spec.input_size),
@@ -81,46 +72,6 @@ def read_pruned(path: str) -> dict:
     if not ok:
         raise PrunekitError(f"{path} is a damaged prunekit file (spec, history, state_dict or input_size missing)")
     return payload
-
-
-def spec_of(payload: dict, path: str) -> ModelSpec:
-    with user_input(f"{path}: damaged model spec"):
-        return ModelSpec.from_dict(payload["spec"])
-
-
-def load(path: str, *, trust_pickle: bool = False, trust_code: bool = False) -> nn.Module:
-    """Rebuild the pruned model of a run folder (or a ``pruned.pt`` file), in eval mode.
-
-    No code named by the file runs unless the caller trusts it: ``trust_code`` for a ``file.py:factory``
-    spec, ``trust_pickle`` for a pickled module.
-    """
-    payload = read_pruned(path)
-    spec = spec_of(payload, path)
-    model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code, named_by=path).eval()
-    with user_input(f"cannot rebuild the pruned model of {path}"):
-        replay(model, payload["history"], tuple(int(d) for d in payload["input_size"]))
-    state = OrderedDict(payload["state_dict"])
-    meta = payload.get("metadata")
-    if isinstance(meta, dict):
-        state._metadata = OrderedDict((k, dict(v)) for k, v in meta.items() if isinstance(v, dict))  # type: ignore[attr-defined]
-    load_state(model, state, path)
-    return model.eval()
-
-
-def load_dense(path: str, *, trust_pickle: bool = False, trust_code: bool = False) -> nn.Module:
-    """The dense model a run folder was pruned from: its spec, with the weights it names when they exist
-    (else random init, which is all a latency comparison needs), in eval mode. Same trust rules as :func:`load`."""
-    from .models import read_state_dict
-
-    spec = load_spec(path)
-    model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code, named_by=path).eval()
-    if spec.weights and os.path.isfile(spec.weights):
-        load_state(model, read_state_dict(spec.weights), spec.weights)
-    return model
-
-
-def load_spec(path: str) -> ModelSpec:
-    return spec_of(read_pruned(path), path)
 
 
 def save_check_inputs(run_dir: str, images: np.ndarray, mean, std) -> None:

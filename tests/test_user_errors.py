@@ -220,11 +220,11 @@ def test_slower_than_dense_is_said_in_words():
 
 # ---------------------------------------------------------------------------------------------- interrupts
 def test_ctrl_c_in_oneshot_writes_nothing(tmp_path, monkeypatch):
-    import prunekit.pipeline as pipeline
+    import prunekit.oneshot as oneshot
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "apply_plan", interrupt)
+    monkeypatch.setattr(oneshot, "apply_plan", interrupt)
     r = run(*_prune("--out", tmp_path / "run", "--quiet"))
     assert_clean_error(r, "nothing was written", code=130)
     assert os.listdir(tmp_path) == []
