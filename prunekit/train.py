@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data import ArrayDataset, DataBundle
+from .ddp import distributed
 from .device import CPU, Compute, on_device
 from .progress import progress_bar
 
@@ -59,13 +60,6 @@ def base_lr(cfg: TrainConfig, u: float) -> float:
 def lr_at(cfg: TrainConfig, t: float) -> float:
     """Learning rate at progress t ∈ [0, 1] of this (re)training: the base schedule's tail from the rewind point."""
     return base_lr(cfg, cfg.rewind_point + (1 - cfg.rewind_point) * t)
-
-
-def distributed() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not launched by torchrun."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500,

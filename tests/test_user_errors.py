@@ -235,7 +235,7 @@ def test_ctrl_c_in_a_search_says_how_to_resume(tmp_path, monkeypatch, image_fold
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(search, "train", interrupt)
+    monkeypatch.setattr(search.Search, "run_round", interrupt)
     out = tmp_path / "run"
     r = run("prune", "resnet20", "--data", image_folder(), "--target", "params=0.3", "--calib-images", 8,
             "--batch-size", 16, "--out", out, "--quiet")

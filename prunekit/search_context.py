@@ -1,0 +1,125 @@
+"""Everything a search's rounds share, prepared once before anything is written: the dense model and its
+spec, the data, calibration batches and check images, the device, the alignment, the latency table, the
+dense model's figures (``info``), and the measurements every round takes (params / MACs, latency: predicted
+each round, measured for the delivered model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bench import model_latency_ms
+from .config import PruneConfig, Target, cost_basis
+from .data import DataBundle, load_data
+from .ddp import broadcast_value, distributed
+from .device import Compute, resolve_compute
+from .errors import PrunekitError
+from .graph import build_graph, find_groups
+from .inputs import check_data_fits, check_input_size, sample_images
+from .latency import LatencyTable, layer_shapes, predict_ms
+from .metrics import count_model
+from .models import build_model, load_state, read_state_dict, resolve_model
+from .runtime import Alignment, resolve_round_to
+from .scoring import score_scales
+from .train import evaluate
+
+
+@dataclass
+class SearchContext:
+    cfg: PruneConfig
+    target: Target
+    trust_code: bool
+    compute: Compute
+    dense: object  # nn.Module
+    spec: object  # ModelSpec
+    bundle: DataBundle
+    calib_batches: list
+    check_images: object  # uint8 images, the run folder's check inputs
+    verify_inputs: object  # their normalised tensor
+    rewind_weights: dict | None
+    by: str  # the size the controller follows: "params" or "macs"
+    cost_by: str  # what Algorithm 3 scales thresholds by
+    table: LatencyTable | None
+    alignment: Alignment
+    info: dict  # dense figures: params, macs, val_accuracy, scales, alignment, latency_ms, latency_table_ms
+    rank: int = 0
+
+    @property
+    def round_to(self) -> int:
+        return self.alignment.round_to
+
+    def build_dense(self):
+        """A fresh dense model of the run's architecture (random init; weights are loaded by the caller)."""
+        return build_model(self.spec, trust_pickle=self.cfg.trust_pickle, trust_code=self.trust_code).eval()
+
+    # ------------------------------------------------------------------------------------------- measures
+    def latency(self, model) -> float:
+        """Measured p50 latency (ms) at batch 1 on the run's runtime (rank 0 measures, every rank agrees)."""
+        ms = 0.0
+        if self.rank == 0:
+            ms = model_latency_ms(model, self.spec.input_size, self.cfg.runtime, self.cfg.latency_threads,
+                                  runs=self.cfg.latency_runs)
+        return broadcast_value(ms)
+
+    def predicted_latency(self, model) -> float:
+        """Latency (ms) of ``model`` predicted from the latency table: no export, no timing."""
+        table_ms = self.table.total(layer_shapes(model, self.spec.input_size).values())
+        self.table.save()
+        return predict_ms(self.info["latency_ms"], self.info["latency_table_ms"], table_ms)
+
+    def measure(self, model) -> tuple[float, float, float | None, object]:
+        """(size the controller follows, reduction of the targeted measure, predicted latency or None, counts)."""
+        c = count_model(model, self.spec.input_size)
+        size = c.params if self.by == "params" else c.macs
+        if self.target.kind == "latency":
+            lat = self.predicted_latency(model)
+            return size, 1 - lat / self.info["latency_ms"], lat, c
+        kind = self.by if self.target.kind == "accuracy" else self.target.kind
+        return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
+
+
+def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | None, report,
+            evaluator=evaluate) -> SearchContext:
+    """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
+    compute = resolve_compute(cfg.device, cfg.amp)
+    dense, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
+    outputs = check_input_size(dense, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.data_mode, workers=cfg.workers)
+    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    if not bundle.has_labels or bundle.val is None or not len(bundle.val):
+        raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
+    size = spec.input_size
+    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
+    check_images = sample_images(bundle, max(min(cfg.verify_images, 32), cfg.check_images))
+    rewind = None
+    if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
+        rewind = read_state_dict(cfg.rewind_checkpoint)
+        load_state(build_model(spec, trust_pickle=cfg.trust_pickle, trust_code=trust_code), rewind,
+                   cfg.rewind_checkpoint)
+    by = {"params": "params", "macs": "macs", "latency": "macs",
+          "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
+    cost_by = cost_basis(cfg.cost, target, cfg.minimize)
+    table = LatencyTable(cfg.runtime, cfg.latency_threads) if "latency" in (cost_by, target.kind) else None
+    if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
+        info = resume["dense"]
+        alignment = Alignment(**info["alignment"]) if "alignment" in info else resolve_round_to(cfg.round_to,
+                                                                                                cfg.runtime)
+    else:
+        alignment, info = resolve_round_to(cfg.round_to, cfg.runtime), {}
+    ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
+                        [x for x, _ in bundle.batches(calib, cfg.batch_size)], check_images,
+                        bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, info, distributed()[0])
+    if resume is None:
+        groups = find_groups(dense, build_graph(dense, size), spec.classifier)
+        if not any(g.prunable for g in groups):
+            raise PrunekitError(f"nothing to prune in {cfg.model}")
+        count = count_model(dense, size)
+        report("setup", "measuring the dense model on the validation split")
+        info.update({"params": count.params, "macs": count.macs,
+                     "val_accuracy": evaluator(dense, bundle, bundle.val, compute=compute),
+                     "scales": score_scales(dense, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute),
+                     "alignment": alignment.to_dict()})
+        info["latency_ms"] = ctx.latency(dense) if target.kind == "latency" else None
+        if table is not None:
+            info["latency_table_ms"] = table.total(layer_shapes(dense, size).values())
+            table.save()
+    return ctx

@@ -1,0 +1,122 @@
+"""The search loop with injected trainer and evaluator (no training): top-up, fixed rate, rollbacks, resume,
+the epoch budget — in seconds, on a tiny ImageFolder and a random ResNet-20. The real-data end-to-end runs
+are in ``test_search.py``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import prunekit
+from prunekit.metrics import count_model
+from prunekit.search import run_search
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 10), ("test", 2)):
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return str(root)
+
+
+def fake_train(model, bundle, cfg, progress=None, compute=None):
+    return {"steps": 0, "epochs": cfg.epochs, "images": 0, "seconds": 0.0, "last_loss": 0.0}
+
+
+def fake_eval(dense_params=269_722, per_point=40.0):
+    """Accuracy falls 0.4 points per percent of parameters removed: a deterministic stand-in."""
+    def evaluate(model, bundle, ds, batch_size=500, compute=None):
+        removed = 1 - sum(p.numel() for p in model.parameters()) / dense_params
+        return 90.0 - per_point * removed
+    return evaluate
+
+
+def config(folder, out, target, **kw):
+    base = dict(model="resnet20", data=folder, target=target, out=str(out), calib_images=16, batch_size=16,
+                export=False, speed_batches=(), round_to=1, max_rounds=10)
+    base.update(kw)
+    return prunekit.PruneConfig(**base)
+
+
+def rows(out):
+    return [json.loads(line) for line in open(out / "rounds.jsonl")]
+
+
+def test_size_steps_meet_a_params_target_and_stop(folder, tmp_path):
+    run = run_search(config(folder, tmp_path / "run", "params=0.4", max_step=0.1), trainer=fake_train,
+                     evaluator=fake_eval())
+    r = rows(tmp_path / "run")
+    assert run["target"]["met"] and run["search"]["stopped"] == "target met" and len(r) - 1 <= 6
+    assert all(x["removed_channels"] >= 1 for x in r[1:])
+    # no round removed much more than 10 % of what was left (bigger jumps only where nothing smaller cuts)
+    params = [x["params"] for x in r]
+    assert sum(1 - b / a > 0.15 for a, b in zip(params, params[1:])) <= 1
+
+
+def test_top_up_when_the_round_budget_ends_short(folder, tmp_path):
+    run = run_search(config(folder, tmp_path / "run", "params=0.5", max_rounds=1), trainer=fake_train,
+                     evaluator=fake_eval())
+    r = rows(tmp_path / "run")
+    assert [x["round"] for x in r] == [0, 1, 2] and r[1]["reduction"] < 0.5 <= r[2]["reduction"]
+    assert run["search"]["chosen_round"] == 2 and run["target"]["met"]
+
+
+def test_fixed_rate_controller(folder, tmp_path):
+    run = run_search(config(folder, tmp_path / "run", "params=0.5", schedule="fixed", rate=0.2),
+                     trainer=fake_train, evaluator=fake_eval())
+    r = rows(tmp_path / "run")
+    assert run["search"]["stopped"] == "target met" and r[-1]["reduction"] >= 0.5
+    assert all(x["accepted"] for x in r) and [x["decision"] for x in r][-1] == "stop"
+
+
+def test_accuracy_target_rolls_back_with_half_the_step(folder, tmp_path):
+    run = run_search(config(folder, tmp_path / "run", "acc=6", max_step=0.2, max_rounds=6), trainer=fake_train,
+                     evaluator=fake_eval(per_point=40.0))
+    r = rows(tmp_path / "run")
+    assert any(x["decision"] == "rollback" for x in r)
+    chosen = next(x for x in r if x["round"] == run["search"]["chosen_round"])
+    assert chosen["accepted"] and 90.0 - chosen["val_accuracy"] <= 6
+
+
+def test_interrupted_search_resumes_to_the_same_end(folder, tmp_path):
+    from prunekit.errors import Interrupted
+
+    ref = run_search(config(folder, tmp_path / "ref", "params=0.5", max_rounds=6), trainer=fake_train,
+                     evaluator=fake_eval())
+    calls = []
+
+    def dies_in_round_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return fake_train(*a, **k)
+    with pytest.raises(Interrupted, match="--resume"):
+        run_search(config(folder, tmp_path / "run", "params=0.5", max_rounds=6), trainer=dies_in_round_3,
+                   evaluator=fake_eval())
+    assert len(rows(tmp_path / "run")) == 3  # rounds 0, 1, 2 were kept
+    resumed = run_search(prunekit.PruneConfig(model="", data="", target="", out=str(tmp_path / "run"),
+                                              max_rounds=None, time_limit=None, log_format="text"),
+                         resume=True, trainer=fake_train, evaluator=fake_eval())
+    keys = ("round", "T", "params", "macs", "removed_channels", "accepted", "decision", "val_accuracy")
+    assert [{k: x[k] for k in keys} for x in rows(tmp_path / "ref")] == \
+        [{k: x[k] for k in keys} for x in rows(tmp_path / "run")]
+    assert resumed["pruned"] == ref["pruned"] and resumed["search"]["chosen_round"] == ref["search"]["chosen_round"]
+
+
+def test_epoch_budget_splits_rounds_and_final_finetune(folder, tmp_path):
+    run = run_search(config(folder, tmp_path / "run", "params=0.3", budget_epochs=1.0, max_step=0.1),
+                     trainer=fake_train, evaluator=fake_eval())
+    epochs = run["search"]["epochs"]
+    # 0.5 epochs for rounds shared over ceil(log 0.7 / log 0.9) = 4 rounds, 0.5 for the final fine-tune
+    assert epochs["per_round"] == pytest.approx(0.125) and epochs["final"] == pytest.approx(0.5)
+    assert epochs["total"] <= 1.0 + 1e-9 and run["final_finetune"] is not None
+    model = prunekit.load(str(tmp_path / "run"))
+    assert count_model(model, (3, 32, 32)).params == run["pruned"]["params"]
