@@ -63,7 +63,7 @@ def main() -> None:
                 cfg = prunekit.PruneConfig(**common, out=out, schedule=schedule, budget_epochs=budget,
                                            train_fraction=preset["train_fraction"], rate=0.05, max_rounds=12)
             t0 = time.perf_counter()
-            run = prunekit.prune(cfg, log=lambda m: print(f"  [{name}] {m}", flush=True))
+            run = prunekit.prune(cfg, log=lambda m, name=name: print(f"  [{name}] {m}", flush=True))
             wall = time.perf_counter() - t0
         acc = run["accuracy"]
         search = run.get("search", {})

@@ -54,7 +54,8 @@ def main() -> None:
     base = {r["channels"]: r for r in rows}
     md = [f"Six 3×3 convs C→C at {args.size}×{args.size}, batch {args.batch}, {args.threads} thread(s), onnxruntime "
           "CPU p50 (ms), fp32 and QDQ int8 interleaved; per-MAC time relative to the best count.", "",
-          "| C | fp32 ms | int8 ms | fp32 ms per C² (rel.) | int8 ms per C² (rel.) |", "| ---: | ---: | ---: | ---: | ---: |"]
+          "| C | fp32 ms | int8 ms | fp32 ms per C² (rel.) | int8 ms per C² (rel.) |",
+          "| ---: | ---: | ---: | ---: | ---: |"]
     best_f = min(r["fp32_ms"] / r["channels"] ** 2 for r in rows)
     best_i = min(r["int8_ms"] / r["channels"] ** 2 for r in rows)
     for c, r in base.items():

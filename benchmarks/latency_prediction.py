@@ -70,7 +70,8 @@ def main() -> None:
                                  "predicted_ms": pred, "error": err, "additive_ms": additive,
                                  "additive_error": err_add})
                     print(f"{name:<26} round {rt:<3} flops={amount}: predicted {pred:8.3f} ms, measured "
-                          f"{st['pruned'].p50_ms:8.3f} ms ({err:+.1%}); additive {additive:8.3f} ms ({err_add:+.1%})", flush=True)
+                          f"{st['pruned'].p50_ms:8.3f} ms ({err:+.1%}); additive {additive:8.3f} ms ({err_add:+.1%})",
+                          flush=True)
             table.save()
     errs = np.abs([r["error"] for r in rows])
     md = [f"Latency table prediction vs measurement: onnxruntime CPU, {args.threads} thread(s), batch {args.batch}, "

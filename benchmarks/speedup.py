@@ -110,7 +110,8 @@ def main() -> None:
                                "macs_reduction": run["reduction"]["macs"], "mac_ratio": mac_ratio,
                                "threads": th, "batch": b, "dense_ms": st["dense"].p50_ms,
                                "pruned_ms": st["pruned"].p50_ms, "runs": st["dense"].runs, "speedup": sp,
-                               "efficiency": sp / mac_ratio, "nchwc": f"{fp['pruned'].nchwc_convs}/{fp['pruned'].convs}",
+                               "efficiency": sp / mac_ratio,
+                               "nchwc": f"{fp['pruned'].nchwc_convs}/{fp['pruned'].convs}",
                                "dense_nchwc": f"{fp['dense'].nchwc_convs}/{fp['dense'].convs}",
                                "prune_s": prune_s}
                         if args.int8:
@@ -127,8 +128,8 @@ def main() -> None:
           "Convs on onnxruntime's blocked kernels in the pruned model. One-shot attention-mean pruning.", "",
           "INT8 columns: dense and pruned quantized (onnxruntime static QDQ, per-channel), timed in the same "
           "interleaved run; int8 speedup = dense int8 / pruned int8, its efficiency against the same MAC ratio.", "",
-          "| model | target | --round-to | MACs ↓ | threads | batch | dense ms | pruned ms | speedup | efficiency | NCHWc "
-          "| dense int8 ms | pruned int8 ms | int8 speedup | int8 efficiency |",
+          "| model | target | --round-to | MACs ↓ | threads | batch | dense ms | pruned ms | speedup | efficiency "
+          "| NCHWc | dense int8 ms | pruned int8 ms | int8 speedup | int8 efficiency |",
           "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
         rt = r["round_to"] if r["round_to"] != "auto" else f"auto ({r['resolved_round_to']})"

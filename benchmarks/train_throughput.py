@@ -65,11 +65,13 @@ def main() -> None:
                                 args.steps if dev == "cuda" else max(3, args.steps // 6), 64 if dev == "cuda" else 16,
                                 mode="stream"))
             print(rows[-2], rows[-1], flush=True)
-    md = ["| model | data | device | amp | batch | train img/s | eval img/s |", "| --- | --- | --- | --- | ---: | ---: | ---: |"]
+    md = ["| model | data | device | amp | batch | train img/s | eval img/s |",
+          "| --- | --- | --- | --- | ---: | ---: | ---: |"]
     md += [f"| {r['model']} | {r['data']} | {r['device']} | {r['amp']} | {r['batch']} | {r['train_ips']:.0f} | "
            f"{r['eval_ips']:.0f} |" for r in rows]
     m = machine()
-    md.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; command: `python benchmarks/{m['command']}`")
+    md.append(f"\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}; "
+              f"command: `python benchmarks/{m['command']}`")
     write_results(args.out, "train_throughput", {"rows": rows, "machine": m}, "\n".join(md) + "\n")
 
 

@@ -72,7 +72,8 @@ TRUST_CODE_HELP = "allow a run folder whose model is a file.py:factory to import
 
 
 def _model_options(f):
-    f = click.option("--trust-pickle", is_flag=True, help="allow unpickling a saved module (runs code from the file)")(f)
+    f = click.option("--trust-pickle", is_flag=True,
+                     help="allow unpickling a saved module (runs code from the file)")(f)
     f = click.option("--num-classes", type=int, default=None, help="classifier outputs (default: the model's own)")(f)
     f = click.option("--input-size", default=None, help="C,H,W (default: the model's own, 3,224,224 otherwise)")(f)
     f = click.option("--weights", type=click.Path(dir_okay=False), default=None,
@@ -181,7 +182,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
               help="mixed precision for training on CUDA (auto: bf16); the CPU trains in fp32")
 @click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
               help="decode the data into memory, or stream an ImageFolder from disk (auto: by size)")
-@click.option("--workers", type=int, default=None, help="DataLoader workers for streamed data [default: min(4, cores-1)]")
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers for streamed data [default: min(4, cores-1)]")
 @click.option("--latency-threads", type=int, default=1, show_default=True,
               help="intra-op threads for latency targets, the latency table and the final speed check")
 @click.option("--speed-batches", default="1,32", show_default=True,
@@ -311,7 +313,8 @@ def _is_pruned_file(path: str) -> bool:
 @click.argument("source")
 @_model_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="max |onnxruntime - pytorch| (plus 1e-5 × max|output|)")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="max |onnxruntime - pytorch| (plus 1e-5 × max|output|)")
 @click.option("--data", default=None, help="inputs for the parity check (default: the run's data, else random)")
 @click.option("--check-images", type=int, default=16, show_default=True)
 @click.option("--exporter", type=click.Choice(["dynamo", "torchscript"]), default="dynamo", show_default=True)

@@ -21,7 +21,7 @@ TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "acc
 COSTS = ("auto", "params", "flops", "latency")
 
 
-def cost_basis(cost: str, target: "Target", minimize: str = "params") -> str:
+def cost_basis(cost: str, target: Target, minimize: str = "params") -> str:
     """What Algorithm 3 scales each group's threshold by: ``params``, ``macs`` or ``latency`` (``auto``: the
     target's own measure; for accuracy targets, what is minimised)."""
     if cost != "auto":

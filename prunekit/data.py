@@ -23,7 +23,7 @@ import io
 import os
 import tarfile
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -59,7 +59,7 @@ class ArrayDataset:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.images.shape[1:3])
 
-    def subset(self, idx: np.ndarray) -> "ArrayDataset":
+    def subset(self, idx: np.ndarray) -> ArrayDataset:
         return ArrayDataset(self.images[idx], None if self.labels is None else self.labels[idx])
 
     def images_at(self, idx) -> np.ndarray:
@@ -83,7 +83,7 @@ class FileDataset:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.size)
 
-    def subset(self, idx: np.ndarray) -> "FileDataset":
+    def subset(self, idx: np.ndarray) -> FileDataset:
         return FileDataset([self.paths[i] for i in idx], self.labels[idx], self.size)
 
     def images_at(self, idx) -> np.ndarray:

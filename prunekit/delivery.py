@@ -35,7 +35,8 @@ def deliver(search, best: int) -> dict:
     accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
                 "dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
                 "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
-                "val_dense": ctx.info["val_accuracy"], "val_pruned": final["val_accuracy"] if final else row["accuracy"]}
+                "val_dense": ctx.info["val_accuracy"],
+                "val_pruned": final["val_accuracy"] if final else row["accuracy"]}
     checks, export_report = [], None
     if rank == 0:
         save_pruned(os.path.join(search.store.dir, "pruned.pt"), model, ctx.spec, history)

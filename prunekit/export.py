@@ -109,7 +109,7 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
             checks.append({"check": "onnx.checker", "passed": True, "detail": "valid"})
         except Exception as e:
             checks.append({"check": "onnx.checker", "passed": False, "detail": str(e).splitlines()[0][:200]})
-            raise _failed(checks)
+            raise _failed(checks) from e
         proto = onnx.load(tmp, load_external_data=False)
         external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         checks.append({"check": "self-contained", "passed": not external,

@@ -47,7 +47,7 @@ class LayerShape:
         return (f"{self.kind}:{self.in_c}>{self.out_c}@{self.h}x{self.w}:k{self.k[0]}x{self.k[1]}"
                 f":s{self.stride[0]}x{self.stride[1]}:p{self.pad[0]}x{self.pad[1]}:g{self.groups}:b{self.batch}")
 
-    def resized(self, in_c: int, out_c: int) -> "LayerShape":
+    def resized(self, in_c: int, out_c: int) -> LayerShape:
         groups = in_c if self.groups > 1 and self.groups == self.in_c == self.out_c else self.groups  # depthwise
         return LayerShape(self.kind, in_c, out_c, self.h, self.w, self.k, self.stride, self.pad, groups, self.batch)
 
@@ -153,7 +153,7 @@ class LatencyTable:
                 path = os.path.join(d, f"{what}.onnx")
                 _save_layer_onnx(shape, path, identity=what == "call")
                 sess = ort_benchmark_session(path, self.threads)
-                times[what] = _time(lambda: sess.run(None, {"x": x}), self.budget_ms)
+                times[what] = _time(lambda sess=sess: sess.run(None, {"x": x}), self.budget_ms)
         # a model runs its layers in one call: count each layer's own time, not the call's fixed cost
         return max(times["layer"] - times["call"], 0.05 * times["layer"])
 

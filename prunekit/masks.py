@@ -49,7 +49,7 @@ class CostModel:
     group_cap: float = 1.0  # at most this share of a group's channels goes in one plan
 
     @classmethod
-    def build(cls, model: nn.Module, groups: list[ChannelGroup], input_size) -> "CostModel":
+    def build(cls, model: nn.Module, groups: list[ChannelGroup], input_size) -> CostModel:
         positions = output_positions(model, input_size)
         named = dict(model.named_modules())
         layers = {}
@@ -114,7 +114,7 @@ class CostModel:
                 target[module] = target.get(module, 0) + n
         return r_out, r_in
 
-    def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> "CostModel":
+    def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> CostModel:
         """Measure (or look up) every layer's latency: enables ``by="latency"`` thresholds and
         :meth:`predict_latency`. A group's latency cost is its channels' share of each member layer's time."""
         from .latency import layer_shapes

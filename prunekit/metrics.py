@@ -52,7 +52,8 @@ def output_positions(model: nn.Module, input_size: tuple[int, int, int]) -> dict
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             def hook(mod, inp, out, name=name):
-                positions[name] = int(out[0, 0].numel()) if isinstance(mod, nn.Conv2d) else int(out[0].numel() // out.shape[-1])
+                positions[name] = (int(out[0, 0].numel()) if isinstance(mod, nn.Conv2d)
+                                   else int(out[0].numel() // out.shape[-1]))
             hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     model.eval()

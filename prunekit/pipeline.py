@@ -2,7 +2,7 @@
 (one-shot: :mod:`prunekit.oneshot`; adaptive and fixed-rate searches: :mod:`prunekit.search`)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .config import PruneConfig
 from .errors import Interrupted

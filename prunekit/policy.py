@@ -191,12 +191,13 @@ class Controller:
 
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict:
-        return {"controller": type(self).__name__, "cfg": asdict(self.cfg), "T": self.T, "lam": self.lam, "step": self.step, "rounds": self.rounds,
+        return {"controller": type(self).__name__, "cfg": asdict(self.cfg), "T": self.T, "lam": self.lam,
+                "step": self.step, "rounds": self.rounds,
                 "rollbacks": {str(k): v for k, v in self.rollbacks.items()}, "unacceptable": sorted(self.unacceptable),
                 "elapsed_s": self.elapsed_s, "stopped": self.stopped, "current": self.current}
 
     @classmethod
-    def from_state(cls, s: dict) -> "Controller":
+    def from_state(cls, s: dict) -> Controller:
         cls = CONTROLLERS.get(s.get("controller", "Controller"), cls)
         c = cls(PolicyConfig(**s["cfg"]), T=s["T"], lam=s["lam"], step=s.get("step", 0.0), rounds=list(s["rounds"]),
                 rollbacks={int(k): v for k, v in s["rollbacks"].items()}, unacceptable=set(s["unacceptable"]),

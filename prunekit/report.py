@@ -171,7 +171,8 @@ def _write_report(run_dir: str, run: dict, rounds: list[dict]) -> str:
                          f"{r['val_accuracy']:.2f} | {'yes' if r['accepted'] else 'no'} | {r['decision']} |")
     plot_channels(run, os.path.join(run_dir, "channels.png"))
     lines += ["", "## Channels per layer", "", "![channels per conv layer](channels.png)", "",
-              "| layer | out before | out after | params before | params after |", "| --- | ---: | ---: | ---: | ---: |"]
+              "| layer | out before | out after | params before | params after |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for r in run["layers"]:
         lines.append(f"| {r['layer']} | {r['out_before']} | {r['out_after']} | {r['params_before']:,} | "
                      f"{r['params_after']:,} |")

@@ -33,7 +33,7 @@ class Alignment:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def relaxed(self, round_to: int, target: str) -> "Alignment":
+    def relaxed(self, round_to: int, target: str) -> Alignment:
         """The alignment actually used when ``target`` was out of reach at ``self.round_to``."""
         return Alignment(round_to, self.runtime, f"{self.detected}; relaxed to {round_to}: {target} is out of "
                                                  f"reach with multiples of {self.round_to}")

@@ -20,7 +20,7 @@ channel with score 0.5 is half as active as the group's average channel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch

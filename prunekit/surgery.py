@@ -66,7 +66,8 @@ def replay(model: nn.Module, history: list, input_size: tuple[int, int, int]) ->
     return model
 
 
-def compare_outputs(reference: torch.Tensor, other: torch.Tensor, atol: float, rtol: float) -> tuple[float, float, bool]:
+def compare_outputs(reference: torch.Tensor, other: torch.Tensor, atol: float,
+                    rtol: float) -> tuple[float, float, bool]:
     """(max abs diff, allowed diff, passed): allowed = atol + rtol · max|reference| (numpy's allclose rule,
     on the whole output). Trained classifiers have logits of order 10, so the rtol term is small there; it
     matters for randomly initialised deep nets whose outputs reach 1e4."""

@@ -73,7 +73,11 @@ def test_augmentation_keeps_shape_and_is_seeded():
     b = load_data("random", (3, 32, 32))
     a1 = next(b.batches(b.train, 8, shuffle=True, augment=True, seed=3))[0]
     a2 = next(b.batches(b.train, 8, shuffle=True, augment=True, seed=3))[0]
+    plain = next(b.batches(b.train, 8, shuffle=True, augment=False, seed=3))[0]
     assert a1.shape == (8, 3, 32, 32) and np.array_equal(a1.numpy(), a2.numpy())
+    assert not np.array_equal(a1.numpy(), plain.numpy())  # a no-op augmentation would fail here
+    other = next(b.batches(b.train, 8, shuffle=True, augment=True, seed=4))[0]
+    assert not np.array_equal(a1.numpy(), other.numpy())
 
 
 @pytest.mark.parametrize("spec", ["no/such/dir", "cifar100"])

@@ -71,12 +71,14 @@ def test_convergence_stops_the_search():
 
 
 def test_time_budget_and_lambda_underflow():
-    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01, time_limit_s=2.5, step_mode="threshold"))
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=0.01, time_limit_s=2.5,
+                                step_mode="threshold"))
     feed(c, 0, 100, 0, 90.0, seconds=1)
     feed(c, 1, 90, 0.1, 90.0, seconds=1)
     d = feed(c, 2, 80, 0.2, 89.8, seconds=1)
     assert d.action == "stop" and "time budget" in d.reason
-    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=1e-5, min_lam=1e-6, max_rollbacks=10, step_mode="threshold"))
+    c = Controller(PolicyConfig("accuracy", 1.0, dense_accuracy=90.0, lam=1e-5, min_lam=1e-6, max_rollbacks=10,
+                                step_mode="threshold"))
     dense(c)
     actions = [feed(c, i, 90, 0.1, 80.0).action for i in range(1, 6)]
     # λ 1e-5 → 5e-6 → 1.25e-6 (both rollbacks to round 0), then 1.25e-6 / 8 < 1e-6: stop, and stay stopped

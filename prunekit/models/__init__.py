@@ -55,7 +55,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         d = dict(d)
         d["input_size"] = tuple(d["input_size"])
         return cls(**d)
