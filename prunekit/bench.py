@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .ortsession import session
+
 
 @dataclass
 class LatencyStats:
@@ -56,24 +58,9 @@ def time_calls(fn: Callable[[], object], warmup: int, runs: int,
     return out
 
 
-def ort_benchmark_session(path: str, threads: int = 1, provider: str = "cpu"):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    # sessions are timed interleaved: a spinning idle pool would steal the cores of the one being timed
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
-    return ort.InferenceSession(path, so, providers=providers)
-
-
 def measure_onnx(path: str, input_size: tuple[int, int, int], batch: int = 1, threads: int = 1, warmup: int = 10,
                  runs: int = 100, provider: str = "cpu") -> LatencyStats:
-    sess = ort_benchmark_session(path, threads, provider)
+    sess = session(path, threads, provider)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
     return summarize(time_calls(lambda: sess.run(None, {name: x}), warmup, runs), batch)
@@ -83,7 +70,7 @@ def measure_pair(paths: dict[str, str], input_size: tuple[int, int, int], batch:
                  warmup: int = 10, runs: int = 100, provider: str = "cpu",
                  clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
     """Several ONNX models in one process, interleaved (A B A B …) so machine drift hits all of them alike."""
-    sessions = {k: ort_benchmark_session(p, threads, provider) for k, p in paths.items()}
+    sessions = {k: session(p, threads, provider) for k, p in paths.items()}
     x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
     feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
     for _ in range(warmup):

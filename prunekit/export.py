@@ -22,6 +22,7 @@ import torch.nn as nn
 from .errors import PrunekitError, VerificationError
 from .fastpath import fast_path
 from .files import default_mode
+from .ortsession import session
 from .surgery import compare_outputs
 
 
@@ -66,16 +67,6 @@ def _export(model: nn.Module, example: torch.Tensor, path: str, exporter: str) -
         return "torchscript", opset
 
 
-def ort_session(path: str, threads: int | None = None, providers: list[str] | None = None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(path, so, providers=providers or ["CPUExecutionProvider"])
-
-
 def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: float = 1e-4, rtol: float = 1e-5,
                 exporter: str = "dynamo") -> ExportReport:
     """Export ``model`` to ``out_path`` and check it; raises PrunekitError (with the checklist) on any failure."""
@@ -114,7 +105,7 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
         external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         checks.append({"check": "self-contained", "passed": not external,
                        "detail": "no external data" if not external else f"{len(external)} external tensors"})
-        sess = ort_session(tmp)
+        sess = session(tmp, threads=None)
         in_name = sess.get_inputs()[0].name
         with torch.no_grad():
             ref = model(inputs)

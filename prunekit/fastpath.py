@@ -13,7 +13,8 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from .errors import PrunekitError, describe
+from .errors import PrunekitError
+from .ortsession import session
 
 NCHWC = "com.microsoft.nchwc"
 CONV_OPS = ("Conv", "FusedConv")
@@ -47,20 +48,11 @@ class FastPath:
 
 def _optimized_graph(path: str):
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="prunekit-fastpath-") as d:
         out = os.path.join(d, "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = out
-        so.log_severity_level = 3
-        so.intra_op_num_threads = 1
-        try:
-            ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            return onnx.load(out).graph
-        except Exception as e:
-            raise PrunekitError(f"onnxruntime cannot load {path}: {describe(e)}") from e
+        session(path, threads=1, optimized_path=out)
+        return onnx.load(out).graph
 
 
 _SUPPORT: dict[str, bool] = {}

@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import PrunekitError
 from .files import atomic_write_json
+from .ortsession import session
 
 
 @dataclass(frozen=True)
@@ -144,15 +145,13 @@ class LatencyTable:
     def _measure(self, shape: LayerShape) -> float:
         if self.runtime == "cuda":
             return self._measure_cuda(shape)
-        from .bench import ort_benchmark_session
-
         x = np.random.default_rng(0).standard_normal(_input_dims(shape)).astype(np.float32)
         times = {}
         with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:
             for what in ("layer", "call"):  # the layer, and the cost of a call that does nothing with x
                 path = os.path.join(d, f"{what}.onnx")
                 _save_layer_onnx(shape, path, identity=what == "call")
-                sess = ort_benchmark_session(path, self.threads)
+                sess = session(path, self.threads)
                 times[what] = _time(lambda sess=sess: sess.run(None, {"x": x}), self.budget_ms)
         # a model runs its layers in one call: count each layer's own time, not the call's fixed cost
         return max(times["layer"] - times["call"], 0.05 * times["layer"])

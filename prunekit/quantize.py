@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import PrunekitError, VerificationError, describe
 from .files import check_writable_location, default_mode
+from .ortsession import session
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -73,15 +74,6 @@ class _Reader:
 
     def rewind(self):
         self.i = 0
-
-
-def _session(path: str, threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def _run(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -145,7 +137,7 @@ def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_
         accuracy = None
         if test is not None and len(test[0]):
             log(f"accuracy of fp32 and int8 on {len(test[0])} test images")
-            fp32, int8 = (_run(_session(p, os.cpu_count() or 1), test[0]) for p in (fp32_path, tmp))
+            fp32, int8 = (_run(session(p, os.cpu_count() or 1), test[0]) for p in (fp32_path, tmp))
             accuracy = {"split": "test", "images": int(len(test[0])),
                         "fp32": float(100 * (fp32.argmax(1) == test[1]).mean()),
                         "int8": float(100 * (int8.argmax(1) == test[1]).mean())}
@@ -172,7 +164,7 @@ def compare_int8(fp32_path: str, int8_path: str, inputs: np.ndarray) -> list[dic
         checks.append({"check": "onnx.checker", "passed": False, "detail": describe(e)})
         return checks
     x = inputs.astype(np.float32)
-    ref, got = (_run(_session(p), x) for p in (fp32_path, int8_path))
+    ref, got = (_run(session(p), x) for p in (fp32_path, int8_path))
     ok = got.shape == ref.shape and bool(np.isfinite(got).all())
     checks.append({"check": f"int8 output at batch {len(x)}", "passed": ok,
                    "detail": f"shape {tuple(got.shape)} (fp32 {tuple(ref.shape)}), "
