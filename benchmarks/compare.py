@@ -21,6 +21,7 @@ import time
 from _common import machine, shared, write_results
 
 import prunekit
+from prunekit.progress import configure
 
 PRESETS = {"cpu": {"budget": 1.0, "train_fraction": 1.0, "device": "cpu"},
            "gpu": {"budget": 15.0, "train_fraction": 1.0, "device": "cuda"}}
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
+    configure("text")
     preset = dict(PRESETS[args.preset])
     budget = args.budget_epochs or preset["budget"]
     rows = []
@@ -63,7 +65,8 @@ def main() -> None:
                 cfg = prunekit.PruneConfig(**common, out=out, schedule=schedule, budget_epochs=budget,
                                            train_fraction=preset["train_fraction"], rate=0.05, max_rounds=12)
             t0 = time.perf_counter()
-            run = prunekit.prune(cfg, log=lambda m, name=name: print(f"  [{name}] {m}", flush=True))
+            print(f"== {name}", flush=True)
+            run = prunekit.prune(cfg)
             wall = time.perf_counter() - t0
         acc = run["accuracy"]
         search = run.get("search", {})

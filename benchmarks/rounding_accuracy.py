@@ -14,6 +14,7 @@ import torch
 from _common import machine, shared, write_results
 
 import prunekit
+from prunekit.progress import configure
 
 
 def main() -> None:
@@ -28,6 +29,7 @@ def main() -> None:
                     help="also quantize each pruned model (256 training images, minmax) and test it")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
+    configure("text")
     data = shared("data", "cifar10-jpeg.tar.gz")
     weights = shared("weights", f"{args.model}-cifar10jpeg.pt")
     rows = []
@@ -37,7 +39,7 @@ def main() -> None:
             run = prunekit.prune(prunekit.PruneConfig(
                 model=args.model, weights=weights, data=data, target=args.target, out=os.path.join(d, "run"),
                 schedule="oneshot", criterion=args.criterion, finetune_epochs=args.finetune_epochs, round_to=rt,
-                latency_threads=args.threads), log=print)
+                latency_threads=args.threads))
             speed = {r["batch"]: r["speedup"] for r in run["speed"]["batches"]}
             int8 = None
             if args.int8:
@@ -50,7 +52,7 @@ def main() -> None:
                 test = (bundle.to_tensor(bundle.test.images).numpy(), bundle.test.labels)
                 fp32 = os.path.join(d, "model.onnx")
                 export_onnx(prunekit.load(os.path.join(d, "run")), torch.from_numpy(calib[:4]), fp32)
-                q = quantize_onnx(fp32, os.path.join(d, "model.int8.onnx"), calib, calib[:16], test=test, log=print)
+                q = quantize_onnx(fp32, os.path.join(d, "model.int8.onnx"), calib, calib[:16], test=test)
                 int8 = q.accuracy
             rows.append({"round_to": rt, "resolved": run["alignment"]["round_to"],
                          "params_reduction": run["reduction"]["params"], "macs_reduction": run["reduction"]["macs"],

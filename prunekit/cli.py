@@ -46,9 +46,11 @@ class _Group(click.Group):
 
 
 def _logger(quiet: bool, fmt: str = "text"):
-    from .progress import Log
+    """Route prunekit's log (``logging.getLogger("prunekit")``) to stderr; returns the message function."""
+    from .progress import configure, info
 
-    return Log(fmt, quiet)
+    configure(fmt, quiet)
+    return info
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -216,7 +218,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     from .config import PruneConfig
     from .pipeline import prune as run_prune
 
-    log = _logger(quiet, log_format)
+    _logger(quiet, log_format)
     _init_distributed()
     if resume_dir:
         from .search import run_search
@@ -224,7 +226,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
         cfg = PruneConfig(model=model or "", data=data or "", target=target or "", out=resume_dir,
                           max_rounds=max_rounds, time_limit=time_limit, log_format=log_format,
                           trust_pickle=trust_pickle)
-        run = run_search(cfg, log=log, resume=True, trust_code=trust_code)
+        run = run_search(cfg, resume=True, trust_code=trust_code)
     else:
         missing = [n for n, v in (("MODEL", model), ("--data", data), ("--target", target), ("--out", out)) if not v]
         if missing:
@@ -244,7 +246,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           latency_threads=latency_threads,
                           speed_batches=() if speed_batches.strip().lower() == "none" else _parse_batches(
                               speed_batches, "--speed-batches"))
-        run = run_prune(cfg, log=log)
+        run = run_prune(cfg)
     out = out or resume_dir
     acc = run["accuracy"]
     acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
@@ -772,7 +774,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
     if bundle.has_labels and bundle.test is not None and eval_images != 0:
         ds = bundle.test if eval_images is None else bundle.test.subset(spread(len(bundle.test), eval_images))
         test = (bundle.tensor(ds).numpy(), ds.labels)
-    return quantize_onnx(fp32_path, out, calib, check, method=method, test=test, log=log)
+    return quantize_onnx(fp32_path, out, calib, check, method=method, test=test)
 
 
 @main.command()

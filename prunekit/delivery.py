@@ -10,6 +10,7 @@ from .ddp import broadcast_value, check_replicas_agree
 from .export import export_onnx
 from .files import atomic_write_json
 from .metrics import count_model
+from .progress import info
 from .record import check_reloads, layer_channels, timed_speed
 from .report import write_report
 from .storage import save_check_inputs, save_pruned
@@ -26,10 +27,10 @@ def deliver(search, best: int) -> dict:
     row = next(x for x in ctrl.rounds if x["round"] == best)
     final = None
     if search.final_epochs > 0:
-        search.report("final", f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)")
+        info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
         final = search.trainer(model, bundle, TrainConfig(search.final_epochs, cfg.lr, batch_size=cfg.batch_size,
                                                           seed=cfg.seed * 7 + 1, train_fraction=cfg.train_fraction),
-                               search.report.log if rank == 0 else None, ctx.compute)
+                               ctx.compute)
         check_replicas_agree(model)
         final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, bundle.val, compute=ctx.compute))
     accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
@@ -70,7 +71,7 @@ def deliver(search, best: int) -> dict:
         "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
         "layers": layer_channels(dense_count, count),
         "accuracy": accuracy,
-        "speed": timed_speed(ctx.dense, model, size, cfg, lambda m: search.report("speed", m), bundle)
+        "speed": timed_speed(ctx.dense, model, size, cfg, bundle)
         if rank == 0 else None,
         "alignment": ctx.info.get("alignment"),
         "verification": checks,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from collections.abc import Callable
 
 import torch
 
@@ -21,6 +20,7 @@ from .latency import LatencyTable, predict_ms
 from .masks import CostModel, plan_for_target, plan_for_target_aligned
 from .metrics import count_model
 from .models import resolve_model
+from .progress import info
 from .record import layer_channels, timed_speed, write_run_folder
 from .runtime import resolve_round_to
 from .scoring import score_groups
@@ -28,7 +28,7 @@ from .surgery import apply_plan, verify_masked_equals_pruned
 from .train import TrainConfig, evaluate, finetune
 
 
-def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None) -> dict:
+def prune_oneshot(cfg: PruneConfig) -> dict:
     """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
     target = cfg.validate()
     compute = resolve_compute(cfg.device, cfg.amp)
@@ -44,7 +44,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         raise PrunekitError("--finetune-epochs needs labelled data (not random)")
     timings["load"] = time.perf_counter() - t
 
-    log(f"model {cfg.model}: building the dependency graph")
+    info(f"model {cfg.model}: building the dependency graph")
     t = time.perf_counter()
     dg = build_graph(model, spec.input_size)
     groups = find_groups(model, dg, spec.classifier)
@@ -53,7 +53,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         raise PrunekitError(f"nothing to prune in {cfg.model}: {reasons}")
     timings["graph"] = time.perf_counter() - t
 
-    log(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
+    info(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
     t = time.perf_counter()
     calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
     scores = score_groups(model, groups, cfg.criterion, cfg.p,
@@ -66,16 +66,16 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     cost = CostModel.build(model, groups, spec.input_size)
     cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
     if "latency" in (cost_by, target.kind):
-        log(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime}")
+        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime}")
         cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads))
     if target.kind == "latency":
         plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
-                                                                      alignment.round_to, cfg, log)
+                                                                      alignment.round_to, cfg)
     else:
         plan, threshold, used = plan_for_target_aligned(scores, cost, target.kind, target.amount,
                                                         alignment.round_to, cfg.round_to == "auto", cost_by)
         if used != alignment.round_to:
-            log(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
+            info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
                 f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
                 "block on this runtime)")
             alignment = alignment.relaxed(used, target.text)
@@ -100,13 +100,13 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
         if not met:
             raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
     timings["verify"] = time.perf_counter() - t
-    log(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
+    info(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
         f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
 
     accuracy = {}
     if bundle.has_labels and bundle.test is not None:
         t = time.perf_counter()
-        log("evaluating on the test split")
+        info("evaluating on the test split")
         test = bundle.test if cfg.eval_images is None else bundle.test.subset(
             spread(len(bundle.test), cfg.eval_images))
         accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test, compute=compute),
@@ -115,15 +115,15 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     finetune_summary = None
     if cfg.finetune_epochs > 0:
         t = time.perf_counter()
-        log(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
+        info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
         finetune_summary = finetune(pruned, bundle, TrainConfig(cfg.finetune_epochs, cfg.lr, batch_size=cfg.batch_size,
-                                                                seed=cfg.seed), progress=log, compute=compute)
+                                                                seed=cfg.seed), compute=compute)
         if accuracy:
             accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
         timings["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    speed = timed_speed(model, pruned, spec.input_size, cfg, log, bundle)
+    speed = timed_speed(model, pruned, spec.input_size, cfg, bundle)
     timings["speed"] = time.perf_counter() - t
     run = {
         "prunekit_run": 1,
@@ -158,7 +158,7 @@ def prune_oneshot(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None)
     return run
 
 
-def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: PruneConfig, log):
+def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: PruneConfig):
     """One-shot to ``latency=MS``: plan with the latency table's prediction, then measure the pruned model for
     real; if it misses (the table is a model of the runtime, not the runtime), ask for more and try again."""
     from .bench import model_latency_ms
@@ -176,7 +176,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
         measured = model_latency_ms(pruned, spec.input_size, cfg.runtime, cfg.latency_threads, runs=cfg.latency_runs)
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
         tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured})
-        log(f"latency: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense {dense_ms:.3f} ms, "
+        info(f"latency: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense {dense_ms:.3f} ms, "
             f"target {target.amount:g} ms)")
         if measured <= target.amount or amount >= 0.99:
             break

@@ -1,83 +1,114 @@
-"""Progress for people and for machines: a bar on a terminal, plain lines in a log file, JSON lines for tools.
+"""Progress and messages through ``logging.getLogger("prunekit")``: a bar on a terminal, plain lines in a log
+file, JSON lines for tools, nothing when quiet.
 
-:class:`Log` is the message sink the CLI hands to the jobs (``log(message)``): ``text`` prints
-``[prunekit] message`` lines on stderr, ``json`` prints one JSON object per line (messages that already are
-JSON objects pass through; others become ``{"event": "log", "message": …}``), ``quiet`` prints nothing.
-:func:`progress_bar` turns a long loop into a tqdm bar when the sink is a text log on a terminal, and into a
-line every 50 steps (with ETA) otherwise.
+Jobs call :func:`info` (a message, an ``event`` name and fields) and :func:`progress_bar` for long loops; they
+never receive a log callable. Whoever runs them decides where messages go: the CLI installs a
+:class:`CliHandler` with :func:`configure` (``text`` prints ``[prunekit] message`` lines on stderr, ``json``
+one JSON object per line, ``quiet`` nothing); a Python user can attach any ``logging`` handler, e.g.
+``logging.basicConfig(level=logging.INFO)``. Under torchrun only rank 0 speaks (:class:`RankFilter`, the one
+place ranks are filtered).
 """
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
-from collections.abc import Callable
+
+LOGGER = logging.getLogger("prunekit")
 
 
-class Log:
-    def __init__(self, fmt: str = "text", quiet: bool = False, stream=None):
-        self.fmt, self.quiet = fmt, quiet
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and fmt == "text" and not quiet
-        self._bar = None
+class RankFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .ddp import distributed
 
-    def __call__(self, message: str) -> None:
-        if self.quiet:
-            return
+        return distributed()[0] == 0
+
+
+class CliHandler(logging.Handler):
+    def __init__(self, fmt: str = "text", stream=None):
+        super().__init__(logging.INFO)
+        self.fmt = fmt
+        self._stream = stream
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and fmt == "text"
+        self.bar = None  # the tqdm bar being drawn, if any (lines are written above it)
+        self.addFilter(RankFilter())
+
+    @property
+    def stream(self):
+        """The given stream, else whatever ``sys.stderr`` is now (test runners swap it)."""
+        return self._stream if self._stream is not None else sys.stderr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
         if self.fmt == "json":
-            line = message if message.startswith("{") else json.dumps({"event": "log", "message": message})
+            fields = getattr(record, "fields", {})
+            line = json.dumps({"event": getattr(record, "event", "log"), "message": message, **fields},
+                              default=float)
         else:
             line = f"[prunekit] {message}"
-        if self._bar is not None:
-            self._bar.write(line, file=self.stream)
-        else:
-            print(line, file=self.stream, flush=True)
+        try:
+            if self.bar is not None:
+                self.bar.write(line, file=self.stream)
+            else:
+                print(line, file=self.stream, flush=True)
+        except (OSError, ValueError):  # a closed stream: progress is never worth a crash
+            pass
 
-    def event(self, event: str, message: str, **fields) -> None:
-        """A structured message: JSON with its fields in json mode, the message alone otherwise."""
-        self(json.dumps({"event": event, "message": message, **fields}, default=float) if self.fmt == "json"
-             else message)
+
+def configure(fmt: str = "text", quiet: bool = False, stream=None) -> CliHandler | None:
+    """Send prunekit's messages to ``stream`` (stderr) as text or JSON lines, or nowhere (``quiet``)."""
+    for h in [h for h in LOGGER.handlers if isinstance(h, CliHandler)]:
+        LOGGER.removeHandler(h)
+    LOGGER.propagate = False
+    if quiet:
+        LOGGER.setLevel(logging.WARNING + 100)
+        return None
+    handler = CliHandler(fmt, stream)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    return handler
+
+
+def info(message: str, event: str = "log", **fields) -> None:
+    """One message; ``event`` and ``fields`` are what a JSON line carries besides it."""
+    LOGGER.info(message, extra={"event": event, "fields": fields})
 
 
 class _Bar:
     """``bar(step, **postfix)`` after each step, ``bar.close()`` at the end."""
 
-    def __init__(self, log: Callable[[str], None] | None, total: int, desc: str, every: int = 50):
-        self.log, self.total, self.desc, self.every = log, total, desc, every
+    def __init__(self, total: int, desc: str, every: int = 50):
+        self.total, self.desc, self.every = total, desc, every
         self.t0 = time.perf_counter()
         self.tqdm = None
-        if isinstance(log, Log) and log.tty:
+        self.handler = next((h for h in LOGGER.handlers if isinstance(h, CliHandler) and h.tty), None)
+        if self.handler is not None and RankFilter().filter(None):
             from tqdm import tqdm
 
-            self.tqdm = tqdm(total=total, desc=desc, file=log.stream, leave=False, dynamic_ncols=True)
-            log._bar = self.tqdm
+            self.tqdm = tqdm(total=total, desc=desc, file=self.handler.stream, leave=False, dynamic_ncols=True)
+            self.handler.bar = self.tqdm
 
     def __call__(self, step: int, **postfix) -> None:
-        if self.log is None:
-            return
         if self.tqdm is not None:
             self.tqdm.update(step - self.tqdm.n)
             if postfix:
                 self.tqdm.set_postfix({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in postfix.items()},
                                       refresh=False)
             return
-        if step % self.every and step != self.total:
+        if (step % self.every and step != self.total) or not LOGGER.isEnabledFor(logging.INFO):
             return
         spent = time.perf_counter() - self.t0
         eta = spent / step * (self.total - step)
         extra = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
-        message = (f"{self.desc} step {step}/{self.total} ({step / self.total:.0%}) {extra}, "
-                   f"{spent / 60:.1f} min so far, ETA {eta / 60:.1f} min")
-        if isinstance(self.log, Log):
-            self.log.event(self.desc, message, step=step, total=self.total, eta_s=eta, **postfix)
-        else:
-            self.log(message)
+        info(f"{self.desc} step {step}/{self.total} ({step / self.total:.0%}) {extra}, {spent / 60:.1f} min so far, "
+             f"ETA {eta / 60:.1f} min", self.desc, step=step, total=self.total, eta_s=eta, **postfix)
 
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
-            self.log._bar = None
+            self.handler.bar = None
 
 
-def progress_bar(log: Callable[[str], None] | None, total: int, desc: str) -> _Bar:
-    return _Bar(log, total, desc)
+def progress_bar(total: int, desc: str) -> _Bar:
+    return _Bar(total, desc)

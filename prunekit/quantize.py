@@ -20,6 +20,7 @@ import numpy as np
 from .errors import PrunekitError, VerificationError, describe
 from .files import check_writable_location, default_mode
 from .ortsession import session
+from .progress import info
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -82,8 +83,7 @@ def _run(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_inputs: np.ndarray, *,
-                  method: str = "minmax", test: tuple[np.ndarray, np.ndarray] | None = None,
-                  log=lambda s: None) -> QuantizeReport:
+                  method: str = "minmax", test: tuple[np.ndarray, np.ndarray] | None = None) -> QuantizeReport:
     """Quantize ``fp32_path`` (an fp32 ONNX classifier) to ``out_path``; ``calibration`` and ``check_inputs``
     are normalised float32 images (N, C, H, W); ``test`` = (images, labels) adds an accuracy comparison."""
     from onnxruntime.quantization import (
@@ -116,9 +116,9 @@ def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_
             try:
                 quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
             except Exception as e:  # pre-processing is an optimisation: quantize the model as it is
-                log(f"onnxruntime pre-processing failed ({describe(e)}); quantizing without it")
+                info(f"onnxruntime pre-processing failed ({describe(e)}); quantizing without it")
                 pre = fp32_path
-            log(f"calibrating on {len(calibration)} images ({method}), quantizing (QDQ, per-channel int8 weights, "
+            info(f"calibrating on {len(calibration)} images ({method}), quantizing (QDQ, per-channel int8 weights, "
                 "uint8 activations)")
             try:
                 quantize_static(pre, tmp, _Reader(input_name, calibration.astype(np.float32)),
@@ -136,7 +136,7 @@ def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_
             raise VerificationError(f"INT8 check failed; nothing was written:\n{render_checklist(checks)}")
         accuracy = None
         if test is not None and len(test[0]):
-            log(f"accuracy of fp32 and int8 on {len(test[0])} test images")
+            info(f"accuracy of fp32 and int8 on {len(test[0])} test images")
             fp32, int8 = (_run(session(p, os.cpu_count() or 1), test[0]) for p in (fp32_path, tmp))
             accuracy = {"split": "test", "images": int(len(test[0])),
                         "fp32": float(100 * (fp32.argmax(1) == test[1]).mean()),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from .config import PruneConfig
 from .data import DataBundle
 from .errors import PrunekitError, VerificationError
 from .files import atomic_write_json, make_temp_dir
+from .progress import info
 from .rebuild import load
 from .report import write_report
 from .storage import save_check_inputs, save_pruned
@@ -31,19 +31,18 @@ def layer_channels(before, after) -> list[dict]:
     return rows
 
 
-def timed_speed(dense, pruned, input_size, cfg: PruneConfig, log: Callable[[str], None],
-                bundle: DataBundle | None = None) -> dict | None:
+def timed_speed(dense, pruned, input_size, cfg: PruneConfig, bundle: DataBundle | None = None) -> dict | None:
     """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds); warns when pruned is slower."""
     if not cfg.speed_batches:
         return None
     from .bench import compare_speed, speed_summary
 
-    log(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
+    info(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
     calib = bundle.tensor(bundle.calibration(64, cfg.seed)).numpy() if bundle is not None else None
     speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads,
                           calibration=calib)
     if any(r["speedup"] < 1 for r in speed.get("batches", [])):
-        log(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
+        info(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
     return speed
 
 

@@ -9,14 +9,15 @@ import numpy as np
 from .graph import build_graph, find_groups
 from .masks import (CostModel, bisect_threshold, first_cut, plan_for_target_aligned, plan_for_threshold,
                     threshold_for_size)
+from .progress import info
 from .scoring import score_groups
 from .search_context import SearchContext
 from .surgery import apply_plan, verify_masked_equals_pruned
 
 
 class RoundPlanner:
-    def __init__(self, ctx: SearchContext, report=lambda *a, **k: None):
-        self.ctx, self.report = ctx, report
+    def __init__(self, ctx: SearchContext):
+        self.ctx = ctx
 
     def plan(self, scores, cost, T: float):
         return plan_for_threshold(scores, cost, T, self.ctx.cost_by, self.ctx.round_to)
@@ -48,8 +49,8 @@ class RoundPlanner:
             plan, _, used = plan_for_target_aligned(scores, cost, kind, min(0.999, 1 - goal / now), ctx.round_to,
                                                     ctx.cfg.round_to == "auto", ctx.cost_by)
             if used != ctx.round_to:
-                self.report("alignment", f"warning: {ctx.target.text} is out of reach with multiples of "
-                            f"{ctx.round_to} channels; the top-up aligns to {used}")
+                info(f"warning: {ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
+                     f"top-up aligns to {used}", "alignment")
             return plan
         return plan_fn
 

@@ -18,42 +18,26 @@ FLOPs, latency) or the accuracy loss exceeds it (acc; the last acceptable round 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
 
 import torch
 
 from .config import PruneConfig, Target, parse_duration
-from .ddp import barrier, broadcast_value, check_replicas_agree, distributed
+from .ddp import barrier, broadcast_value, check_replicas_agree
 from .delivery import deliver
 from .errors import Interrupted, PrunekitError
 from .latency import table_goal
 from .models import load_state
+from .progress import info
 from .policy import Controller, FixedRateController, PolicyConfig, RoundResult
 from .round_plan import RoundPlanner
 from .runstore import RunStore, interrupted_message, read_resume_state
 from .search_context import SearchContext, prepare
 from .surgery import replay
 from .train import TrainConfig, evaluate, train
-
-
-class Reporter:
-    """Progress lines on stderr: text, JSON lines (``--log-format json``) or nothing (``--quiet``); rank 0 only."""
-
-    def __init__(self, log: Callable[[str], None], fmt: str = "text"):
-        self.log, self.fmt = log, fmt
-
-    def __call__(self, event: str, message: str, **fields) -> None:
-        if distributed()[0] != 0:
-            return
-        if self.fmt == "json":
-            self.log(json.dumps({"event": event, "message": message, **fields}, default=float))
-        else:
-            self.log(message)
 
 
 def split_budget(cfg: PruneConfig, target: Target) -> tuple[float, float]:
@@ -86,12 +70,12 @@ class Search:
     :func:`prunekit.train.train` / :func:`~prunekit.train.evaluate` by default) retrain and measure, the store
     keeps every round; :func:`prunekit.delivery.deliver` finishes."""
 
-    def __init__(self, ctx: SearchContext, ctrl: Controller, store: RunStore, report: Reporter,
-                 final_epochs: float = 0.0, round_budget: float = float("inf"), trainer=train, evaluator=evaluate):
-        self.ctx, self.ctrl, self.store, self.report = ctx, ctrl, store, report
+    def __init__(self, ctx: SearchContext, ctrl: Controller, store: RunStore, final_epochs: float = 0.0,
+                 round_budget: float = float("inf"), trainer=train, evaluator=evaluate):
+        self.ctx, self.ctrl, self.store = ctx, ctrl, store
         self.final_epochs, self.round_budget = final_epochs, round_budget
         self.trainer, self.evaluator = trainer, evaluator
-        self.planner = RoundPlanner(ctx, report)
+        self.planner = RoundPlanner(ctx)
         self.epochs_spent = (len(ctrl.rounds) - 1) * ctx.cfg.epochs_per_round if ctrl.rounds else 0.0
 
     def save_state(self) -> None:
@@ -145,11 +129,10 @@ class Search:
             replay(pruned, history, ctx.spec.input_size)
         how = "fixed plan" if T is None else f"T={T:.4f} λ={self.ctrl.lam:.4g}" + (
             f" step {step:.1%}" if step is not None else "")
-        self.report("round", f"round {r}: {how} removing {removed} channels; retraining {cfg.epochs_per_round:g} "
-                    "epoch(s)", round=r, T=T, removed=removed)
+        info(f"round {r}: {how} removing {removed} channels; retraining {cfg.epochs_per_round:g} epoch(s)", "round",
+             round=r, T=T, removed=removed)
         t_prune = time.perf_counter() - t0
-        summary = self.trainer(pruned, ctx.bundle, self.train_cfg(r), self.report.log if ctx.rank == 0 else None,
-                               ctx.compute)
+        summary = self.trainer(pruned, ctx.bundle, self.train_cfg(r), ctx.compute)
         self.epochs_spent += cfg.epochs_per_round
         check_replicas_agree(pruned)
         t1 = time.perf_counter()
@@ -161,10 +144,10 @@ class Search:
                                           {"train": summary, "verification": check, "timing": timing,
                                            "epochs_spent": self.epochs_spent})
         lat = f" latency {row['latency_ms']:.2f} ms" if row["latency_ms"] is not None else ""
-        self.report("round_done", f"round {r}: params {row['params']:,} MACs {row['macs']:,} (-{row['reduction']:.1%})"
-                    f"{lat} val acc {acc:.2f}% → {'accepted' if row['accepted'] else 'rejected'}, "
-                    f"{decision.action} ({decision.reason}); {seconds:.0f} s{self.eta()}",
-                    **{k: v for k, v in row.items() if k not in ("channels", "train", "verification", "timing")})
+        info(f"round {r}: params {row['params']:,} MACs {row['macs']:,} (-{row['reduction']:.1%}){lat} val acc "
+             f"{acc:.2f}% → {'accepted' if row['accepted'] else 'rejected'}, {decision.action} ({decision.reason}); "
+             f"{seconds:.0f} s{self.eta()}", "round_done",
+             **{k: v for k, v in row.items() if k not in ("channels", "train", "verification", "timing")})
         return pruned, history
 
     def eta(self) -> str:
@@ -210,7 +193,7 @@ class Search:
         ctx, target = self.ctx, self.ctx.target
         k = max((x for x in self.ctrl.rounds if x["accepted"]), key=lambda x: x["reduction"])["round"]
         base, history = self.load(k)
-        self.report("top_up", f"no round met {target.text}: pruning round {k} to the target and retraining")
+        info(f"no round met {target.text}: pruning round {k} to the target and retraining", "top_up")
         for attempt in range(10):
             if target.kind == "latency":  # the table's units
                 goal = table_goal(ctx.info["latency_ms"], ctx.info["latency_table_ms"], target.amount) * 0.97 ** attempt
@@ -223,8 +206,8 @@ class Search:
         raise PrunekitError(f"could not reach {target.text} after pruning to it")
 
 
-def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, resume: bool = False,
-               trust_code: bool = False, trainer=train, evaluator=evaluate) -> dict:
+def run_search(cfg: PruneConfig, resume: bool = False, trust_code: bool = False, trainer=train,
+               evaluator=evaluate) -> dict:
     """Run (or resume) the adaptive / fixed-rate search; writes the run folder and returns run.json.
 
     On resume the configuration is the saved run's, except its budgets (``max_rounds``, ``time_limit``,
@@ -245,16 +228,15 @@ def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, re
         if cfg.schedule == "oneshot":
             raise PrunekitError("run_search runs the adaptive and fixed schedules")
         trust_code = True  # the caller named the model
-    report = Reporter(log, cfg.log_format)
     final_epochs, round_budget = split_budget(cfg, target) if state is None else _saved_budget(cfg)
     torch.manual_seed(cfg.seed)
     try:  # everything that can fail on bad input fails here, before anything is written
-        ctx = prepare(cfg, target, trust_code, state, report, evaluator)
+        ctx = prepare(cfg, target, trust_code, state, evaluator)
     except KeyboardInterrupt:
         raise Interrupted("interrupted before the search started; nothing was written") from None
     ctrl = Controller.from_state(state["controller"]) if state is not None else new_controller(ctx)
     store = RunStore(cfg.out, ctx.spec, ctx.rank, cfg.trust_pickle, trust_code)
-    search = Search(ctx, ctrl, store, report, final_epochs, round_budget, trainer, evaluator)
+    search = Search(ctx, ctrl, store, final_epochs, round_budget, trainer, evaluator)
     try:
         if state is None:
             if ctx.rank == 0 and cfg.overwrite and os.path.isdir(cfg.out):
@@ -267,7 +249,7 @@ def run_search(cfg: PruneConfig, log: Callable[[str], None] = lambda s: None, re
             ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)
             if ctrl.stopped and ctrl.stopped.startswith(("round budget", "time budget")):
                 ctrl.stopped = None
-            report("resume", f"resuming after round {len(ctrl.rounds) - 1}")
+            info(f"resuming after round {len(ctrl.rounds) - 1}", "resume")
         return search.run()
     except KeyboardInterrupt:
         raise Interrupted(interrupted_message(cfg.out, ctx.rank)) from None

@@ -17,6 +17,7 @@ from .inputs import check_data_fits, check_input_size, sample_images
 from .latency import LatencyTable, layer_shapes, predict_ms
 from .metrics import count_model
 from .models import build_model, load_state, read_state_dict, resolve_model
+from .progress import info
 from .runtime import Alignment, resolve_round_to
 from .scoring import score_scales
 from .train import evaluate
@@ -76,7 +77,7 @@ class SearchContext:
         return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
 
 
-def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | None, report,
+def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | None,
             evaluator=evaluate) -> SearchContext:
     """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
     compute = resolve_compute(cfg.device, cfg.amp)
@@ -100,26 +101,27 @@ def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | N
     cost_by = cost_basis(cfg.cost, target, cfg.minimize)
     table = LatencyTable(cfg.runtime, cfg.latency_threads) if "latency" in (cost_by, target.kind) else None
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
-        info = resume["dense"]
-        alignment = Alignment(**info["alignment"]) if "alignment" in info else resolve_round_to(cfg.round_to,
+        figures = resume["dense"]
+        alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(cfg.round_to,
                                                                                                 cfg.runtime)
     else:
-        alignment, info = resolve_round_to(cfg.round_to, cfg.runtime), {}
+        alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime), {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         [x for x, _ in bundle.batches(calib, cfg.batch_size)], check_images,
-                        bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, info, distributed()[0])
+                        bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
+                        distributed()[0])
     if resume is None:
         groups = find_groups(dense, build_graph(dense, size), spec.classifier)
         if not any(g.prunable for g in groups):
             raise PrunekitError(f"nothing to prune in {cfg.model}")
         count = count_model(dense, size)
-        report("setup", "measuring the dense model on the validation split")
-        info.update({"params": count.params, "macs": count.macs,
+        info("measuring the dense model on the validation split", "setup")
+        figures.update({"params": count.params, "macs": count.macs,
                      "val_accuracy": evaluator(dense, bundle, bundle.val, compute=compute),
                      "scales": score_scales(dense, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute),
                      "alignment": alignment.to_dict()})
-        info["latency_ms"] = ctx.latency(dense) if target.kind == "latency" else None
+        figures["latency_ms"] = ctx.latency(dense) if target.kind == "latency" else None
         if table is not None:
-            info["latency_table_ms"] = table.total(layer_shapes(dense, size).values())
+            figures["latency_table_ms"] = table.total(layer_shapes(dense, size).values())
             table.save()
     return ctx

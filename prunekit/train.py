@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -76,8 +75,7 @@ def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batc
     return 100.0 * correct / len(ds)
 
 
-def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-          progress: Callable[[str], None] | None = None, compute: Compute = CPU) -> dict:
+def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, compute: Compute = CPU) -> dict:
     """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
 
     Under torchrun each rank reads only its share of every global batch (same permutation on every rank)."""
@@ -92,7 +90,7 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
-    bar = progress_bar(progress, total, "train")
+    bar = progress_bar(total, "train")
     with on_device(model, compute):
         net = model
         if world > 1:  # gradients all-reduced; buffers broadcast from rank 0 at each forward
@@ -131,7 +129,6 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
             "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp}
 
 
-def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-             progress: Callable[[str], None] | None = None, compute: Compute = CPU) -> dict:
+def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, compute: Compute = CPU) -> dict:
     """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
-    return train(model, bundle, cfg, progress, compute)
+    return train(model, bundle, cfg, compute)
