@@ -70,6 +70,13 @@ MODEL_HELP = ("built-in name (resnet20…resnet110, vgg16_bn, mobilenet_v2), tor
               "path/file.py:factory, or a saved module path.pt (needs --trust-pickle)")
 
 
+def _d(name: str):
+    """A prune option's default: the :class:`~prunekit.config.PruneConfig` field's (one place for each)."""
+    from .config import PruneConfig
+
+    return PruneConfig.__dataclass_fields__[name].default
+
+
 TRUST_CODE_HELP = "allow a run folder whose model is a file.py:factory to import and run that file"
 
 
@@ -130,65 +137,74 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @_model_options
 @click.option("--data", help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
 @click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), latency=MS")
-@click.option("--schedule", type=click.Choice(["adaptive", "fixed", "oneshot"]), default="adaptive",
+@click.option("--schedule", type=click.Choice(["adaptive", "fixed", "oneshot"]), default=_d("schedule"),
               show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="run folder to create")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
               help="continue the interrupted search in this run folder")
-@click.option("--epochs-per-round", type=float, default=1.0, show_default=True, help="retraining per round")
-@click.option("--train-fraction", type=float, default=1.0, show_default=True,
+@click.option("--epochs-per-round", type=float, default=_d("epochs_per_round"), show_default=True,
+              help="retraining per round")
+@click.option("--train-fraction", type=float, default=_d("train_fraction"), show_default=True,
               help="share of the training split used per round")
-@click.option("--max-rounds", type=int, default=None, help="round budget of the search [default: 30]")
+@click.option("--max-rounds", type=int, default=None,
+              help=f"round budget of the search [default: {_d('max_rounds')}]")
 @click.option("--time-limit", default=None, help="budget for the whole search, e.g. 2h, 45m")
-@click.option("--lam", type=float, default=0.005, show_default=True, help="threshold step λ")
-@click.option("--rate", type=float, default=0.05, show_default=True, help="--schedule fixed: share removed per round")
-@click.option("--step-mode", type=click.Choice(["size", "threshold"]), default="size", show_default=True,
+@click.option("--lam", type=float, default=_d("lam"), show_default=True, help="threshold step λ")
+@click.option("--rate", type=float, default=_d("rate"), show_default=True,
+              help="--schedule fixed: share removed per round")
+@click.option("--step-mode", type=click.Choice(["size", "threshold"]), default=_d("step_mode"), show_default=True,
               help="adaptive: each round removes a share of the remaining size (size) or raises T by λ (threshold)")
-@click.option("--max-step", type=float, default=0.1, show_default=True,
+@click.option("--max-step", type=float, default=_d("max_step"), show_default=True,
               help="size steps: largest share of the remaining params/MACs one round removes")
-@click.option("--threshold-scale", type=click.Choice(["total", "per-layer"]), default="total", show_default=True,
+@click.option("--threshold-scale", type=click.Choice(["total", "per-layer"]), default=_d("threshold_scale"),
+              show_default=True,
               help="Algorithm 3's group cost: the whole group's (total) or per member layer")
-@click.option("--group-cap", type=float, default=1.0, show_default=True,
+@click.option("--group-cap", type=float, default=_d("group_cap"), show_default=True,
               help="largest share of one channel group a single round (or one-shot plan) removes")
-@click.option("--budget-epochs", type=float, default=None,
+@click.option("--budget-epochs", type=float, default=_d("budget_epochs"),
               help="total retraining of the search: rounds + final fine-tune (sets --epochs-per-round)")
-@click.option("--final-epochs", type=float, default=None,
+@click.option("--final-epochs", type=float, default=_d("final_epochs"),
               help="fine-tune the delivered model this long [default: half of --budget-epochs, else 0]")
-@click.option("--rewind", type=click.Choice(["auto", "lr", "weights"]), default="auto", show_default=True,
+@click.option("--rewind", type=click.Choice(["auto", "lr", "weights"]), default=_d("rewind"), show_default=True,
               help="lr: learning-rate rewinding; weights: needs --rewind-checkpoint")
-@click.option("--rewind-checkpoint", type=click.Path(dir_okay=False), default=None,
+@click.option("--rewind-checkpoint", type=click.Path(dir_okay=False), default=_d("rewind_checkpoint"),
               help="early-training weights for weight rewinding")
-@click.option("--train-lr", type=float, default=0.1, show_default=True, help="peak lr of the retraining schedule")
-@click.option("--minimize", type=click.Choice(["params", "flops"]), default="params", show_default=True,
+@click.option("--train-lr", type=float, default=_d("train_lr"),
+              show_default=True, help="peak lr of the retraining schedule")
+@click.option("--minimize", type=click.Choice(["params", "flops"]), default=_d("minimize"), show_default=True,
               help="acc targets: what to minimise")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--criterion", default="attention-mean", show_default=True,
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=_d("log_format"), show_default=True)
+@click.option("--criterion", default=_d("criterion"), show_default=True,
               help="attention-mean | attention-max | attention-sum | l1 | l2 | random")
-@click.option("--p", "p", type=float, default=1.0, show_default=True, help="power of |a| for attention criteria")
-@click.option("--calib-images", type=int, default=512, show_default=True, help="calibration images for scores")
-@click.option("--finetune-epochs", type=float, default=0.0, show_default=True, help="fine-tune after pruning")
-@click.option("--lr", type=float, default=0.01, show_default=True, help="fine-tuning learning rate")
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--round-to", default="auto", show_default=True,
+@click.option("--p", "p", type=float, default=_d("p"), show_default=True, help="power of |a| for attention criteria")
+@click.option("--calib-images", type=int, default=_d("calib_images"),
+              show_default=True, help="calibration images for scores")
+@click.option("--finetune-epochs", type=float, default=_d("finetune_epochs"),
+              show_default=True, help="fine-tune after pruning")
+@click.option("--lr", type=float, default=_d("lr"), show_default=True, help="fine-tuning learning rate")
+@click.option("--batch-size", type=int, default=_d("batch_size"), show_default=True)
+@click.option("--seed", type=int, default=_d("seed"), show_default=True)
+@click.option("--round-to", default=_d("round_to"), show_default=True,
               help="every pruned group keeps a multiple of N channels (auto: the runtime's; 1: no alignment)")
 @click.option("--runtime", type=click.Choice(["onnxruntime-cpu", "onnxruntime-cpu-int8", "cuda"]),
-              default="onnxruntime-cpu",
+              default=_d("runtime"),
               show_default=True, help="where the model ships: picks --round-to auto and the final speed check")
-@click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default="auto", show_default=True,
+@click.option("--cost", type=click.Choice(["auto", "params", "flops", "latency"]), default=_d("cost"),
+              show_default=True,
               help="what Algorithm 3 scales each group's threshold by (auto: the target's measure; latency: "
                    "a per-layer latency table measured on --runtime)")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--device", default=_d("device"), show_default=True,
               help="scores, retraining and evaluation: auto (CUDA when available), cpu, cuda, cuda:N")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default="auto", show_default=True,
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=_d("amp"), show_default=True,
               help="mixed precision for training on CUDA (auto: bf16); the CPU trains in fp32")
-@click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto", show_default=True,
+@click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default=_d("data_mode"),
+              show_default=True,
               help="decode the data into memory, or stream an ImageFolder from disk (auto: by size)")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=int, default=_d("workers"),
               help="DataLoader workers for streamed data [default: min(4, cores-1)]")
-@click.option("--latency-threads", type=int, default=1, show_default=True,
+@click.option("--latency-threads", type=int, default=_d("latency_threads"), show_default=True,
               help="intra-op threads for latency targets, the latency table and the final speed check")
-@click.option("--speed-batches", default="1,32", show_default=True,
+@click.option("--speed-batches", default=",".join(map(str, _d("speed_batches"))), show_default=True,
               help="time dense vs pruned on --runtime at these batch sizes at the end ('none' skips)")
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--trust-code", is_flag=True, help="--resume: " + TRUST_CODE_HELP)
@@ -236,7 +252,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
                           trust_pickle=trust_pickle, seed=seed, overwrite=overwrite,
                           epochs_per_round=epochs_per_round, train_fraction=train_fraction,
-                          max_rounds=30 if max_rounds is None else max_rounds,
+                          max_rounds=_d("max_rounds") if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
                           max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
                           budget_epochs=budget_epochs, final_epochs=final_epochs,

@@ -1,6 +1,7 @@
 """What a prune job is asked to do: the configuration, its targets and budgets, and their validation.
 
-Plain data (JSON-safe, saved in every run folder), no model or data touched here. :meth:`PruneConfig.validate`
+Plain data (JSON-safe, saved in every run folder), no model or data touched here, and no torch import at
+module level: the CLI takes its option defaults from these fields. :meth:`PruneConfig.validate`
 checks every field and, when asked, the places the run will read and write; both jobs (one-shot,
 :mod:`prunekit.oneshot`, and the search, :mod:`prunekit.search`) call it before any work.
 """
@@ -10,12 +11,9 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .data import MODES
-from .device import AMP, check_device_spec
 from .errors import PrunekitError
 from .files import check_output_folder, require_finite
 from .runtime import check_runtime, parse_round_to
-from .scoring import get_criterion
 
 TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency"}
 COSTS = ("auto", "params", "flops", "latency")
@@ -141,6 +139,10 @@ class PruneConfig:
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
         if self.schedule == "oneshot" and target.kind == "accuracy":
             raise PrunekitError(f"target {target.text} needs a search: use --schedule adaptive (or fixed)")
+        from .data import MODES  # torch-side modules, imported when a job validates (the CLI's import stays light)
+        from .device import AMP, check_device_spec
+        from .scoring import get_criterion
+
         check_device_spec(self.device)
         if self.amp not in AMP:
             raise PrunekitError(f"--amp must be one of {', '.join(AMP)}, got {self.amp!r}")
