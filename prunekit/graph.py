@@ -21,38 +21,22 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from .errors import PrunekitError
-from .models import OptionAShortcut
-
-EXACT_MEMBER_TYPES = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, OptionAShortcut)
-CONSUMER_TYPES = (nn.Conv2d, nn.Linear, OptionAShortcut)  # modules whose *input* channels a group touches
-
-
-class OptionAShortcutPruner(tp.pruner.BasePruningFunc):
-    """Removes rows (output channels) / columns (input channels) of the shortcut's selection matrix.
-
-    ``prune_out_channels`` differs from ``prune_in_channels``, so torch-pruning keeps the shortcut's input
-    and output channels in different groups (the residual streams of two stages). Removing input channel i
-    leaves output channel pad+i as a zero channel: exactly what zeroing channel i at the input does.
-    """
-
-    def prune_out_channels(self, layer: OptionAShortcut, idxs):
-        keep = [i for i in range(layer.out_channels) if i not in set(idxs)]
-        layer.select = layer.select[keep].contiguous()
-        return layer
-
-    def prune_in_channels(self, layer: OptionAShortcut, idxs):
-        keep = [i for i in range(layer.in_channels) if i not in set(idxs)]
-        layer.select = layer.select[:, keep].contiguous()
-        return layer
-
-    def get_out_channels(self, layer: OptionAShortcut):
-        return layer.out_channels
-
-    def get_in_channels(self, layer: OptionAShortcut):
-        return layer.in_channels
+# Modules whose channels a group may own exactly, and those whose *input* channels a group touches; a model
+# family with a module of its own adds it with :func:`register_pruner` (next to the model, not here).
+EXACT_MEMBER_TYPES: tuple = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+CONSUMER_TYPES: tuple = (nn.Conv2d, nn.Linear)
+CUSTOM_PRUNERS: dict = {}
 
 
-CUSTOM_PRUNERS = {OptionAShortcut: OptionAShortcutPruner()}
+def register_pruner(module_type: type, pruner, consumer: bool = True) -> None:
+    """Let torch-pruning prune ``module_type`` with ``pruner`` (a ``tp.pruner.BasePruningFunc``) and treat it
+    as an exact group member (and, with ``consumer``, as a layer whose input channels a group touches)."""
+    global EXACT_MEMBER_TYPES, CONSUMER_TYPES
+    CUSTOM_PRUNERS[module_type] = pruner
+    if module_type not in EXACT_MEMBER_TYPES:
+        EXACT_MEMBER_TYPES = (*EXACT_MEMBER_TYPES, module_type)
+    if consumer and module_type not in CONSUMER_TYPES:
+        CONSUMER_TYPES = (*CONSUMER_TYPES, module_type)
 
 
 @dataclass

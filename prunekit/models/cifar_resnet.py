@@ -5,15 +5,17 @@ bn{1,2}, linear), so the shared weights load with ``strict=True``. Activations a
 the original code.
 
 The option-A shortcut (stride-2 subsample, zero-padded on the channel axis) is the module
-:class:`OptionAShortcut`, not a lambda, so torch-pruning can treat it as one node with a custom pruner
-(see ``prunekit.surgery``): that makes the residual stream prunable exactly.
+:class:`OptionAShortcut`, not a lambda, so torch-pruning can treat it as one node with the custom pruner
+registered below: that makes the residual stream prunable exactly.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch_pruning as tp
 
+from ..graph import register_pruner
 from .registry import register_model
 
 
@@ -49,6 +51,34 @@ class OptionAShortcut(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}, stride={self.stride}"
+
+
+class OptionAShortcutPruner(tp.pruner.BasePruningFunc):
+    """Removes rows (output channels) / columns (input channels) of the shortcut's selection matrix.
+
+    ``prune_out_channels`` differs from ``prune_in_channels``, so torch-pruning keeps the shortcut's input
+    and output channels in different groups (the residual streams of two stages). Removing input channel i
+    leaves output channel pad+i as a zero channel: exactly what zeroing channel i at the input does.
+    """
+
+    def prune_out_channels(self, layer: OptionAShortcut, idxs):
+        keep = [i for i in range(layer.out_channels) if i not in set(idxs)]
+        layer.select = layer.select[keep].contiguous()
+        return layer
+
+    def prune_in_channels(self, layer: OptionAShortcut, idxs):
+        keep = [i for i in range(layer.in_channels) if i not in set(idxs)]
+        layer.select = layer.select[:, keep].contiguous()
+        return layer
+
+    def get_out_channels(self, layer: OptionAShortcut):
+        return layer.out_channels
+
+    def get_in_channels(self, layer: OptionAShortcut):
+        return layer.in_channels
+
+
+register_pruner(OptionAShortcut, OptionAShortcutPruner())
 
 
 class BasicBlock(nn.Module):
