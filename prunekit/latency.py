@@ -55,34 +55,21 @@ class LayerShape:
 
 def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, LayerShape]:
     """The shape of every Conv2d / Linear of ``model`` on inputs of ``input_size``, from one forward pass."""
-    import torch
     import torch.nn as nn
 
+    from .metrics import trace_layers
+
     shapes: dict[str, LayerShape] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            def conv_hook(mod, args, name=name):
-                x = args[0]
-                pad = mod.padding if isinstance(mod.padding, tuple) else (0, 0)
-                shapes[name] = LayerShape("conv", mod.in_channels, mod.out_channels, int(x.shape[-2]),
-                                          int(x.shape[-1]), tuple(mod.kernel_size), tuple(mod.stride),
-                                          tuple(pad), mod.groups, batch)
-            hooks.append(m.register_forward_pre_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            def linear_hook(mod, args, name=name):
-                tokens = int(np.prod(args[0].shape[1:-1])) if args[0].dim() > 2 else 1
-                shapes[name] = LayerShape("linear", mod.in_features, mod.out_features, tokens, 1, batch=batch)
-            hooks.append(m.register_forward_pre_hook(linear_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+
+    def visit(name, mod, x, out):
+        if isinstance(mod, nn.Conv2d):
+            pad = mod.padding if isinstance(mod.padding, tuple) else (0, 0)
+            shapes[name] = LayerShape("conv", mod.in_channels, mod.out_channels, int(x.shape[-2]), int(x.shape[-1]),
+                                      tuple(mod.kernel_size), tuple(mod.stride), tuple(pad), mod.groups, batch)
+        else:
+            tokens = int(np.prod(x.shape[1:-1])) if x.dim() > 2 else 1
+            shapes[name] = LayerShape("linear", mod.in_features, mod.out_features, tokens, 1, batch=batch)
+    trace_layers(model, input_size, visit)
     return shapes
 
 

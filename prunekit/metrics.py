@@ -45,16 +45,11 @@ def _conv_weight_params(m: nn.Conv2d, out_c: int, in_c: int) -> int:
     return out_c * (in_c // m.groups) * kh * kw
 
 
-def output_positions(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
-    """Output positions (H·W for convs, tokens for linears) of every Conv2d / Linear, from one forward pass."""
-    positions: dict[str, int] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            def hook(mod, inp, out, name=name):
-                positions[name] = (int(out[0, 0].numel()) if isinstance(mod, nn.Conv2d)
-                                   else int(out[0].numel() // out.shape[-1]))
-            hooks.append(m.register_forward_hook(hook))
+def trace_layers(model: nn.Module, input_size: tuple[int, int, int], visit) -> None:
+    """One forward pass on zeros of ``input_size`` (eval mode, no grad) calling ``visit(name, module, input,
+    output)`` for every Conv2d / Linear: the one walk behind positions, counts and latency-table shapes."""
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: visit(name, mod, inp[0], out))
+             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     model.eval()
     try:
@@ -64,6 +59,15 @@ def output_positions(model: nn.Module, input_size: tuple[int, int, int]) -> dict
         for h in hooks:
             h.remove()
         model.train(was_training)
+
+
+def output_positions(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
+    """Output positions (H·W for convs, tokens for linears) of every Conv2d / Linear, from one forward pass."""
+    positions: dict[str, int] = {}
+
+    def visit(name, mod, x, out):
+        positions[name] = int(out[0, 0].numel()) if isinstance(mod, nn.Conv2d) else int(out[0].numel() // out.shape[-1])
+    trace_layers(model, input_size, visit)
     return positions
 
 
