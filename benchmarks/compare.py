@@ -25,14 +25,21 @@ from prunekit.progress import configure
 
 PRESETS = {"cpu": {"budget": 1.0, "train_fraction": 1.0, "device": "cpu"},
            "gpu": {"budget": 15.0, "train_fraction": 1.0, "device": "cuda"}}
-RUNS = [  # (name, schedule, criterion)
-    ("adaptive attention-mean", "adaptive", "attention-mean"),
-    ("adaptive l1", "adaptive", "l1"),
-    ("fixed 5 % attention (IAP)", "fixed", "attention-mean"),
-    ("fixed 5 % l1 (ILP)", "fixed", "l1"),
-    ("one-shot attention-mean + fine-tune", "oneshot", "attention-mean"),
-    ("one-shot l1 + fine-tune", "oneshot", "l1"),
-    ("one-shot group-norm (Torch-Pruning) + fine-tune", "oneshot", "group-norm"),
+RUNS = [  # (name, schedule, criterion, extra config)
+    ("adaptive attention-mean", "adaptive", "attention-mean", {}),
+    ("adaptive l1", "adaptive", "l1", {}),
+    ("fixed 5 % attention (IAP)", "fixed", "attention-mean", {}),
+    ("fixed 5 % l1 (ILP)", "fixed", "l1", {}),
+    ("one-shot attention-mean + fine-tune", "oneshot", "attention-mean", {}),
+    ("one-shot l1 + fine-tune", "oneshot", "l1", {}),
+    ("one-shot group-norm (Torch-Pruning) + fine-tune", "oneshot", "group-norm", {}),
+]
+VARIANTS = [  # the search's own choices, at the same budget (--variants)
+    ("adaptive attention-mean, threshold steps (λ 0.05)", "adaptive", "attention-mean",
+     {"step_mode": "threshold", "lam": 0.05}),
+    ("adaptive attention-mean, --group-cap 0.5", "adaptive", "attention-mean", {"group_cap": 0.5}),
+    ("adaptive attention-mean, --threshold-scale per-layer", "adaptive", "attention-mean",
+     {"threshold_scale": "per-layer"}),
 ]
 
 
@@ -43,6 +50,7 @@ def main() -> None:
     ap.add_argument("--budget-epochs", type=float, default=None, help="override the preset's budget")
     ap.add_argument("--runs", default=None, help="comma-separated subset of run names' first words+criterion")
     ap.add_argument("--round-to", default="auto")
+    ap.add_argument("--variants", action="store_true", help="run the search variants instead of the main table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -50,13 +58,13 @@ def main() -> None:
     preset = dict(PRESETS[args.preset])
     budget = args.budget_epochs or preset["budget"]
     rows = []
-    for name, schedule, criterion in RUNS:
+    for name, schedule, criterion, extra in (VARIANTS if args.variants else RUNS):
         if args.runs and not any(k.strip() in name for k in args.runs.split(",")):
             continue
         common = dict(model="resnet56", weights=shared("weights", "resnet56-cifar10jpeg.pt"),
                       data=shared("data", "cifar10-jpeg.tar.gz"), target=args.target, criterion=criterion,
                       seed=args.seed, device=preset["device"], round_to=args.round_to, calib_images=512,
-                      speed_batches=(32,), export=False)
+                      speed_batches=(32,), export=False, **extra)
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "run")
             if schedule == "oneshot":
@@ -92,7 +100,8 @@ def main() -> None:
     md.append(f"\nSearch overhead = share of the rounds' wall time not spent training (scoring, planning, surgery, "
               f"verification, validation, checkpoint). Machine: {m['cpu']}, {m['cores']} cores; commit "
               f"{m['commit']}; command: `python benchmarks/{m['command']}`")
-    write_results(args.out, f"compare-{args.preset}-{args.target.replace('=', '')}", {"rows": rows, "machine": m},
+    tag = "-variants" if args.variants else ""
+    write_results(args.out, f"compare-{args.preset}-{args.target.replace('=', '')}{tag}", {"rows": rows, "machine": m},
                   "\n".join(md) + "\n")
 
 
