@@ -30,7 +30,8 @@ def test_shared_weights_reach_documented_accuracy(arch, cifar):
 def test_resnet56_oneshot_half_params(criterion, cifar_tarball, tmp_path):
     cfg = prunekit.PruneConfig(model="resnet56", weights=shared_file("weights", "resnet56-cifar10jpeg.pt"),
                                data=cifar_tarball, target="params=0.5", out=str(tmp_path / "run"),
-                               criterion=criterion, calib_images=256, eval_images=1000, schedule="oneshot")
+                               criterion=criterion, calib_images=256, eval_images=1000, schedule="oneshot",
+                               round_to=1, speed_batches=())  # unaligned: the tight overshoot bound below
     run = prunekit.prune(cfg)
     assert 0.5 <= run["reduction"]["params"] < 0.52
     check = run["verification"][0]
