@@ -6,6 +6,6 @@ set -euo pipefail
 data=$1
 weights=$2
 prunekit prune torchvision:mobilenet_v2 --weights "$weights" --data "$data" --input-size 3,224,224 \
-    --target flops=0.4 --epochs-per-round 0.5 --max-rounds 10 --lam 0.05 --batch-size 64 --out runs/mbv2-f40
+    --target flops=0.4 --budget-epochs 4 --max-rounds 10 --batch-size 64 --out runs/mbv2-f40
 prunekit export runs/mbv2-f40 --out runs/mbv2-f40/model.onnx
 prunekit bench runs/mbv2-f40 --batch-sizes 1,16

@@ -4,6 +4,6 @@
 set -euo pipefail
 export PRUNEKIT_DATA=${PRUNEKIT_DATA:-../shared/data}
 prunekit prune resnet56 --weights ../shared/weights/resnet56-cifar10jpeg.pt --data cifar10 \
-    --target flops=0.5 --epochs-per-round 0.1 --train-fraction 0.25 --max-rounds 8 --lam 0.05 \
+    --target flops=0.5 --budget-epochs 1 --train-fraction 0.25 --max-rounds 8 \
     --out runs/r56-f50 --overwrite
 prunekit bench runs/r56-f50 --batch-sizes 1,32
