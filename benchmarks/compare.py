@@ -40,6 +40,9 @@ VARIANTS = [  # the search's own choices, at the same budget (--variants)
     ("adaptive attention-mean, --group-cap 0.5", "adaptive", "attention-mean", {"group_cap": 0.5}),
     ("adaptive attention-mean, --threshold-scale per-layer", "adaptive", "attention-mean",
      {"threshold_scale": "per-layer"}),
+    ("adaptive attention-mean, --max-step 0.25 (fewer, longer rounds)", "adaptive", "attention-mean",
+     {"max_step": 0.25}),
+    ("adaptive group-norm (Torch-Pruning importance)", "adaptive", "group-norm", {}),
 ]
 
 
