@@ -80,7 +80,7 @@ def main() -> None:
             run = prunekit.prune(cfg)
             wall = time.perf_counter() - t0
         acc = run["accuracy"]
-        search = run.get("search", {})
+        search = run.get("search") or {}
         epochs = search.get("epochs", {}).get("total", run.get("finetune", {}) and budget)
         rows.append({"run": name, "macs_reduction": run["reduction"]["macs"],
                      "params_reduction": run["reduction"]["params"],

@@ -71,10 +71,10 @@ MODEL_HELP = ("built-in name (resnet20…resnet110, vgg16_bn, mobilenet_v2), tor
 
 
 def _d(name: str):
-    """A prune option's default: the :class:`~prunekit.config.PruneConfig` field's (one place for each)."""
-    from .config import PruneConfig
+    """A prune option's default: its config field's (:func:`prunekit.config.option_default`, one place for each)."""
+    from .config import option_default
 
-    return PruneConfig.__dataclass_fields__[name].default
+    return option_default(name)
 
 
 TRUST_CODE_HELP = "allow a run folder whose model is a file.py:factory to import and run that file"
@@ -237,12 +237,10 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     _logger(quiet, log_format)
     _init_distributed()
     if resume_dir:
-        from .search import run_search
+        from .search import resume_search
 
-        cfg = PruneConfig(model=model or "", data=data or "", target=target or "", out=resume_dir,
-                          max_rounds=max_rounds, time_limit=time_limit, log_format=log_format,
-                          trust_pickle=trust_pickle)
-        run = run_search(cfg, resume=True, trust_code=trust_code)
+        run = resume_search(resume_dir, max_rounds=max_rounds, time_limit=time_limit, log_format=log_format,
+                            trust_pickle=trust_pickle, trust_code=trust_code)
     else:
         missing = [n for n, v in (("MODEL", model), ("--data", data), ("--target", target), ("--out", out)) if not v]
         if missing:
@@ -268,7 +266,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
                                    + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"
                                       if "pruned_finetuned" in acc else ""))
-    if "search" in run:
+    if run.get("search"):
         sr = run["search"]
         click.echo(f"{out}: search {sr['schedule']}, {sr['rounds']} rounds, chose round {sr['chosen_round']} "
                    f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
@@ -744,13 +742,12 @@ def quantize(source, out, data, calib_images, method, eval_images, trust_code, q
         report = _quantize_file(fp32_path, out, data or run_data, calib_images, method, eval_images, log,
                                 check_dir=source if os.path.isdir(source) else None)
     if os.path.isdir(source):
-        from .files import atomic_write_json, read_json
+        from .runrecord import RunRecord
 
-        run_json = os.path.join(source, "run.json")
-        if os.path.isfile(run_json):
-            run = read_json(run_json, "run record")
-            run.setdefault("int8", {})["pruned"] = report.to_dict()
-            atomic_write_json(run_json, run)
+        if os.path.isfile(os.path.join(source, "run.json")):
+            record = RunRecord.read(source)
+            record.int8 = {**(record.int8 or {}), "pruned": report.to_dict()}
+            record.write(source)
     if not quiet:
         from .export import render_checklist
 

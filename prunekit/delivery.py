@@ -4,15 +4,15 @@ timed against the dense model, and described in ``run.json`` and the report."""
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 
+from .config import config_dict
 from .ddp import broadcast_value, check_replicas_agree
 from .export import export_onnx
-from .files import atomic_write_json
 from .metrics import count_model
 from .progress import info
 from .record import check_reloads, layer_channels, timed_speed
 from .report import write_report
+from .runrecord import RunRecord
 from .storage import save_check_inputs, save_pruned
 from .train import TrainConfig
 
@@ -28,8 +28,9 @@ def deliver(search, best: int) -> dict:
     final = None
     if search.final_epochs > 0:
         info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
-        final = search.trainer(model, bundle, TrainConfig(search.final_epochs, cfg.lr, batch_size=cfg.batch_size,
-                                                          seed=cfg.seed * 7 + 1, train_fraction=cfg.train_fraction),
+        tcfg = cfg.training
+        final = search.trainer(model, bundle, TrainConfig(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size,
+                                                          seed=cfg.seed * 7 + 1, train_fraction=tcfg.train_fraction),
                                ctx.compute)
         check_replicas_agree(model)
         final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, bundle.val, compute=ctx.compute))
@@ -48,36 +49,34 @@ def deliver(search, best: int) -> dict:
                                         atol=cfg.atol).to_dict()
     final_epochs = search.final_epochs if final else 0.0
     latency = ctx.target.kind == "latency"
-    run = {
-        "prunekit_run": 1,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "model": ctx.spec.to_dict(),
-        "compute": ctx.compute.to_dict(),
-        "data": {"spec": cfg.data, "name": bundle.name, "train": len(bundle.train), "val": len(bundle.val),
-                 "test": len(bundle.test) if bundle.test is not None else 0, "streamed": bundle.streamed},
-        "target": {"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
-                   "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"]},
-        "search": {"schedule": cfg.schedule, "rounds": len(ctrl.rounds) - 1, "chosen_round": best,
-                   "stopped": ctrl.stopped, "wall_s": ctrl.elapsed_s, "rollbacks": sum(ctrl.rollbacks.values()),
-                   "final_T": ctrl.T, "final_lambda": ctrl.lam, "step_mode": cfg.step_mode,
-                   "epochs": {"rounds": search.epochs_spent, "final": final_epochs,
-                              "total": search.epochs_spent + final_epochs, "budget": cfg.budget_epochs,
-                              "per_round": cfg.epochs_per_round},
-                   "round_timing": search.store.round_timing()},
-        "final_finetune": final,
-        "dense": {**dense_count.to_dict(layers=False), "latency_ms": ctx.info.get("latency_ms")},
-        "pruned": {**count.to_dict(layers=False), "latency_ms": ctx.latency(model) if latency else None,
-                   "predicted_latency_ms": ctx.predicted_latency(model) if latency else None},
-        "reduction": {"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
-        "layers": layer_channels(dense_count, count),
-        "accuracy": accuracy,
-        "speed": timed_speed(ctx.dense, model, size, cfg, bundle)
-        if rank == 0 else None,
-        "alignment": ctx.info.get("alignment"),
-        "verification": checks,
-        "export": export_report,
-    }
+    record = RunRecord(
+        config=config_dict(cfg),
+        model=ctx.spec.to_dict(),
+        compute=ctx.compute.to_dict(),
+        data={"spec": cfg.data, "name": bundle.name, "train": len(bundle.train), "val": len(bundle.val),
+              "test": len(bundle.test) if bundle.test is not None else 0, "streamed": bundle.streamed},
+        target={"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
+                "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"]},
+        search={"schedule": cfg.schedule, "rounds": len(ctrl.rounds) - 1, "chosen_round": best,
+                "stopped": ctrl.stopped, "wall_s": ctrl.elapsed_s, "rollbacks": sum(ctrl.rollbacks.values()),
+                "final_T": ctrl.T, "final_lambda": ctrl.lam, "step_mode": cfg.step_mode,
+                "epochs": {"rounds": search.epochs_spent, "final": final_epochs,
+                           "total": search.epochs_spent + final_epochs, "budget": cfg.budget_epochs,
+                           "per_round": cfg.epochs_per_round},
+                "round_timing": search.store.round_timing()},
+        final_finetune=final,
+        dense={**dense_count.to_dict(layers=False), "latency_ms": ctx.info.get("latency_ms")},
+        pruned={**count.to_dict(layers=False), "latency_ms": ctx.latency(model) if latency else None,
+                "predicted_latency_ms": ctx.predicted_latency(model) if latency else None},
+        reduction={"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
+        layers=layer_channels(dense_count, count),
+        accuracy=accuracy,
+        speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
+        alignment=ctx.info.get("alignment"),
+        verification=checks,
+        export=export_report,
+    )
     if rank == 0:
-        atomic_write_json(os.path.join(search.store.dir, "run.json"), run)
+        record.write(search.store.dir)
         write_report(search.store.dir)
-    return run
+    return record.to_dict()

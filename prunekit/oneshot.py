@@ -6,11 +6,10 @@ failed run leaves nothing half-written.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import torch
 
-from .config import PruneConfig, Target, cost_basis
+from .config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from .data import load_data
 from .device import resolve_compute
 from .errors import PrunekitError
@@ -21,6 +20,7 @@ from .masks import CostModel, plan_for_target, plan_for_target_aligned
 from .metrics import count_model
 from .models import resolve_model
 from .progress import info
+from .runrecord import RunRecord
 from .record import layer_channels, timed_speed, write_run_folder
 from .runtime import resolve_round_to
 from .scoring import score_groups
@@ -28,17 +28,18 @@ from .surgery import apply_plan, verify_masked_equals_pruned
 from .train import TrainConfig, evaluate, finetune
 
 
-def prune_oneshot(cfg: PruneConfig) -> dict:
+def prune_oneshot(cfg: OneShotConfig) -> dict:
     """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
-    target = cfg.validate()
-    compute = resolve_compute(cfg.device, cfg.amp)
+    check_paths(cfg)
+    target = cfg.parsed_target
+    compute = resolve_compute(cfg.training.device, cfg.training.amp)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
     outputs = check_input_size(model, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size, mode=cfg.data_mode, workers=cfg.workers)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
     check_data_fits(bundle, spec.input_size, outputs, cfg.model)
     if cfg.finetune_epochs > 0 and not bundle.has_labels:
         raise PrunekitError("--finetune-epochs needs labelled data (not random)")
@@ -57,7 +58,8 @@ def prune_oneshot(cfg: PruneConfig) -> dict:
     t = time.perf_counter()
     calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
     scores = score_groups(model, groups, cfg.criterion, cfg.p,
-                          (x for x, _ in bundle.batches(calib, cfg.batch_size)), seed=cfg.seed, compute=compute)
+                          (x for x, _ in bundle.batches(calib, cfg.training.batch_size)), seed=cfg.seed,
+                          compute=compute)
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -116,8 +118,9 @@ def prune_oneshot(cfg: PruneConfig) -> dict:
     if cfg.finetune_epochs > 0:
         t = time.perf_counter()
         info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
-        finetune_summary = finetune(pruned, bundle, TrainConfig(cfg.finetune_epochs, cfg.lr, batch_size=cfg.batch_size,
-                                                                seed=cfg.seed), compute=compute)
+        finetune_summary = finetune(pruned, bundle, TrainConfig(
+            cfg.finetune_epochs, cfg.training.lr, batch_size=cfg.training.batch_size, seed=cfg.seed,
+            train_fraction=cfg.training.train_fraction), compute=compute)
         if accuracy:
             accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
         timings["finetune"] = time.perf_counter() - t
@@ -125,40 +128,39 @@ def prune_oneshot(cfg: PruneConfig) -> dict:
     t = time.perf_counter()
     speed = timed_speed(model, pruned, spec.input_size, cfg, bundle)
     timings["speed"] = time.perf_counter() - t
-    run = {
-        "prunekit_run": 1,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "model": spec.to_dict(),
-        "compute": compute.to_dict(),
-        "data": {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
-                 "train": len(bundle.train),
-                 "val": len(bundle.val) if bundle.val is not None else 0,
-                 "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
-        "target": {"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
-                   "met": met},
-        "threshold": threshold,
-        "cost": cost_by,
-        "latency": latency,
-        "alignment": alignment.to_dict(),
-        "dense": dense_count.to_dict(layers=False),
-        "pruned": pruned_count.to_dict(layers=False),
-        "reduction": {"params": 1 - pruned_count.params / dense_count.params,
-                      "macs": 1 - pruned_count.macs / dense_count.macs},
-        "layers": layer_channels(dense_count, pruned_count),
-        "groups": [{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
-                    "frozen": g.reason} for g in groups],
-        "accuracy": accuracy,
-        "finetune": finetune_summary,
-        "speed": speed,
-        "verification": verification,
-        "timings_s": timings,
-    }
-    write_run_folder(cfg.out, run, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
-                      bundle, cfg.atol)
-    return run
+    record = RunRecord(
+        config=config_dict(cfg),
+        model=spec.to_dict(),
+        compute=compute.to_dict(),
+        data={"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
+              "train": len(bundle.train),
+              "val": len(bundle.val) if bundle.val is not None else 0,
+              "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
+        target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
+                "met": met},
+        threshold=threshold,
+        cost=cost_by,
+        latency=latency,
+        alignment=alignment.to_dict(),
+        dense=dense_count.to_dict(layers=False),
+        pruned=pruned_count.to_dict(layers=False),
+        reduction={"params": 1 - pruned_count.params / dense_count.params,
+                   "macs": 1 - pruned_count.macs / dense_count.macs},
+        layers=layer_channels(dense_count, pruned_count),
+        groups=[{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
+                 "frozen": g.reason} for g in groups],
+        accuracy=accuracy,
+        finetune=finetune_summary,
+        speed=speed,
+        verification=verification,
+        timings_s=timings,
+    )
+    write_run_folder(cfg.out, record, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
+                     bundle, cfg.atol)
+    return record.to_dict()
 
 
-def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: PruneConfig):
+def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig):
     """One-shot to ``latency=MS``: plan with the latency table's prediction, then measure the pruned model for
     real; if it misses (the table is a model of the runtime, not the runtime), ask for more and try again."""
     from .bench import model_latency_ms

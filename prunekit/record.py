@@ -8,13 +8,14 @@ import shutil
 import numpy as np
 import torch
 
-from .config import PruneConfig
+from .config import JobConfig
 from .data import DataBundle
 from .errors import PrunekitError, VerificationError
-from .files import atomic_write_json, make_temp_dir
+from .files import make_temp_dir
 from .progress import info
 from .rebuild import load
 from .report import write_report
+from .runrecord import RunRecord
 from .storage import save_check_inputs, save_pruned
 from .surgery import compare_outputs
 
@@ -31,7 +32,7 @@ def layer_channels(before, after) -> list[dict]:
     return rows
 
 
-def timed_speed(dense, pruned, input_size, cfg: PruneConfig, bundle: DataBundle | None = None) -> dict | None:
+def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | None = None) -> dict | None:
     """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds); warns when pruned is slower."""
     if not cfg.speed_batches:
         return None
@@ -60,7 +61,7 @@ def check_reloads(run_dir: str, model: torch.nn.Module, inputs: torch.Tensor, at
             "inputs": int(inputs.shape[0]), "passed": ok}
 
 
-def write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: bool, check_images: np.ndarray,
+def write_run_folder(out: str, record: RunRecord, pruned, spec, history, overwrite: bool, check_images: np.ndarray,
                      bundle: DataBundle, atol: float) -> None:
     """Write the run folder through a temporary sibling renamed into place: pruned.pt, check images, the
     reload proof, run.json and the report, or nothing."""
@@ -70,8 +71,8 @@ def write_run_folder(out: str, run: dict, pruned, spec, history, overwrite: bool
     try:
         save_pruned(os.path.join(tmp, "pruned.pt"), pruned, spec, history)
         save_check_inputs(tmp, check_images, bundle.mean, bundle.std)
-        run["verification"].append(check_reloads(tmp, pruned, bundle.to_tensor(check_images), atol))
-        atomic_write_json(os.path.join(tmp, "run.json"), run)
+        record.verification.append(check_reloads(tmp, pruned, bundle.to_tensor(check_images), atol))
+        record.write(tmp)
         write_report(tmp)
         if os.path.isdir(out):
             if os.listdir(out) and not overwrite:

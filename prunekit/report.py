@@ -9,34 +9,15 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import PrunekitError, user_input
-from .files import atomic_write_bytes, read_json
+from .errors import user_input
+from .files import atomic_write_bytes
+from .runrecord import RunRecord
 
-# what a report reads from run.json: (dotted key, type)
-RUN_FIELDS = (("model.name", str), ("target.text", str), ("config.schedule", str), ("config.criterion", str),
-              ("data.spec", str), ("dense.params", int), ("dense.macs", int), ("pruned.params", int),
-              ("pruned.macs", int), ("layers", list))
 ROUND_FIELDS = ("round", "T", "lambda", "params", "macs", "val_accuracy", "accepted", "decision")
 
 
-def _check_run(run, path: str) -> None:
-    if not isinstance(run, dict):
-        raise PrunekitError(f"{path} is not a prunekit run record (not a JSON object)")
-    for key, kind in RUN_FIELDS:
-        value = run
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise PrunekitError(f"{path} is not a complete prunekit run record: {key} is missing or not a "
-                                f"{kind.__name__}")
-
-
-def _read_run(run_dir: str) -> tuple[dict, list[dict]]:
-    path = os.path.join(run_dir, "run.json")
-    if not os.path.isfile(path):
-        raise PrunekitError(f"{run_dir} is not a run folder (no run.json)")
-    run = read_json(path, "run record")
-    _check_run(run, path)
+def _read_run(run_dir: str) -> tuple[RunRecord, list[dict]]:
+    run = RunRecord.read(run_dir)
     rounds = []
     jsonl = os.path.join(run_dir, "rounds.jsonl")
     if os.path.isfile(jsonl):
@@ -57,13 +38,13 @@ def _save_png(fig, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_rounds(run: dict, rounds: list[dict], path: str) -> None:
+def plot_rounds(run: RunRecord, rounds: list[dict], path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = run.get("search", {}).get("chosen_round")
+    chosen = (run.search or {}).get("chosen_round")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs")):
         dense = rounds[0][key]
@@ -83,25 +64,25 @@ def plot_rounds(run: dict, rounds: list[dict], path: str) -> None:
             if c is not None:
                 ax.scatter([xs[c]], [ys[c]], s=160, facecolors="none", edgecolors="black", label="delivered",
                            zorder=3)
-        target = run.get("target", {})
+        target = run.target
         if target.get("kind") in ("params", "macs") and (target["kind"] == key):
             ax.axvline(100 * target["amount"], color="tab:blue", ls="--", lw=1, label="target")
         ax.set_xlabel(f"{label} removed (%)")
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{run['model']['name']}: search rounds ({run.get('target', {}).get('text', '')})")
+    fig.suptitle(f"{run.model['name']}: search rounds ({run.target.get('text', '')})")
     _save_png(fig, path)
     plt.close(fig)
 
 
-def plot_channels(run: dict, path: str) -> None:
+def plot_channels(run: RunRecord, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = [r for r in run["layers"] if r["type"] == "Conv2d"]
+    layers = [r for r in run.layers if r["type"] == "Conv2d"]
     fig, ax = plt.subplots(figsize=(max(8, 0.22 * len(layers)), 4))
     idx = range(len(layers))
     ax.bar(idx, [r["out_before"] for r in layers], color="0.85", label="dense")
@@ -109,7 +90,7 @@ def plot_channels(run: dict, path: str) -> None:
     ax.set_xticks(list(idx))
     ax.set_xticklabels([r["layer"] for r in layers], rotation=90, fontsize=6)
     ax.set_ylabel("output channels")
-    ax.set_title(f"{run['model']['name']}: channels per conv layer")
+    ax.set_title(f"{run.model['name']}: channels per conv layer")
     ax.legend()
     _save_png(fig, path)
     plt.close(fig)
@@ -126,14 +107,14 @@ def write_report(run_dir: str) -> str:
         return _write_report(run_dir, run, rounds)
 
 
-def _write_report(run_dir: str, run: dict, rounds: list[dict]) -> str:
-    d, p = run["dense"], run["pruned"]
-    acc = run.get("accuracy") or {}
-    lines = [f"# prunekit report: {run['model']['name']}", "",
-             f"Target `{run['target']['text']}`, schedule `{run['config']['schedule']}`, criterion "
-             f"`{run['config']['criterion']}`, data `{run['data']['spec']}`.", ""]
-    if "search" in run:
-        s = run["search"]
+def _write_report(run_dir: str, run: RunRecord, rounds: list[dict]) -> str:
+    d, p = run.dense, run.pruned
+    acc = run.accuracy or {}
+    lines = [f"# prunekit report: {run.model['name']}", "",
+             f"Target `{run.target['text']}`, schedule `{run.config['schedule']}`, criterion "
+             f"`{run.config['criterion']}`, data `{run.data['spec']}`.", ""]
+    if run.search:
+        s = run.search
         lines += [f"Search: {s['rounds']} rounds, {s['rollbacks']} rollbacks, stopped: {s['stopped']}; delivered "
                   f"round {s['chosen_round']}; {s['wall_s'] / 60:.1f} min.", ""]
     sizes = {}
@@ -156,9 +137,9 @@ def _write_report(run_dir: str, run: dict, rounds: list[dict]) -> str:
                      f"{_pct(d['latency_ms'], p['latency_ms'])} |")
     lines += ["", "Verification: " + "; ".join(
         f"{c['check']}: {'passed' if c['passed'] else 'FAILED'} (max abs diff {c.get('max_abs_diff', 0):.2g})"
-        for c in run.get("verification", []))]
-    if run.get("export"):
-        e = run["export"]
+        for c in run.verification or [])]
+    if run.export:
+        e = run.export
         lines.append(f"ONNX export: {'passed' if e['passed'] else 'FAILED'}, " + "; ".join(
             c["detail"] for c in e["checks"] if c["check"].startswith("onnxruntime")))
     if rounds:
@@ -173,7 +154,7 @@ def _write_report(run_dir: str, run: dict, rounds: list[dict]) -> str:
     lines += ["", "## Channels per layer", "", "![channels per conv layer](channels.png)", "",
               "| layer | out before | out after | params before | params after |",
               "| --- | ---: | ---: | ---: | ---: |"]
-    for r in run["layers"]:
+    for r in run.layers:
         lines.append(f"| {r['layer']} | {r['out_before']} | {r['out_after']} | {r['params_before']:,} | "
                      f"{r['params_after']:,} |")
     path = os.path.join(run_dir, "report.md")

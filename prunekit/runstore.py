@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
 
-from .config import PruneConfig
+from .config import PruneConfig, SearchConfig, config_dict
 from .errors import PrunekitError, user_input
 from .files import atomic_write_bytes, atomic_write_json, read_json
 from .policy import Controller
@@ -52,9 +51,9 @@ class RunStore:
             kept = [json.dumps(r, default=float) + "\n" for r in self.rows() if r["round"] < done]
             atomic_write_bytes(self.rows_path, "".join(kept).encode())
 
-    def save_state(self, cfg: PruneConfig, info: dict, ctrl: Controller) -> None:
+    def save_state(self, cfg: SearchConfig, info: dict, ctrl: Controller) -> None:
         if self.rank == 0:
-            atomic_write_json(self.state_path, {"config": asdict(cfg), "dense": info, "controller": ctrl.state(),
+            atomic_write_json(self.state_path, {"config": config_dict(cfg), "dense": info, "controller": ctrl.state(),
                                                 "spec": self.spec.to_dict()})
 
     def round_timing(self) -> dict:
@@ -72,7 +71,7 @@ def state_path(out: str) -> str:
 
 
 def read_resume_state(out: str) -> dict:
-    """The saved search of ``out``, checked for shape; its config as a :class:`PruneConfig`."""
+    """The saved search of ``out``, checked for shape; its config as a :class:`~prunekit.config.SearchConfig`."""
     path = state_path(out)
     if not os.path.isfile(path):
         raise PrunekitError(f"{out} has no search to resume (no search/state.json)")
@@ -82,8 +81,13 @@ def read_resume_state(out: str) -> dict:
             raise TypeError("not a JSON object")
         Controller.from_state(state["controller"])
         saved = dict(state["config"])
-        saved["input_size"] = tuple(saved["input_size"]) if saved.get("input_size") else None
-        state["config"] = PruneConfig(**saved)
+        saved.pop("extra", None)  # a field runs written before the typed configs carried
+        try:  # flat (older runs) or nested, checked like a new config
+            state["config"] = PruneConfig(**saved)
+        except PrunekitError as e:
+            raise ValueError(str(e)) from None
+        if not isinstance(state["config"], SearchConfig):
+            raise TypeError("not a search configuration")
         missing = {"params", "macs", "val_accuracy", "scales"} - set(state["dense"])
         if missing:
             raise KeyError(", ".join(sorted(missing)))

@@ -22,10 +22,11 @@ import math
 import os
 import shutil
 import time
+from dataclasses import replace
 
 import torch
 
-from .config import PruneConfig, Target, parse_duration
+from .config import SearchConfig, Target, check_paths, parse_duration
 from .ddp import barrier, broadcast_value, check_replicas_agree
 from .delivery import deliver
 from .errors import Interrupted, PrunekitError
@@ -40,7 +41,7 @@ from .surgery import replay
 from .train import TrainConfig, evaluate, train
 
 
-def split_budget(cfg: PruneConfig, target: Target) -> tuple[float, float]:
+def split_budget(cfg: SearchConfig, target: Target) -> tuple[float, float]:
     """(final fine-tune epochs, epochs for the rounds) of ``--budget-epochs`` (final default: half); sets
     ``cfg.epochs_per_round`` to share the rounds' part over the rounds a size-step (or fixed-rate) search
     needs to reach a params / MACs target (at most ``max_rounds``)."""
@@ -110,8 +111,8 @@ class Search:
     def train_cfg(self, r: int) -> TrainConfig:
         cfg = self.ctx.cfg
         return TrainConfig(epochs=cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
-                           batch_size=cfg.batch_size, seed=cfg.seed * 100003 + r, schedule=cfg.lr_schedule,
-                           rewind_point=cfg.rewind_point, train_fraction=cfg.train_fraction)
+                           batch_size=cfg.training.batch_size, seed=cfg.seed * 100003 + r, schedule=cfg.lr_schedule,
+                           rewind_point=cfg.rewind_point, train_fraction=cfg.training.train_fraction)
 
     def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None,
                   step: float | None = None):
@@ -206,29 +207,36 @@ class Search:
         raise PrunekitError(f"could not reach {target.text} after pruning to it")
 
 
-def run_search(cfg: PruneConfig, resume: bool = False, trust_code: bool = False, trainer=train,
-               evaluator=evaluate) -> dict:
-    """Run (or resume) the adaptive / fixed-rate search; writes the run folder and returns run.json.
+def run_search(cfg: SearchConfig, trainer=train, evaluator=evaluate) -> dict:
+    """Run the adaptive / fixed-rate search; writes the run folder and returns run.json. ``trainer`` and
+    ``evaluator`` default to :func:`prunekit.train.train` / :func:`~prunekit.train.evaluate`."""
+    if not isinstance(cfg, SearchConfig):
+        raise PrunekitError(f"run_search runs the adaptive and fixed schedules, not {cfg.schedule}")
+    check_paths(cfg)
+    target = cfg.parsed_target
+    # the caller named the model, so its code may run
+    return _run(cfg, target, None, True, *split_budget(cfg, target), trainer, evaluator)
 
-    On resume the configuration is the saved run's, except its budgets (``max_rounds``, ``time_limit``,
-    ``log_format``, when given) and trust: ``cfg.trust_pickle`` and ``trust_code`` are the caller's, never
-    the state file's, so a run folder cannot grant itself the right to run code."""
-    state = None
-    if resume:
-        state = read_resume_state(cfg.out)
-        saved: PruneConfig = state["config"]
-        for knob in ("max_rounds", "time_limit", "log_format"):
-            if getattr(cfg, knob) is not None:
-                setattr(saved, knob, getattr(cfg, knob))
-        saved.out, saved.trust_pickle = cfg.out, cfg.trust_pickle
-        cfg = saved
-        target = cfg.validate(check_out=False)
-    else:
-        target = cfg.validate()
-        if cfg.schedule == "oneshot":
-            raise PrunekitError("run_search runs the adaptive and fixed schedules")
-        trust_code = True  # the caller named the model
-    final_epochs, round_budget = split_budget(cfg, target) if state is None else _saved_budget(cfg)
+
+def resume_search(out: str, *, max_rounds: int | None = None, time_limit: str | None = None,
+                  log_format: str | None = None, trust_pickle: bool = False, trust_code: bool = False,
+                  trainer=train, evaluator=evaluate) -> dict:
+    """Continue the search saved in ``out`` after its last finished round (it ends where an uninterrupted run
+    would). The configuration is the saved run's, except its budgets (``max_rounds``, ``time_limit``,
+    ``log_format``, when given) and trust: ``trust_pickle`` and ``trust_code`` are the caller's, never the
+    state file's, so a run folder cannot grant itself the right to run code."""
+    state = read_resume_state(out)
+    cfg: SearchConfig = state["config"]
+    for knob, value in (("max_rounds", max_rounds), ("time_limit", time_limit), ("log_format", log_format)):
+        if value is not None:
+            setattr(cfg, knob, value)
+    cfg.out, cfg.trust_pickle = out, trust_pickle
+    cfg = replace(cfg)  # re-checks the changed budgets
+    return _run(cfg, cfg.parsed_target, state, trust_code, *_saved_budget(cfg), trainer, evaluator)
+
+
+def _run(cfg: SearchConfig, target: Target, state: dict | None, trust_code: bool, final_epochs: float,
+         round_budget: float, trainer, evaluator) -> dict:
     torch.manual_seed(cfg.seed)
     try:  # everything that can fail on bad input fails here, before anything is written
         ctx = prepare(cfg, target, trust_code, state, evaluator)
@@ -255,13 +263,13 @@ def run_search(cfg: PruneConfig, resume: bool = False, trust_code: bool = False,
         raise Interrupted(interrupted_message(cfg.out, ctx.rank)) from None
 
 
-def _final_epochs(cfg: PruneConfig) -> float:
+def _final_epochs(cfg: SearchConfig) -> float:
     if cfg.final_epochs is not None:
         return cfg.final_epochs
     return cfg.budget_epochs / 2 if cfg.budget_epochs is not None else 0.0
 
 
-def _saved_budget(cfg: PruneConfig) -> tuple[float, float]:
+def _saved_budget(cfg: SearchConfig) -> tuple[float, float]:
     """The budget split of a resumed run: its saved config already holds ``epochs_per_round``."""
     final = _final_epochs(cfg)
     return final, float("inf") if cfg.budget_epochs is None else cfg.budget_epochs - final

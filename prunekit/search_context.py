@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .bench import model_latency_ms
-from .config import PruneConfig, Target, cost_basis
+from .config import SearchConfig, Target, cost_basis
 from .data import DataBundle, load_data
 from .ddp import broadcast_value, distributed
 from .device import Compute, resolve_compute
@@ -25,7 +25,7 @@ from .train import evaluate
 
 @dataclass
 class SearchContext:
-    cfg: PruneConfig
+    cfg: SearchConfig
     target: Target
     trust_code: bool
     compute: Compute
@@ -77,14 +77,14 @@ class SearchContext:
         return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
 
 
-def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | None,
+def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | None,
             evaluator=evaluate) -> SearchContext:
     """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
-    compute = resolve_compute(cfg.device, cfg.amp)
+    compute = resolve_compute(cfg.training.device, cfg.training.amp)
     dense, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
     outputs = check_input_size(dense, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size, mode=cfg.data_mode, workers=cfg.workers)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
     check_data_fits(bundle, spec.input_size, outputs, cfg.model)
     if not bundle.has_labels or bundle.val is None or not len(bundle.val):
         raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
@@ -107,7 +107,7 @@ def prepare(cfg: PruneConfig, target: Target, trust_code: bool, resume: dict | N
     else:
         alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime), {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
-                        [x for x, _ in bundle.batches(calib, cfg.batch_size)], check_images,
+                        [x for x, _ in bundle.batches(calib, cfg.training.batch_size)], check_images,
                         bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
                         distributed()[0])
     if resume is None:

@@ -11,7 +11,7 @@ from PIL import Image
 
 import prunekit
 from prunekit.metrics import count_model
-from prunekit.search import run_search
+from prunekit.search import resume_search, run_search
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +102,7 @@ def test_interrupted_search_resumes_to_the_same_end(folder, tmp_path):
         run_search(config(folder, tmp_path / "run", "params=0.5", max_rounds=6), trainer=dies_in_round_3,
                    evaluator=fake_eval())
     assert len(rows(tmp_path / "run")) == 3  # rounds 0, 1, 2 were kept
-    resumed = run_search(prunekit.PruneConfig(model="", data="", target="", out=str(tmp_path / "run"),
-                                              max_rounds=None, time_limit=None, log_format="text"),
-                         resume=True, trainer=fake_train, evaluator=fake_eval())
+    resumed = resume_search(str(tmp_path / "run"), trainer=fake_train, evaluator=fake_eval())
     keys = ("round", "T", "params", "macs", "removed_channels", "accepted", "decision", "val_accuracy")
     assert [{k: x[k] for k in keys} for x in rows(tmp_path / "ref")] == \
         [{k: x[k] for k in keys} for x in rows(tmp_path / "run")]
