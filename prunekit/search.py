@@ -184,6 +184,11 @@ class Search:
         best = ctrl.best_round()
         if best is None and self.ctx.target.kind != "accuracy":
             best = self.top_up()
+            over = self.epochs_spent - self.round_budget
+            if over > 1e-9 and self.final_epochs > 0:  # the budget is the total: the top-up's epochs come off the end
+                self.final_epochs = max(0.0, self.final_epochs - over)
+                info(f"the top-up round went {over:g} epoch(s) past the rounds' budget: the final fine-tune gets "
+                     f"{self.final_epochs:g}", "budget")
         if best is None:
             raise PrunekitError(f"the search ended ({ctrl.stopped}) without a model that meets {self.ctx.target.text}")
         return deliver(self, best)

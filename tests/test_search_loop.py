@@ -118,3 +118,14 @@ def test_epoch_budget_splits_rounds_and_final_finetune(folder, tmp_path):
     assert epochs["total"] <= 1.0 + 1e-9 and run["final_finetune"] is not None
     model = prunekit.load(str(tmp_path / "run"))
     assert count_model(model, (3, 32, 32)).params == run["pruned"]["params"]
+
+
+def test_a_top_up_stays_inside_the_epoch_budget(folder, tmp_path):
+    """Two tiny threshold steps cannot reach the target: the top-up round's epochs come out of the final
+    fine-tune, so the search still spends no more than --budget-epochs."""
+    run = run_search(config(folder, tmp_path / "run", "params=0.5", budget_epochs=1.0, step_mode="threshold",
+                            lam=1e-4, max_rounds=2), trainer=fake_train, evaluator=fake_eval())
+    epochs = run["search"]["epochs"]
+    assert len(rows(tmp_path / "run")) == 4 and run["target"]["met"]  # dense, 2 rounds, the top-up
+    assert epochs["rounds"] == pytest.approx(0.75) and epochs["final"] == pytest.approx(0.25)
+    assert epochs["total"] == pytest.approx(1.0)
