@@ -20,7 +20,7 @@ from PIL import Image
 from prunekit.data import load_data
 from prunekit.device import resolve_compute
 from prunekit.models import resolve_model
-from prunekit.train import TrainConfig, evaluate, train
+from prunekit.train import TrainSchedule, evaluate, train
 
 
 def folder(root: str, n: int, classes: int = 10) -> str:
@@ -40,7 +40,7 @@ def measure(model_name, size, data, device, steps, batch, mode="auto", workers=N
     model, _ = resolve_model(model_name, input_size=size, num_classes=bundle.num_classes)
     epochs = steps * batch / len(bundle.train)
     t0 = time.perf_counter()
-    s = train(model, bundle, TrainConfig(epochs=epochs, lr=0.01, batch_size=batch), compute=compute)
+    s = train(model, bundle, TrainSchedule(epochs=epochs, lr=0.01, batch_size=batch), compute=compute)
     train_ips = s["images"] / (time.perf_counter() - t0)
     val = bundle.val.subset(np.arange(min(len(bundle.val), steps * batch)))
     t0 = time.perf_counter()

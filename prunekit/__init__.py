@@ -24,7 +24,7 @@ _EXPORTS = {
     "apply_plan": "surgery", "verify_masked_equals_pruned": "surgery",
     "count_model": "metrics",
     "export_onnx": "export",
-    "evaluate": "train", "finetune": "train", "TrainConfig": "train",
+    "evaluate": "train", "finetune": "train", "TrainSchedule": "train",
     "PruneConfig": "config", "OneShotConfig": "config", "SearchConfig": "config", "TrainingConfig": "config",
     "prune": "pipeline", "parse_target": "config", "resume_search": "search",
     "load": "rebuild", "save_pruned": "storage",

@@ -14,7 +14,7 @@ from .record import check_reloads, layer_channels, timed_speed
 from .report import write_report
 from .runrecord import RunRecord
 from .storage import save_check_inputs, save_pruned
-from .train import TrainConfig
+from .train import TrainSchedule
 
 
 def deliver(search, best: int) -> dict:
@@ -29,7 +29,7 @@ def deliver(search, best: int) -> dict:
     if search.final_epochs > 0:
         info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
         tcfg = cfg.training
-        final = search.trainer(model, bundle, TrainConfig(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size,
+        final = search.trainer(model, bundle, TrainSchedule(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size,
                                                           seed=cfg.seed * 7 + 1, train_fraction=tcfg.train_fraction),
                                ctx.compute)
         check_replicas_agree(model)

@@ -25,7 +25,7 @@ from .record import layer_channels, timed_speed, write_run_folder
 from .runtime import resolve_round_to
 from .scoring import score_groups
 from .surgery import apply_plan, verify_masked_equals_pruned
-from .train import TrainConfig, evaluate, finetune
+from .train import TrainSchedule, evaluate, finetune
 
 
 def prune_oneshot(cfg: OneShotConfig) -> dict:
@@ -118,7 +118,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     if cfg.finetune_epochs > 0:
         t = time.perf_counter()
         info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
-        finetune_summary = finetune(pruned, bundle, TrainConfig(
+        finetune_summary = finetune(pruned, bundle, TrainSchedule(
             cfg.finetune_epochs, cfg.training.lr, batch_size=cfg.training.batch_size, seed=cfg.seed,
             train_fraction=cfg.training.train_fraction), compute=compute)
         if accuracy:

@@ -38,7 +38,7 @@ from .round_plan import RoundPlanner
 from .runstore import RunStore, interrupted_message, read_resume_state
 from .search_context import SearchContext, prepare
 from .surgery import replay
-from .train import TrainConfig, evaluate, train
+from .train import TrainSchedule, evaluate, train
 
 
 def split_budget(cfg: SearchConfig, target: Target) -> tuple[float, float]:
@@ -108,9 +108,9 @@ class Search:
         self.save_state()
         return decision, row
 
-    def train_cfg(self, r: int) -> TrainConfig:
+    def train_cfg(self, r: int) -> TrainSchedule:
         cfg = self.ctx.cfg
-        return TrainConfig(epochs=cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
+        return TrainSchedule(epochs=cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
                            batch_size=cfg.training.batch_size, seed=cfg.seed * 100003 + r, schedule=cfg.lr_schedule,
                            rewind_point=cfg.rewind_point, train_fraction=cfg.training.train_fraction)
 

@@ -35,7 +35,9 @@ from .progress import progress_bar
 
 
 @dataclass
-class TrainConfig:
+class TrainSchedule:
+    """One training call: epochs, optimiser, LR schedule and where it starts (rewinding). The jobs build one per
+    round or fine-tune from their :class:`prunekit.config.TrainingConfig` (the user's setting)."""
     epochs: float = 1.0
     lr: float = 0.01
     momentum: float = 0.9
@@ -47,7 +49,7 @@ class TrainConfig:
     train_fraction: float = 1.0  # share of the training split used
 
 
-def base_lr(cfg: TrainConfig, u: float) -> float:
+def base_lr(cfg: TrainSchedule, u: float) -> float:
     u = min(max(u, 0.0), 1.0)
     if cfg.schedule == "step":
         return cfg.lr * (0.1 ** sum(u >= m for m in (0.5, 0.75)))
@@ -56,7 +58,7 @@ def base_lr(cfg: TrainConfig, u: float) -> float:
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
-def lr_at(cfg: TrainConfig, t: float) -> float:
+def lr_at(cfg: TrainSchedule, t: float) -> float:
     """Learning rate at progress t ∈ [0, 1] of this (re)training: the base schedule's tail from the rewind point."""
     return base_lr(cfg, cfg.rewind_point + (1 - cfg.rewind_point) * t)
 
@@ -75,7 +77,7 @@ def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batc
     return 100.0 * correct / len(ds)
 
 
-def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, compute: Compute = CPU) -> dict:
+def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU) -> dict:
     """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
 
     Under torchrun each rank reads only its share of every global batch (same permutation on every rank)."""
@@ -129,6 +131,6 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, compute: Compu
             "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp}
 
 
-def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainConfig, compute: Compute = CPU) -> dict:
+def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU) -> dict:
     """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
     return train(model, bundle, cfg, compute)
