@@ -43,6 +43,9 @@ VARIANTS = [  # the search's own choices, at the same budget (--variants)
     ("adaptive attention-mean, --max-step 0.25 (fewer, longer rounds)", "adaptive", "attention-mean",
      {"max_step": 0.25}),
     ("adaptive group-norm (Torch-Pruning importance)", "adaptive", "group-norm", {}),
+    ("adaptive group-norm, --max-step 0.25", "adaptive", "group-norm", {"max_step": 0.25}),
+    ("adaptive group-norm, --max-step 0.25 --final-epochs 0.75", "adaptive", "group-norm",
+     {"max_step": 0.25, "final_epochs": 0.75}),
 ]
 
 
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="run the search variants instead of the main table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--tag", default="", help="suffix of the results file names (e.g. for a --runs subset)")
     args = ap.parse_args()
     configure("text")
     preset = dict(PRESETS[args.preset])
@@ -103,7 +107,7 @@ def main() -> None:
     md.append(f"\nSearch overhead = share of the rounds' wall time not spent training (scoring, planning, surgery, "
               f"verification, validation, checkpoint). Machine: {m['cpu']}, {m['cores']} cores; commit "
               f"{m['commit']}; command: `python benchmarks/{m['command']}`")
-    tag = "-variants" if args.variants else ""
+    tag = ("-variants" if args.variants else "") + (f"-{args.tag}" if args.tag else "")
     write_results(args.out, f"compare-{args.preset}-{args.target.replace('=', '')}{tag}", {"rows": rows, "machine": m},
                   "\n".join(md) + "\n")
 
