@@ -54,7 +54,8 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--target", default="flops=0.5")
     ap.add_argument("--budget-epochs", type=float, default=None, help="override the preset's budget")
-    ap.add_argument("--runs", default=None, help="comma-separated subset of run names' first words+criterion")
+    ap.add_argument("--runs", default=None,
+                    help="';'-separated parts of run names: run only the rows whose name holds one")
     ap.add_argument("--round-to", default="auto")
     ap.add_argument("--variants", action="store_true", help="run the search variants instead of the main table")
     ap.add_argument("--seed", type=int, default=0)
@@ -66,7 +67,7 @@ def main() -> None:
     budget = args.budget_epochs or preset["budget"]
     rows = []
     for name, schedule, criterion, extra in (VARIANTS if args.variants else RUNS):
-        if args.runs and not any(k.strip() in name for k in args.runs.split(",")):
+        if args.runs and not any(k.strip() in name for k in args.runs.split(";")):
             continue
         common = dict(model="resnet56", weights=shared("weights", "resnet56-cifar10jpeg.pt"),
                       data=shared("data", "cifar10-jpeg.tar.gz"), target=args.target, criterion=criterion,
