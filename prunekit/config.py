@@ -221,7 +221,7 @@ class SearchConfig(JobConfig):
     slack: float = 0.02
     rate: float = 0.05
     step_mode: str = "size"  # adaptive: "size" (each round removes a share of what is left) or "threshold" (T += λ)
-    max_step: float = 0.1  # size mode: largest share of the remaining params / MACs one round removes
+    max_step: float = 0.25  # size mode: largest share of the remaining params / MACs one round removes
     budget_epochs: float | None = None  # total retraining of a search: rounds + the final fine-tune
     final_epochs: float | None = None  # fine-tune of the delivered model (default: half of --budget-epochs, else 0)
     rewind: str = "auto"  # "lr" | "weights" | "auto" (weights when --rewind-checkpoint is given)

@@ -64,7 +64,7 @@ class PolicyConfig:
     time_limit_s: float | None = None
     min_lam: float = 1e-6
     step_mode: str = "size"  # "size" (step a share of the remaining size) or "threshold" (step T by λ)
-    max_step: float = 0.1  # size mode: largest share of the remaining size one round removes
+    max_step: float = 0.25  # size mode: largest share of the remaining size one round removes
     min_step: float = 0.002  # size mode: below this step the search has converged
 
 
