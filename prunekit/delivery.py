@@ -29,9 +29,9 @@ def deliver(search, best: int) -> dict:
     if search.final_epochs > 0:
         info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
         tcfg = cfg.training
-        final = search.trainer(model, bundle, TrainSchedule(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size,
-                                                          seed=cfg.seed * 7 + 1, train_fraction=tcfg.train_fraction),
-                               ctx.compute)
+        schedule = TrainSchedule(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size, seed=cfg.seed * 7 + 1,
+                                 train_fraction=tcfg.train_fraction)
+        final = search.trainer(model, bundle, schedule, ctx.compute)
         check_replicas_agree(model)
         final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, bundle.val, compute=ctx.compute))
     accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,

@@ -4,8 +4,7 @@ the adaptive and fixed-rate searches: :mod:`prunekit.search`)."""
 from __future__ import annotations
 
 from .config import JobConfig, OneShotConfig, SearchConfig
-from .errors import PrunekitError
-from .errors import Interrupted
+from .errors import Interrupted, PrunekitError
 from .oneshot import prune_oneshot
 from .search import run_search
 

@@ -111,8 +111,9 @@ class Search:
     def train_cfg(self, r: int) -> TrainSchedule:
         cfg = self.ctx.cfg
         return TrainSchedule(epochs=cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
-                           batch_size=cfg.training.batch_size, seed=cfg.seed * 100003 + r, schedule=cfg.lr_schedule,
-                           rewind_point=cfg.rewind_point, train_fraction=cfg.training.train_fraction)
+                             batch_size=cfg.training.batch_size, seed=cfg.seed * 100003 + r,
+                             schedule=cfg.lr_schedule, rewind_point=cfg.rewind_point,
+                             train_fraction=cfg.training.train_fraction)
 
     def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None,
                   step: float | None = None):
@@ -231,12 +232,9 @@ def resume_search(out: str, *, max_rounds: int | None = None, time_limit: str | 
     ``log_format``, when given) and trust: ``trust_pickle`` and ``trust_code`` are the caller's, never the
     state file's, so a run folder cannot grant itself the right to run code."""
     state = read_resume_state(out)
-    cfg: SearchConfig = state["config"]
-    for knob, value in (("max_rounds", max_rounds), ("time_limit", time_limit), ("log_format", log_format)):
-        if value is not None:
-            setattr(cfg, knob, value)
-    cfg.out, cfg.trust_pickle = out, trust_pickle
-    cfg = replace(cfg)  # re-checks the changed budgets
+    budgets = {k: v for k, v in (("max_rounds", max_rounds), ("time_limit", time_limit), ("log_format", log_format))
+               if v is not None}
+    cfg = replace(state["config"], out=out, trust_pickle=trust_pickle, **budgets)  # re-checks the new budgets
     return _run(cfg, cfg.parsed_target, state, trust_code, *_saved_budget(cfg), trainer, evaluator)
 
 
