@@ -47,6 +47,8 @@ VARIANTS = [  # the search's own choices, at the same budget (--variants)
     ("adaptive group-norm, --max-step 0.25", "adaptive", "group-norm", {"max_step": 0.25}),
     ("adaptive group-norm, --max-step 0.25 --final-epochs 0.75", "adaptive", "group-norm",
      {"max_step": 0.25, "final_epochs": 0.75}),
+    ("adaptive attention-mean, --max-step 0.25 --val-images 1000", "adaptive", "attention-mean",
+     {"max_step": 0.25, "val_images": 1000}),
 ]
 
 

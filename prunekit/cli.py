@@ -173,6 +173,9 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
               show_default=True, help="peak lr of the retraining schedule")
 @click.option("--minimize", type=click.Choice(["params", "flops"]), default=_d("minimize"), show_default=True,
               help="acc targets: what to minimise")
+@click.option("--val-images", type=int, default=_d("val_images"),
+              help="search: validation images each round is measured on, spread over the split (default: all; "
+                   "fewer make rounds cheaper and accuracy readings noisier)")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=_d("log_format"), show_default=True)
 @click.option("--criterion", default=_d("criterion"), show_default=True,
               help="attention-mean | attention-max | attention-sum | l1 | l2 | random")
@@ -212,8 +215,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
           group_cap, budget_epochs,
-          final_epochs, rewind, rewind_checkpoint, train_lr,
-          minimize, log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
+          final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
+          log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
           device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
@@ -255,6 +258,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
                           budget_epochs=budget_epochs, final_epochs=final_epochs,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
+                          val_images=val_images,
                           log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
                           amp=amp, data_mode=data_mode, workers=workers,
                           latency_threads=latency_threads,

@@ -231,6 +231,7 @@ class SearchConfig(JobConfig):
     lr_schedule: str = "step"
     weight_decay: float = 2e-4
     minimize: str = "params"  # for acc targets: "params" or "flops"
+    val_images: int | None = None  # validation images every round is measured on (None: the whole split)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -239,6 +240,7 @@ class SearchConfig(JobConfig):
         _finite(self, "epochs_per_round", "lam", "slack", "rate", "max_step", "rewind_point", "train_lr",
                 "weight_decay")
         _int_at_least("max_rounds", self.max_rounds, 1)
+        _int_at_least("val_images", self.val_images, 1, optional=True)
         if self.epochs_per_round <= 0:
             raise PrunekitError(f"--epochs-per-round must be positive, got {self.epochs_per_round}")
         if not 0 < self.rate < 1:

@@ -33,7 +33,7 @@ def deliver(search, best: int) -> dict:
                                  train_fraction=tcfg.train_fraction)
         final = search.trainer(model, bundle, schedule, ctx.compute)
         check_replicas_agree(model)
-        final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, bundle.val, compute=ctx.compute))
+        final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, ctx.val, compute=ctx.compute))
     accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
                 "dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
                 "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
@@ -54,6 +54,7 @@ def deliver(search, best: int) -> dict:
         model=ctx.spec.to_dict(),
         compute=ctx.compute.to_dict(),
         data={"spec": cfg.data, "name": bundle.name, "train": len(bundle.train), "val": len(bundle.val),
+              "val_used": len(ctx.val),
               "test": len(bundle.test) if bundle.test is not None else 0, "streamed": bundle.streamed},
         target={"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
                 "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"]},

@@ -138,7 +138,7 @@ class Search:
         self.epochs_spent += cfg.epochs_per_round
         check_replicas_agree(pruned)
         t1 = time.perf_counter()
-        acc = broadcast_value(self.evaluator(pruned, ctx.bundle, ctx.bundle.val, compute=ctx.compute))
+        acc = broadcast_value(self.evaluator(pruned, ctx.bundle, ctx.val, compute=ctx.compute))
         self.store.save_round(r, pruned, history)
         seconds = broadcast_value(time.perf_counter() - t0)
         timing = {"prune_s": t_prune, "train_s": summary["seconds"], "evaluate_and_save_s": time.perf_counter() - t1}

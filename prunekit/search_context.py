@@ -13,7 +13,7 @@ from .ddp import broadcast_value, distributed
 from .device import Compute, resolve_compute
 from .errors import PrunekitError
 from .graph import build_graph, find_groups
-from .inputs import check_data_fits, check_input_size, sample_images
+from .inputs import check_data_fits, check_input_size, sample_images, spread
 from .latency import LatencyTable, layer_shapes, predict_ms
 from .metrics import count_model
 from .models import build_model, load_state, read_state_dict, resolve_model
@@ -42,6 +42,13 @@ class SearchContext:
     alignment: Alignment
     info: dict  # dense figures: params, macs, val_accuracy, scales, alignment, latency_ms, latency_table_ms
     rank: int = 0
+
+    @property
+    def val(self):
+        """The validation images every round (and the dense model) is measured on: ``--val-images`` of them
+        spread over the split, else all of it."""
+        val = self.bundle.val
+        return val if self.cfg.val_images is None else val.subset(spread(len(val), self.cfg.val_images))
 
     @property
     def round_to(self) -> int:
@@ -117,7 +124,7 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
         count = count_model(dense, size)
         info("measuring the dense model on the validation split", "setup")
         figures.update({"params": count.params, "macs": count.macs,
-                     "val_accuracy": evaluator(dense, bundle, bundle.val, compute=compute),
+                     "val_accuracy": evaluator(dense, bundle, ctx.val, compute=compute),
                      "scales": score_scales(dense, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute),
                      "alignment": alignment.to_dict()})
         figures["latency_ms"] = ctx.latency(dense) if target.kind == "latency" else None

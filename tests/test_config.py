@@ -71,6 +71,7 @@ def test_an_option_of_the_other_job_is_refused_unless_left_at_its_default():
     (dict(rewind="weights"), "needs --rewind-checkpoint"),
     (dict(time_limit="soon"), "time limit must look like"),
     (dict(lr_schedule="linear"), "lr_schedule must be step or cosine"),
+    (dict(val_images=0), "--val-images must be an integer ≥ 1"),
     (dict(schedule="oneshot", target="acc=1"), "needs a search"),
     (dict(schedule="oneshot", finetune_epochs=-1.0), "--finetune-epochs must be ≥ 0"),
 ])

@@ -129,3 +129,19 @@ def test_a_top_up_stays_inside_the_epoch_budget(folder, tmp_path):
     assert len(rows(tmp_path / "run")) == 4 and run["target"]["met"]  # dense, 2 rounds, the top-up
     assert epochs["rounds"] == pytest.approx(0.75) and epochs["final"] == pytest.approx(0.25)
     assert epochs["total"] == pytest.approx(1.0)
+
+
+def test_val_images_measures_every_round_on_the_same_subset(folder, tmp_path):
+    """--val-images: the dense model, every round and the delivered model are measured on the same few
+    validation images (the run records how many); the test split is untouched."""
+    seen = []
+    score = fake_eval()
+
+    def evaluate(model, bundle, ds, batch_size=500, compute=None):
+        seen.append((ds is bundle.test, len(ds)))
+        return score(model, bundle, ds)
+    run = run_search(config(folder, tmp_path / "run", "params=0.3", val_images=5, budget_epochs=1.0),
+                     trainer=fake_train, evaluator=evaluate)
+    val_sizes = {n for is_test, n in seen if not is_test}
+    assert val_sizes == {5} and run["data"]["val_used"] == 5 and run["data"]["val"] > 5
+    assert any(is_test and n > 5 for is_test, n in seen)
