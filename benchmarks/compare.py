@@ -97,6 +97,8 @@ def main() -> None:
                      "overhead_share": search.get("round_timing", {}).get("overhead_share"),
                      "speedup_b32": run["speed"]["batches"][0]["speedup"] if run.get("speed") else None})
         print(rows[-1], flush=True)
+    if not rows:
+        raise SystemExit(f"no run matches --runs {args.runs!r}")
     md = [f"ResNet-56 (shared weights) {args.target}, `--round-to {args.round_to}`, preset {args.preset}: "
           f"{budget:g} epoch(s) of retraining for every run, seed {args.seed}; test accuracy on the full test "
           f"split (dense {rows[0]['dense_acc']:.2f} %).", "",
