@@ -20,8 +20,8 @@ from .masks import CostModel, plan_for_target, plan_for_target_aligned
 from .metrics import count_model
 from .models import resolve_model
 from .progress import info
-from .runrecord import RunRecord
 from .record import layer_channels, timed_speed, write_run_folder
+from .runrecord import RunRecord
 from .runtime import resolve_round_to
 from .scoring import score_groups
 from .surgery import apply_plan, verify_masked_equals_pruned

@@ -125,7 +125,7 @@ def test_job_configs_share_one_definition_of_common_fields():
     for cls in (OneShotConfig, SearchConfig):
         own = {f.name: f.default for f in dataclasses.fields(cls)}
         assert common <= set(own)
-        assert all(own[n] == f.default for f in dataclasses.fields(JobConfig) for n in [f.name])
+        assert all(own[f.name] == f.default for f in dataclasses.fields(JobConfig))
 
 
 def test_dispatcher_picks_the_job_by_type():
