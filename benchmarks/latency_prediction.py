@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from _common import machine, write_results
 
+from prunekit.allocate import plan_to_target
 from prunekit.bench import measure_pair
 from prunekit.export import export_onnx
 from prunekit.graph import build_graph, find_groups
 from prunekit.latency import LatencyTable, predict_ms
-from prunekit.masks import CostModel, plan_for_target_aligned
+from prunekit.masks import CostModel
 from prunekit.models import resolve_model
 from prunekit.scoring import score_groups
 from prunekit.surgery import apply_plan
@@ -53,7 +54,7 @@ def main() -> None:
             export_onnx(model, torch.randn(2, *size), dense_path, exporter="torchscript")
             for rt in map(int, args.round_to.split(",")):
                 for amount in map(float, args.targets.split(",")):
-                    plan, _, _ = plan_for_target_aligned(scores, cost, "macs", amount, rt, relax=True)
+                    plan, _, _ = plan_to_target(scores, cost, "macs", amount, rt, relax=True)
                     pruned, _ = apply_plan(model, groups, plan, size)
                     path = os.path.join(d, "pruned.onnx")
                     export_onnx(pruned, torch.randn(2, *size), path, exporter="torchscript")

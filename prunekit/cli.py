@@ -12,6 +12,7 @@ import sys
 import click
 
 from . import __version__
+from .config import ALLOCATIONS, DISTILL
 from .errors import PrunekitError
 
 
@@ -136,7 +137,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.argument("model", required=False)
 @_model_options
 @click.option("--data", help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
-@click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), latency=MS")
+@click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), latency=MS, "
+                               "speedup=X (X times faster than dense on --runtime at the largest --speed-batches)")
 @click.option("--schedule", type=click.Choice(["adaptive", "fixed", "oneshot"]), default=_d("schedule"),
               show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="run folder to create")
@@ -159,6 +161,16 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--threshold-scale", type=click.Choice(["total", "per-layer"]), default=_d("threshold_scale"),
               show_default=True,
               help="Algorithm 3's group cost: the whole group's (total) or per member layer")
+@click.option("--allocate", type=click.Choice(list(ALLOCATIONS)), default=_d("allocate"), show_default=True,
+              help="how each group's kept width is chosen: threshold (Algorithm 3, rounded to --round-to) or "
+                   "knapsack (least score lost for the target's cost, on the --round-to grid)")
+@click.option("--distill", type=click.Choice(list(DISTILL)), default=_d("distill"), show_default=True,
+              help="distil every retraining from the dense model (auto: whenever there is labelled data)")
+@click.option("--distill-temperature", type=float, default=_d("distill_temperature"), show_default=True)
+@click.option("--distill-alpha", type=float, default=_d("distill_alpha"), show_default=True,
+              help="weight of the teacher's soft targets (1 − alpha: the labels)")
+@click.option("--bn-images", type=int, default=_d("bn_images"), show_default=True,
+              help="re-estimate BatchNorm statistics on N training images after every surgery (0: off)")
 @click.option("--group-cap", type=float, default=_d("group_cap"), show_default=True,
               help="largest share of one channel group a single round (or one-shot plan) removes")
 @click.option("--budget-epochs", type=float, default=_d("budget_epochs"),
@@ -214,7 +226,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
-          group_cap, budget_epochs,
+          allocate, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
           device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
@@ -256,6 +268,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=_d("max_rounds") if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
                           max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
+                          allocate=allocate, distill=distill, distill_temperature=distill_temperature,
+                          distill_alpha=distill_alpha, bn_images=bn_images,
                           budget_epochs=budget_epochs, final_epochs=final_epochs,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
                           val_images=val_images,

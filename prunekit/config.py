@@ -15,6 +15,7 @@ Plain data (JSON-safe: :func:`config_dict`, saved in every run folder), and no t
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -24,8 +25,11 @@ from .errors import PrunekitError
 from .files import check_output_folder, require_finite
 from .runtime import check_runtime, parse_round_to
 
-TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency"}
+TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency",
+                "speedup": "speedup"}
 COSTS = ("auto", "params", "flops", "latency")
+DISTILL = ("auto", "on", "off")
+ALLOCATIONS = ("threshold", "knapsack")  # how a one-shot plan picks each group's width (see prunekit.allocate)
 
 
 def cost_basis(cost: str, target: Target, minimize: str = "params") -> str:
@@ -35,29 +39,31 @@ def cost_basis(cost: str, target: Target, minimize: str = "params") -> str:
         return {"flops": "macs"}.get(cost, cost)
     if target.kind == "accuracy":
         return "macs" if minimize == "flops" else "params"
-    return target.kind
+    return "latency" if target.kind == "speedup" else target.kind
 
 
 @dataclass
 class Target:
-    kind: str  # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "latency"
-    amount: float  # params/macs: fraction to remove; accuracy: max loss in points; latency: milliseconds
+    kind: str  # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "latency" | "speedup"
+    amount: float  # params/macs: fraction to remove; accuracy: max loss in points; latency: ms; speedup: ×
     text: str
 
 
 def parse_target(text: str) -> Target:
     """``params=0.5`` / ``flops=0.5`` (fraction to remove), ``acc=1.0`` (max top-1 loss in points on the
-    validation split), ``latency=2.5`` (ms at batch 1 in onnxruntime on this machine's CPU)."""
-    m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%|ms)?\s*", text or "")
+    validation split), ``latency=2.5`` (ms at batch 1 in onnxruntime on this machine's CPU), ``speedup=1.5``
+    (1.5 × faster than the dense model on ``--runtime`` at the speed-check batch, measured)."""
+    m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%|ms|x|×)?\s*", text or "")
     if not m:
-        raise PrunekitError(f"target must look like params=0.5, flops=0.5, acc=1.0 or latency=2.5, got {text!r}")
+        raise PrunekitError("target must look like params=0.5, flops=0.5, acc=1.0, latency=2.5 or speedup=1.5, "
+                            f"got {text!r}")
     kind, value, unit = m.group(1), m.group(2), m.group(3)
     try:
         amount = float(value) / (100 if unit == "%" and kind != "acc" else 1)
     except ValueError:
         raise PrunekitError(f"target value {value!r} is not a number") from None
     if kind not in TARGET_KINDS:
-        raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc= or latency=")
+        raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc=, latency= or speedup=")
     kind = TARGET_KINDS[kind]
     if kind in ("params", "macs") and not 0 < amount < 1:
         raise PrunekitError(f"target {text!r}: the reduction must be a fraction strictly between 0 and 1")
@@ -65,6 +71,8 @@ def parse_target(text: str) -> Target:
         raise PrunekitError(f"target {text!r}: the accuracy loss must be between 0 and 100 points")
     if kind == "latency" and not amount > 0:
         raise PrunekitError(f"target {text!r}: the latency must be positive (milliseconds)")
+    if kind == "speedup" and not (math.isfinite(amount) and amount > 1):
+        raise PrunekitError(f"target {text!r}: the speedup must be a number greater than 1 (times faster than dense)")
     return Target(kind, amount, text.strip())
 
 
@@ -104,6 +112,10 @@ class TrainingConfig:
     amp: str = "auto"  # mixed precision on CUDA: auto (bf16) | bf16 | fp16 | off
     data_mode: str = "auto"  # auto | memory | stream (ImageFolder read batch by batch)
     workers: int | None = None  # DataLoader workers for streamed data (None: min(4, cores - 1))
+    distill: str = "auto"  # distil every retraining from the dense model: auto (when there are labels) | on | off
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.9  # weight of the soft (teacher) term; 1 − α goes to cross-entropy on the labels
+    bn_images: int = 1024  # training images BatchNorm statistics are re-estimated on after every surgery (0: off)
 
     def __post_init__(self) -> None:
         from .data import MODES  # torch-side names, imported when a config is built (the CLI's import stays light)
@@ -121,6 +133,14 @@ class TrainingConfig:
         if self.data_mode not in MODES:
             raise PrunekitError(f"--data-mode must be one of {', '.join(MODES)}, got {self.data_mode!r}")
         _int_at_least("workers", self.workers, 0, optional=True)
+        _int_at_least("bn_images", self.bn_images, 0)
+        _finite(self, "distill_temperature", "distill_alpha")
+        if self.distill not in DISTILL:
+            raise PrunekitError(f"--distill must be one of {', '.join(DISTILL)}, got {self.distill!r}")
+        if self.distill_temperature <= 0:
+            raise PrunekitError(f"--distill-temperature must be positive, got {self.distill_temperature}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise PrunekitError(f"--distill-alpha must be in [0, 1], got {self.distill_alpha}")
 
 
 @dataclass
@@ -144,6 +164,7 @@ class JobConfig:
     runtime: str = "onnxruntime-cpu"  # where the model ships: decides round_to=auto and the final timing
     speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
     cost: str = "auto"  # what Algorithm 3 scales thresholds by: params | flops | latency | auto (the target's)
+    allocate: str = "threshold"  # one-shot widths: "threshold" (Algorithm 3 + rounding) or "knapsack" (by cost)
     threshold_scale: str = "total"  # Algorithm 3's C_g: "total" (the paper) or "per-layer" (C_g / layers touched)
     group_cap: float = 1.0  # largest share of one group's channels a single plan (round) removes
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
@@ -179,6 +200,8 @@ class JobConfig:
             raise PrunekitError(f"--threshold-scale must be total or per-layer, got {self.threshold_scale!r}")
         if not 0 < self.group_cap <= 1:
             raise PrunekitError(f"--group-cap must be in (0, 1], got {self.group_cap}")
+        if self.allocate not in ALLOCATIONS:
+            raise PrunekitError(f"--allocate must be one of {', '.join(ALLOCATIONS)}, got {self.allocate!r}")
         if self.cost not in COSTS:
             raise PrunekitError(f"--cost must be one of {', '.join(COSTS)}, got {self.cost!r}")
         get_criterion(self.criterion)
@@ -237,6 +260,9 @@ class SearchConfig(JobConfig):
         super().__post_init__()
         if self.schedule not in ("adaptive", "fixed"):
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
+        if self.parsed_target.kind == "speedup":
+            raise PrunekitError(f"target {self.target} is planned one-shot (--schedule oneshot); a search can "
+                                "aim at latency= (ms at batch 1) or flops=")
         _finite(self, "epochs_per_round", "lam", "slack", "rate", "max_step", "rewind_point", "train_lr",
                 "weight_decay")
         _int_at_least("max_rounds", self.max_rounds, 1)

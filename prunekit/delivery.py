@@ -14,7 +14,7 @@ from .record import check_reloads, layer_channels, timed_speed
 from .report import write_report
 from .runrecord import RunRecord
 from .storage import save_check_inputs, save_pruned
-from .train import TrainSchedule
+from .recovery import training_schedule
 
 
 def deliver(search, best: int) -> dict:
@@ -28,10 +28,7 @@ def deliver(search, best: int) -> dict:
     final = None
     if search.final_epochs > 0:
         info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
-        tcfg = cfg.training
-        schedule = TrainSchedule(search.final_epochs, tcfg.lr, batch_size=tcfg.batch_size, seed=cfg.seed * 7 + 1,
-                                 train_fraction=tcfg.train_fraction)
-        final = search.trainer(model, bundle, schedule, ctx.compute)
+        final = search.retrain(model, training_schedule(cfg.training, search.final_epochs, cfg.seed * 7 + 1))
         check_replicas_agree(model)
         final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, ctx.val, compute=ctx.compute))
     accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
@@ -74,6 +71,8 @@ def deliver(search, best: int) -> dict:
         accuracy=accuracy,
         speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
         alignment=ctx.info.get("alignment"),
+        recovery={"bn_images": cfg.training.bn_images, "distill": search.teacher is not None,
+                  "allocate": cfg.allocate},
         verification=checks,
         export=export_report,
     )

@@ -252,21 +252,6 @@ def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amo
     return plan(T), T
 
 
-def plan_for_target_aligned(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
-                            round_to: int, relax: bool, cost_by: str | None = None) -> tuple[Plan, float, int]:
-    """:func:`plan_for_target` at ``round_to``; with ``relax`` (``--round-to auto``), when the target is out of
-    reach at that multiple (narrow groups cannot be pruned at all), halve it until the target is reachable.
-    Returns (plan, T, the multiple used)."""
-    while True:
-        try:
-            plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
-            return plan, T, round_to
-        except PrunekitError as e:
-            if not relax or round_to <= 1 or "out of reach" not in str(e):
-                raise
-            round_to //= 2
-
-
 def threshold_for_size(scores: dict[str, np.ndarray], cost: CostModel, by: str, goal: float, round_to: int = 1,
                        cost_by: str | None = None, overshoot: float = 1.5) -> float | None:
     """The T whose plan leaves about ``goal`` params (``by="params"``) or MACs: how a size step becomes a

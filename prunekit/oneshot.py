@@ -16,7 +16,9 @@ from .errors import PrunekitError
 from .graph import build_graph, find_groups, frozen_summary
 from .inputs import check_data_fits, check_input_size, sample_images, sample_inputs, spread
 from .latency import LatencyTable, predict_ms
-from .masks import CostModel, plan_for_target, plan_for_target_aligned
+from .allocate import plan_to_target
+from .masks import CostModel
+from .recovery import recalibrate, teacher_for, training_schedule
 from .metrics import count_model
 from .models import resolve_model
 from .progress import info
@@ -25,7 +27,7 @@ from .runrecord import RunRecord
 from .runtime import resolve_round_to
 from .scoring import score_groups
 from .surgery import apply_plan, verify_masked_equals_pruned
-from .train import TrainSchedule, evaluate, finetune
+from .train import evaluate, finetune
 
 
 def prune_oneshot(cfg: OneShotConfig) -> dict:
@@ -67,15 +69,16 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     cost_by = cost_basis(cfg.cost, target)
     cost = CostModel.build(model, groups, spec.input_size)
     cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
-    if "latency" in (cost_by, target.kind):
-        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime}")
-        cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads))
-    if target.kind == "latency":
+    if "latency" in (cost_by, target.kind) or target.kind == "speedup":
+        batch = speed_batch(cfg) if target.kind == "speedup" else 1
+        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
+        cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads), batch=batch)
+    if target.kind in ("latency", "speedup"):
         plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
                                                                       alignment.round_to, cfg)
     else:
-        plan, threshold, used = plan_for_target_aligned(scores, cost, target.kind, target.amount,
-                                                        alignment.round_to, cfg.round_to == "auto", cost_by)
+        plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
+                                               cfg.round_to == "auto", cost_by, cfg.allocate)
         if used != alignment.round_to:
             info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
                 f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
@@ -94,7 +97,9 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
                             f"({pruned_count.params}, {pruned_count.macs})")
     if latency is not None:
-        reached, met = latency["measured_ms"], latency["measured_ms"] <= target.amount
+        reached, met = latency["measured_ms"], latency["met"]
+        if target.kind == "speedup":
+            reached = latency["dense_ms"] / latency["measured_ms"]
     else:
         reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
                        else pruned_count.macs / dense_count.macs)
@@ -106,7 +111,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
 
     accuracy = {}
-    if bundle.has_labels and bundle.test is not None:
+    labelled = bundle.has_labels and bundle.test is not None
+    if labelled:
         t = time.perf_counter()
         info("evaluating on the test split")
         test = bundle.test if cfg.eval_images is None else bundle.test.subset(
@@ -114,13 +120,18 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test, compute=compute),
                     "pruned": evaluate(pruned, bundle, test, compute=compute)}
         timings["evaluate"] = time.perf_counter() - t
+    bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute)  # after the masked == pruned proof
+    if bn is not None:
+        timings["bn_reestimate"] = bn["seconds"]
+        if labelled:
+            accuracy["pruned_bn"] = evaluate(pruned, bundle, test, compute=compute)
     finetune_summary = None
     if cfg.finetune_epochs > 0:
         t = time.perf_counter()
-        info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)")
-        finetune_summary = finetune(pruned, bundle, TrainSchedule(
-            cfg.finetune_epochs, cfg.training.lr, batch_size=cfg.training.batch_size, seed=cfg.seed,
-            train_fraction=cfg.training.train_fraction), compute=compute)
+        teacher = teacher_for(model, bundle, cfg.training)
+        info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)" + (" distilled from the dense model" if teacher else ""))
+        finetune_summary = finetune(pruned, bundle, training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed),
+                                    compute=compute, teacher=teacher)
         if accuracy:
             accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
         timings["finetune"] = time.perf_counter() - t
@@ -153,6 +164,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         finetune=finetune_summary,
         speed=speed,
         verification=verification,
+        recovery={"bn_reestimate": bn, "distill": (finetune_summary or {}).get("distill"),
+                  "allocate": cfg.allocate},
         timings_s=timings,
     )
     write_run_folder(cfg.out, record, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
@@ -160,28 +173,41 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     return record.to_dict()
 
 
+def speed_batch(cfg) -> int:
+    """The batch a ``speedup=`` target is measured at: the largest of ``--speed-batches`` (1 without any)."""
+    return max(cfg.speed_batches) if cfg.speed_batches else 1
+
+
 def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig):
-    """One-shot to ``latency=MS``: plan with the latency table's prediction, then measure the pruned model for
-    real; if it misses (the table is a model of the runtime, not the runtime), ask for more and try again."""
+    """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at :func:`speed_batch`): plan with the latency
+    table's prediction, then measure the pruned model for real; if it misses (the table is a model of the
+    runtime, not the runtime), ask for more and try again."""
     from .bench import model_latency_ms
 
-    dense_ms = model_latency_ms(model, spec.input_size, cfg.runtime, cfg.latency_threads, runs=cfg.latency_runs)
-    if dense_ms <= target.amount:
+    batch = speed_batch(cfg) if target.kind == "speedup" else 1
+
+    def measure(m):
+        return model_latency_ms(m, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
+                                runs=cfg.latency_runs)
+    dense_ms = measure(model)
+    goal_ms = dense_ms / target.amount if target.kind == "speedup" else target.amount
+    if dense_ms <= goal_ms:
         raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
                             f"{target.text}): nothing to prune for")
-    amount = 1 - target.amount / dense_ms
+    amount = 1 - goal_ms / dense_ms
     tries = []
-    for _ in range(4):
-        plan, T = plan_for_target(scores, cost, "latency", min(amount, 0.99), round_to=round_to,
-                                  cost_by=cost_basis(cfg.cost, target))
+    for _ in range(6):
+        plan, T, _ = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, False,
+                                    cost_basis(cfg.cost, target), cfg.allocate)
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
-        measured = model_latency_ms(pruned, spec.input_size, cfg.runtime, cfg.latency_threads, runs=cfg.latency_runs)
+        measured = measure(pruned)
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
-        tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured})
-        info(f"latency: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense {dense_ms:.3f} ms, "
-            f"target {target.amount:g} ms)")
-        if measured <= target.amount or amount >= 0.99:
+        tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured})
+        info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
+             f"{dense_ms:.3f} ms, {dense_ms / measured:.2f}×; target {target.text})")
+        if measured <= goal_ms or amount >= 0.99:
             break
-        amount += max((measured - target.amount) / dense_ms, 0.02)  # ask for enough more to change the plan
-    return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": 1,
-                                      "dense_ms": dense_ms, **tries[-1], "tries": tries}
+        amount += max((measured - goal_ms) / dense_ms, 0.02)  # ask for enough more to change the plan
+    return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
+                                      "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
+                                      "met": tries[-1]["measured_ms"] <= goal_ms, "tries": tries}

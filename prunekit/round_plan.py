@@ -6,9 +6,10 @@ import copy
 
 import numpy as np
 
+from .allocate import knapsack_plan, plan_to_target
 from .graph import build_graph, find_groups
-from .masks import (CostModel, bisect_threshold, first_cut, plan_for_target_aligned, plan_for_threshold,
-                    threshold_for_size)
+from .errors import PrunekitError
+from .masks import CostModel, bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
 from .progress import info
 from .scoring import score_groups
 from .search_context import SearchContext
@@ -46,8 +47,8 @@ class RoundPlanner:
         def plan_fn(scores, cost):
             kind = ctx.target.kind
             now = {"params": cost.dense_params, "macs": cost.dense_macs, "latency": cost.dense_latency}[kind]
-            plan, _, used = plan_for_target_aligned(scores, cost, kind, min(0.999, 1 - goal / now), ctx.round_to,
-                                                    ctx.cfg.round_to == "auto", ctx.cost_by)
+            plan, _, used = plan_to_target(scores, cost, kind, min(0.999, 1 - goal / now), ctx.round_to,
+                                           ctx.cfg.round_to == "auto", ctx.cost_by, ctx.cfg.allocate)
             if used != ctx.round_to:
                 info(f"warning: {ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
                      f"top-up aligns to {used}", "alignment")
@@ -72,15 +73,37 @@ class RoundPlanner:
         if plan_override is not None:
             plan = plan_override(scores, cost)
         else:
+            if step is not None and cfg.allocate == "knapsack":
+                return self._finish(base, groups, self.knapsack_step(scores, cost, step), None)
             if step is not None:
                 T = self.step_threshold(scores, cost, step)
             elif T is None:
                 T = self.fixed_threshold(scores, cost)
             T = first_cut(scores, cost, T, ctx.cost_by, ctx.round_to)
             plan = self.plan(scores, cost, T)
+        return self._finish(base, groups, plan, T)
+
+    def _finish(self, base, groups, plan, T):
+        ctx, size = self.ctx, self.ctx.spec.input_size
         plan = {k: v for k, v in plan.items() if v}
         if not plan:
             return copy.deepcopy(base), [], plan, T, None
         pruned, hist = apply_plan(base, groups, plan, size)
-        check = verify_masked_equals_pruned(base, pruned, groups, plan, ctx.verify_inputs, cfg.atol)
+        check = verify_masked_equals_pruned(base, pruned, groups, plan, ctx.verify_inputs, ctx.cfg.atol)
         return pruned, hist, plan, T, check
+
+    def knapsack_step(self, scores, cost, step: float):
+        """Size mode with ``--allocate knapsack``: the plan that loses the least score while leaving about
+        (1 − step) of the model's size (never less than the target asks for); empty when nothing may go."""
+        ctx = self.ctx
+        now = cost.dense_params if ctx.by == "params" else cost.dense_macs
+        goal = now * (1 - step)
+        if ctx.target.kind in ("params", "macs"):
+            goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.by])
+        amount = 1 - goal / now
+        if amount <= 0:
+            return {}
+        try:
+            return knapsack_plan(scores, cost, ctx.by, min(amount, 0.999), ctx.round_to)
+        except PrunekitError:  # the step is out of reach on the grid: everything the grid still allows
+            return plan_for_threshold(scores, cost, 1e12, ctx.cost_by, ctx.round_to)

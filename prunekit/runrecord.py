@@ -44,6 +44,7 @@ class RunRecord:
     latency: dict | None = None  # one-shot latency target: predicted and measured tries
     groups: list | None = None  # one-shot: each coupled group's channels and removals
     timings_s: dict | None = None  # one-shot: seconds per step
+    recovery: dict | None = None  # BatchNorm re-estimation, distillation, width allocation used
     int8: dict | None = None  # prunekit quantize on the run folder: the int8 model's checks and accuracy
     prunekit_run: int = SCHEMA
 

@@ -62,8 +62,10 @@ class RunStore:
         timed = [r for r in self.rows() if r.get("timing")]
         wall = sum(r["wall_s"] for r in timed)
         train_s = sum(r["timing"]["train_s"] for r in timed)
-        return {"rounds": len(timed), "wall_s": wall, "train_s": train_s,
-                "overhead_share": (wall - train_s) / wall if wall else None}
+        bn_s = sum(r["timing"].get("bn_s", 0.0) for r in timed)
+        return {"rounds": len(timed), "wall_s": wall, "train_s": train_s, "bn_s": bn_s,
+                "overhead_share": (wall - train_s) / wall if wall else None,
+                "bn_share": bn_s / wall if wall else None}
 
 
 def state_path(out: str) -> str:

@@ -33,6 +33,7 @@ from .errors import Interrupted, PrunekitError
 from .latency import table_goal
 from .models import load_state
 from .progress import info
+from .recovery import recalibrate, teacher_for, training_schedule
 from .policy import Controller, FixedRateController, PolicyConfig, RoundResult
 from .round_plan import RoundPlanner
 from .runstore import RunStore, interrupted_message, read_resume_state
@@ -77,6 +78,7 @@ class Search:
         self.final_epochs, self.round_budget = final_epochs, round_budget
         self.trainer, self.evaluator = trainer, evaluator
         self.planner = RoundPlanner(ctx)
+        self.teacher = teacher_for(ctx.dense, ctx.bundle, ctx.cfg.training)  # frozen dense copy, or None
         self.epochs_spent = (len(ctrl.rounds) - 1) * ctx.cfg.epochs_per_round if ctrl.rounds else 0.0
 
     def save_state(self) -> None:
@@ -110,10 +112,19 @@ class Search:
 
     def train_cfg(self, r: int) -> TrainSchedule:
         cfg = self.ctx.cfg
-        return TrainSchedule(epochs=cfg.epochs_per_round, lr=cfg.train_lr, weight_decay=cfg.weight_decay,
-                             batch_size=cfg.training.batch_size, seed=cfg.seed * 100003 + r,
-                             schedule=cfg.lr_schedule, rewind_point=cfg.rewind_point,
-                             train_fraction=cfg.training.train_fraction)
+        return training_schedule(cfg.training, cfg.epochs_per_round, cfg.seed * 100003 + r, lr=cfg.train_lr,
+                                 weight_decay=cfg.weight_decay, schedule=cfg.lr_schedule,
+                                 rewind_point=cfg.rewind_point)
+
+    def retrain(self, model, schedule: TrainSchedule) -> dict:
+        """``trainer`` on ``model``, distilled from the dense model when the run distils."""
+        extra = {"teacher": self.teacher} if self.teacher is not None else {}
+        return self.trainer(model, self.ctx.bundle, schedule, self.ctx.compute, **extra)
+
+    def recalibrate(self, model, seed: int) -> float:
+        """BatchNorm re-estimation (``--bn-images``); its seconds (0 when off)."""
+        done = recalibrate(model, self.ctx.bundle, self.ctx.cfg.training, seed, self.ctx.compute)
+        return done["seconds"] if done else 0.0
 
     def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None,
                   step: float | None = None):
@@ -134,14 +145,17 @@ class Search:
         info(f"round {r}: {how} removing {removed} channels; retraining {cfg.epochs_per_round:g} epoch(s)", "round",
              round=r, T=T, removed=removed)
         t_prune = time.perf_counter() - t0
-        summary = self.trainer(pruned, ctx.bundle, self.train_cfg(r), ctx.compute)
+        bn_s = self.recalibrate(pruned, cfg.seed + r)  # the surgery left the dense model's statistics
+        summary = self.retrain(pruned, self.train_cfg(r))
         self.epochs_spent += cfg.epochs_per_round
+        bn_s += self.recalibrate(pruned, cfg.seed + r)  # the reading the controller decides on
         check_replicas_agree(pruned)
         t1 = time.perf_counter()
         acc = broadcast_value(self.evaluator(pruned, ctx.bundle, ctx.val, compute=ctx.compute))
         self.store.save_round(r, pruned, history)
         seconds = broadcast_value(time.perf_counter() - t0)
-        timing = {"prune_s": t_prune, "train_s": summary["seconds"], "evaluate_and_save_s": time.perf_counter() - t1}
+        timing = {"prune_s": t_prune, "bn_s": bn_s, "train_s": summary["seconds"],
+                  "evaluate_and_save_s": time.perf_counter() - t1}
         decision, row = self.finish_round(r, pruned, T if T is not None else 0.0, acc, seconds, removed,
                                           {"train": summary, "verification": check, "timing": timing,
                                            "epochs_spent": self.epochs_spent})

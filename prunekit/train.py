@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from .data import ArrayDataset, DataBundle
 from .ddp import distributed
 from .device import CPU, Compute, on_device
+from .distill import distillation_loss
 from .progress import progress_bar
 
 
@@ -47,6 +49,8 @@ class TrainSchedule:
     schedule: str = "cosine"  # "cosine" | "step"
     rewind_point: float = 0.0  # start of the schedule tail that is played (0 = whole schedule)
     train_fraction: float = 1.0  # share of the training split used
+    distill_temperature: float = 4.0  # with a teacher (train(..., teacher=)): the soft targets' temperature
+    distill_alpha: float = 0.9  # with a teacher: weight of the soft (distillation) term
 
 
 def base_lr(cfg: TrainSchedule, u: float) -> float:
@@ -77,10 +81,15 @@ def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batc
     return 100.0 * correct / len(ds)
 
 
-def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU) -> dict:
+def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU,
+          teacher: nn.Module | None = None) -> dict:
     """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
 
-    Under torchrun each rank reads only its share of every global batch (same permutation on every rank)."""
+    With a ``teacher`` (:func:`prunekit.distill.frozen_teacher` of the dense model) the loss is
+    :func:`~prunekit.distill.distillation_loss` on the teacher's logits for the same augmented batch; the
+    teacher stays frozen and goes to the same device for the loop. ``teacher_s`` in the summary is the time
+    spent in its forwards. Under torchrun each rank reads only its share of every global batch (same
+    permutation on every rank) and holds its own teacher."""
     if not bundle.has_labels:
         raise ValueError("training needs labelled data")
     rank, world = distributed()
@@ -93,7 +102,8 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     total = max(1, int(round(cfg.epochs * steps_per_epoch)))
     step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
     bar = progress_bar(total, "train")
-    with on_device(model, compute):
+    teacher_s = 0.0
+    with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()):
         net = model
         if world > 1:  # gradients all-reduced; buffers broadcast from rank 0 at each forward
             net = nn.parallel.DistributedDataParallel(model, device_ids=[compute.device.index] if compute.cuda
@@ -108,8 +118,15 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
                                        memory_format=compute.memory_format):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(cfg, step / total)
+                if teacher is not None:
+                    t_teacher = time.perf_counter()
+                    with torch.no_grad(), compute.autocast():
+                        soft = teacher(x)
+                    teacher_s += time.perf_counter() - t_teacher
                 with compute.autocast():
-                    loss = F.cross_entropy(net(x), y)
+                    logits = net(x)
+                    loss = (F.cross_entropy(logits, y) if teacher is None else
+                            distillation_loss(logits, soft, y, cfg.distill_temperature, cfg.distill_alpha))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -128,9 +145,12 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     bar.close()
     model.eval()
     return {"steps": step, "epochs": cfg.epochs, "images": seen, "seconds": time.perf_counter() - t0,
-            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp}
+            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp,
+            "distill": None if teacher is None else {"temperature": cfg.distill_temperature,
+                                                     "alpha": cfg.distill_alpha, "teacher_s": teacher_s}}
 
 
-def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU) -> dict:
+def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU,
+             teacher: nn.Module | None = None) -> dict:
     """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
-    return train(model, bundle, cfg, compute)
+    return train(model, bundle, cfg, compute, teacher)
