@@ -76,6 +76,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     if target.kind in ("latency", "speedup"):
         plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
                                                                       alignment.round_to, cfg)
+        if latency["round_to"] != alignment.round_to:
+            alignment = alignment.relaxed(latency["round_to"], target.text)
     else:
         plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
                                                cfg.round_to == "auto", cost_by, cfg.allocate)
@@ -197,8 +199,8 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     amount = 1 - goal_ms / dense_ms
     tries = []
     for _ in range(6):
-        plan, T, _ = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, False,
-                                    cost_basis(cfg.cost, target), cfg.allocate)
+        plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, cfg.round_to == "auto",
+                                       cost_basis(cfg.cost, target), cfg.allocate)
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
         measured = measure(pruned)
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
@@ -209,5 +211,5 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
             break
         amount += max((measured - goal_ms) / dense_ms, 0.02)  # ask for enough more to change the plan
     return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
-                                      "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
+                                      "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
                                       "met": tries[-1]["measured_ms"] <= goal_ms, "tries": tries}

@@ -287,3 +287,25 @@ def test_module_metadata_survives_the_run_folder(tmp_path):
     assert run_record["verification"][-1]["passed"]
     model = prunekit.load(str(out))
     assert sum(p.numel() for p in model.parameters()) == run_record["pruned"]["params"]
+
+
+@pytest.mark.parametrize("target,match", [("speedup=1", "greater than 1"), ("speedup=0.5", "greater than 1"),
+                                          ("speedup=nan", "must look like"), ("speedup=fast", "must look like"),
+                                          ("speedup=1e400", "greater than 1")])
+def test_speedup_targets_that_make_no_sense(target, match, tmp_path):
+    out = tmp_path / "run"
+    assert_clean_error(run(*_prune(target=target), "--out", out), match)
+    assert not os.path.exists(out)
+
+
+def test_speedup_target_needs_one_shot(tmp_path):
+    assert_clean_error(run("prune", "resnet20", "--data", "random", "--target", "speedup=1.5", "--out",
+                           tmp_path / "run"), "planned one-shot")
+
+
+@pytest.mark.parametrize("option,value,match", [("--distill-alpha", "1.5", "--distill-alpha must be in [0, 1]"),
+                                                ("--distill-temperature", "0", "must be positive"),
+                                                ("--bn-images", "-1", "--bn-images must be an integer ≥ 0"),
+                                                ("--allocate", "greedy", "Invalid value for '--allocate'")])
+def test_recovery_options_are_checked(option, value, match, tmp_path):
+    assert_clean_error(run(*_prune(option, value), "--out", tmp_path / "run"), match)
