@@ -85,7 +85,7 @@ class _Problem:
     """The groups, their sorted scores and the exact cost of any choice of widths."""
 
     def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, by: str, round_to: int, max_options: int):
-        self.cost, self.by = cost, by
+        self.cost, self.by, self.round_to = cost, by, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
         self.order = {r: np.argsort(scores[r], kind="stable") for r in self.roots}  # lowest score first
         self.channels = {r: len(scores[r]) for r in self.roots}
@@ -121,13 +121,6 @@ def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amoun
         raise PrunekitError("the model has no prunable channel groups")
     pb = _Problem(scores, cost, by, round_to, max_options)
     full = {r: pb.channels[r] for r in pb.roots}
-    smallest = {r: pb.widths[r][0] for r in pb.roots}
-    best = pb.saved(smallest)
-    if best < amount:
-        aligned = f" with every group a multiple of {round_to} channels" if round_to > 1 else ""
-        raise PrunekitError(
-            f"{by} target {amount:.1%} is out of reach: pruning every prunable group as far as it goes{aligned} "
-            f"removes {best:.1%}" + (" (try a smaller --round-to)" if round_to > 1 else ""))
     widths = dict(full)
     for _ in range(iters):
         base = pb.saved(widths)
@@ -137,7 +130,7 @@ def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amoun
             opts = []
             for w in pb.widths[r]:
                 s = pb.saved({**widths, r: w}) - at_full
-                if w == full[r] or s > 0:  # a narrower width that saves nothing is never worth its loss
+                if w in (full[r], widths[r]) or s > 0:  # a narrower width that saves nothing never pays
                     opts.append((w, int(math.floor(max(s, 0.0) / unit)), pb.loss(r, w)))
             options.append(opts)
         # the others' fixed part: what the current solution saves beyond the linear sum (coupling terms)
@@ -153,30 +146,33 @@ def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amoun
     return pb.plan(_exact_finish(pb, widths, amount))
 
 
-def _steps(pb: _Problem, widths: dict[str, int], direction: int):
-    """(root, new width) for every group's next grid width down (-1) or up (+1)."""
+def _moves(pb: _Problem, widths: dict[str, int], direction: int):
+    """(root, new width) for every narrower (-1) or wider (+1) grid width of every group: with a latency table
+    time is not always monotone in width (a width off the runtime's block can be slower than a narrower one),
+    so the finish looks past the next step."""
     for r in pb.roots:
-        grid = pb.widths[r]
-        i = grid.index(widths[r]) if widths[r] in grid else len(grid) - 1
-        j = i + direction
-        if 0 <= j < len(grid):
-            yield r, grid[j]
+        for w in pb.widths[r]:
+            if (w - widths[r]) * direction > 0:
+                yield r, w
 
 
 def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[str, int]:
     widths = dict(widths)
-    while pb.saved(widths) < amount:  # too little removed: the cheapest step in score per unit of cost saved
+    while pb.saved(widths) < amount:  # too little removed: the cheapest move in score per unit of cost saved
         now, moves = pb.saved(widths), []
-        for r, w in _steps(pb, widths, -1):
+        for r, w in _moves(pb, widths, -1):
             gain = pb.saved({**widths, r: w}) - now
             if gain > 0:
                 moves.append(((pb.loss(r, w) - pb.loss(r, widths[r])) / gain, r, w))
         if not moves:
-            raise PrunekitError(f"{pb.by} target {amount:.1%} is out of reach on the channel grid")
+            grid = f" with every group a multiple of {pb.round_to} channels" if pb.round_to > 1 else ""
+            raise PrunekitError(
+                f"{pb.by} target {amount:.1%} is out of reach: the best plan{grid} removes {now:.1%}"
+                + (" (try a smaller --round-to)" if pb.round_to > 1 else ""))
         _, r, w = min(moves)
         widths[r] = w
-    while True:  # more than needed: give back the step that restores the most score and still meets the target
-        moves = [(pb.loss(r, widths[r]) - pb.loss(r, w), r, w) for r, w in _steps(pb, widths, +1)
+    while True:  # more than needed: give back what restores the most score and still meets the target
+        moves = [(pb.loss(r, widths[r]) - pb.loss(r, w), r, w) for r, w in _moves(pb, widths, +1)
                  if pb.saved({**widths, r: w}) >= amount]
         if not moves:
             return widths

@@ -124,3 +124,27 @@ def test_out_of_reach_is_a_clear_error(resnet20):
         knapsack_plan(scores, cost, "params", 0.99, 16)
     plan, _, used = plan_to_target(scores, cost, "params", 0.9, 16, True, None, "knapsack")  # relaxed grid
     assert used < 16 and reduction(cost, plan, "params") >= 0.9
+
+
+class StaircaseTable:
+    """A latency table whose time is not monotone in width: widths off a 16-block pay for the whole next block,
+    plus a penalty (as a runtime's blocked kernels do), so a narrower layer can be slower."""
+
+    def ms(self, shape):
+        def blocks(c):
+            return -(-c // 16) + (0.5 if c % 16 else 0.0)
+        return blocks(shape.in_c) * blocks(shape.out_c) * shape.h * shape.w * 1e-4
+
+    def total(self, shapes):
+        return sum(self.ms(s) for s in shapes)
+
+    def save(self):
+        pass
+
+
+def test_knapsack_on_a_non_monotone_latency_table(resnet20):
+    model, groups, scores, _ = resnet20
+    cost = CostModel.build(model, groups, (3, 32, 32)).attach_latency(model, (3, 32, 32), StaircaseTable())
+    for amount in (0.2, 0.4):
+        plan = knapsack_plan(scores, cost, "latency", amount, round_to=8)
+        assert reduction(cost, plan, "latency") >= amount

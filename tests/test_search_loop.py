@@ -145,3 +145,25 @@ def test_val_images_measures_every_round_on_the_same_subset(folder, tmp_path):
     val_sizes = {n for is_test, n in seen if not is_test}
     assert val_sizes == {5} and run["data"]["val_used"] == 5 and run["data"]["val"] > 5
     assert any(is_test and n > 5 for is_test, n in seen)
+
+
+def test_knapsack_size_steps_distil_and_reestimate_batchnorm(folder, tmp_path):
+    """--allocate knapsack in size mode: every round on the grid, the target met; each round retrains with the
+    dense model as teacher and re-estimates BatchNorm (twice) — its seconds are in the round timing."""
+    teachers = []
+
+    def train_with_teacher(model, bundle, cfg, compute=None, teacher=None):
+        teachers.append(teacher)
+        return fake_train(model, bundle, cfg, compute)
+
+    run = run_search(config(folder, tmp_path / "run", "params=0.4", max_step=0.2, allocate="knapsack", round_to=8,
+                            bn_images=32, final_epochs=0.1), trainer=train_with_teacher, evaluator=fake_eval())
+    r = rows(tmp_path / "run")
+    assert run["target"]["met"] and 0.4 <= run["reduction"]["params"] < 0.5
+    assert teachers and all(t is not None and not t.training for t in teachers)
+    assert all(x["timing"]["bn_s"] > 0 for x in r[1:])
+    assert run["search"]["round_timing"]["bn_share"] > 0
+    assert run["recovery"] == {"bn_images": 32, "distill": True, "allocate": "knapsack"}
+    for layer in run["layers"]:
+        out = layer["out_after"]
+        assert out == layer["out_before"] or out % 8 == 0, layer
