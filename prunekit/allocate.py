@@ -4,8 +4,12 @@ allocation, on prunekit's cost model).
 For every prunable group g with C_g channels the candidates are the widths the runtime runs well (multiples
 of ``round_to`` below C_g, and C_g itself; at most ``max_options`` of them, evenly spread); keeping k channels
 keeps the k best-scored ones. The *value* of a choice is the sum of the kept channels' scores (what
-pruning loses is the sum of the removed ones); its *cost* is what the kept model costs by the target's
-measure: params, MACs or the latency table's prediction. We choose one width per group to lose the least
+pruning loses is the sum of the removed ones), each weighted by the number of conv / linear layers its group
+touches (``value="layers"``, the default: scores have mean 1 in every group, and a residual-stream channel
+read and written by every block of its stage carries more than a channel inside one block — unweighted, the
+stream is the cheapest cut per unit of value and takes the whole cut; ``value="score"`` leaves scores as
+they are); its *cost* is what the kept model costs by the target's measure: params, MACs or the latency
+table's prediction. We choose one width per group to lose the least
 score while removing at least the asked-for share of the cost:
 
 1. **DP** (:func:`min_loss_choice`): a group's saving is linearised — the cost the model saves when that
@@ -84,13 +88,16 @@ def min_loss_choice(options: list[list[tuple[int, float]]], required: int) -> li
 class _Problem:
     """The groups, their sorted scores and the exact cost of any choice of widths."""
 
-    def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, by: str, round_to: int, max_options: int):
+    def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, by: str, round_to: int, max_options: int,
+                 value: str = "layers"):
         self.cost, self.by, self.round_to = cost, by, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
         self.order = {r: np.argsort(scores[r], kind="stable") for r in self.roots}  # lowest score first
         self.channels = {r: len(scores[r]) for r in self.roots}
-        self.loss_prefix = {r: np.concatenate([[0.0], np.cumsum(np.asarray(scores[r], float)[self.order[r]])])
-                            for r in self.roots}
+        # a channel's value: its score, times the conv / linear layers it feeds and is fed by ("layers")
+        weight = {r: float(cost.group_layers.get(r, 1)) if value == "layers" else 1.0 for r in self.roots}
+        self.loss_prefix = {r: weight[r] * np.concatenate([[0.0], np.cumsum(np.asarray(scores[r], float)[
+            self.order[r]])]) for r in self.roots}
         cap = cost.group_cap
         self.widths = {r: candidate_widths(c, round_to, math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1,
                                            max_options) for r, c in self.channels.items()}
@@ -112,14 +119,14 @@ class _Problem:
 
 
 def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int = 1,
-                  bins: int = 2000, iters: int = 3, max_options: int = 64) -> Plan:
+                  bins: int = 2000, iters: int = 3, max_options: int = 64, value: str = "layers") -> Plan:
     """The plan that loses the least score while removing at least ``amount`` of ``by`` (params, macs or
     latency, as :func:`prunekit.masks.reduction` predicts it), every pruned group on the ``round_to`` grid."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
-    pb = _Problem(scores, cost, by, round_to, max_options)
+    pb = _Problem(scores, cost, by, round_to, max_options, value)
     full = {r: pb.channels[r] for r in pb.roots}
     widths = dict(full)
     for _ in range(iters):
@@ -182,7 +189,7 @@ def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[s
 
 def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int,
                    relax: bool, cost_by: str | None = None,
-                   method: str = "threshold") -> tuple[Plan, float | None, int]:
+                   method: str = "threshold", value: str = "layers") -> tuple[Plan, float | None, int]:
     """The plan for a one-shot target by ``method``: ``threshold`` (Algorithm 3's global threshold, bisected,
     then rounded to the grid) or ``knapsack`` (:func:`knapsack_plan`). With ``relax`` (``--round-to auto``), a
     target out of reach on the grid is retried on half the multiple until it is reachable.
@@ -192,7 +199,7 @@ def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amou
     while True:
         try:
             if method == "knapsack":
-                return knapsack_plan(scores, cost, by, amount, round_to), None, round_to
+                return knapsack_plan(scores, cost, by, amount, round_to, value=value), None, round_to
             plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
             return plan, T, round_to
         except PrunekitError as e:

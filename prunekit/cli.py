@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import __version__
-from .config import ALLOCATIONS, DISTILL
+from .config import ALLOCATIONS, DISTILL, KNAPSACK_VALUES
 from .errors import PrunekitError
 
 
@@ -164,6 +164,9 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--allocate", type=click.Choice(list(ALLOCATIONS)), default=_d("allocate"), show_default=True,
               help="how each group's kept width is chosen: threshold (Algorithm 3, rounded to --round-to) or "
                    "knapsack (least score lost for the target's cost, on the --round-to grid)")
+@click.option("--knapsack-value", type=click.Choice(list(KNAPSACK_VALUES)), default=_d("knapsack_value"),
+              show_default=True, help="knapsack: a channel's value is its score × the layers its group touches "
+                                      "(layers) or its score alone")
 @click.option("--distill", type=click.Choice(list(DISTILL)), default=_d("distill"), show_default=True,
               help="distil every retraining from the dense model (auto: whenever there is labelled data)")
 @click.option("--distill-temperature", type=float, default=_d("distill_temperature"), show_default=True)
@@ -226,7 +229,7 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
-          allocate, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
+          allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
           device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
@@ -268,8 +271,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=_d("max_rounds") if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
                           max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
-                          allocate=allocate, distill=distill, distill_temperature=distill_temperature,
-                          distill_alpha=distill_alpha, bn_images=bn_images,
+                          allocate=allocate, knapsack_value=knapsack_value, distill=distill,
+                          distill_temperature=distill_temperature, distill_alpha=distill_alpha, bn_images=bn_images,
                           budget_epochs=budget_epochs, final_epochs=final_epochs,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
                           val_images=val_images,

@@ -30,6 +30,7 @@ TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "acc
 COSTS = ("auto", "params", "flops", "latency")
 DISTILL = ("auto", "on", "off")
 ALLOCATIONS = ("threshold", "knapsack")  # how a one-shot plan picks each group's width (see prunekit.allocate)
+KNAPSACK_VALUES = ("layers", "score")  # a channel's value in the knapsack: score × layers it touches, or score
 
 
 def cost_basis(cost: str, target: Target, minimize: str = "params") -> str:
@@ -165,6 +166,7 @@ class JobConfig:
     speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
     cost: str = "auto"  # what Algorithm 3 scales thresholds by: params | flops | latency | auto (the target's)
     allocate: str = "threshold"  # one-shot widths: "threshold" (Algorithm 3 + rounding) or "knapsack" (by cost)
+    knapsack_value: str = "layers"  # knapsack: a channel's value is its score × the layers its group touches
     threshold_scale: str = "total"  # Algorithm 3's C_g: "total" (the paper) or "per-layer" (C_g / layers touched)
     group_cap: float = 1.0  # largest share of one group's channels a single plan (round) removes
     eval_images: int | None = None  # test images for accuracy (None: the whole test split)
@@ -200,6 +202,9 @@ class JobConfig:
             raise PrunekitError(f"--threshold-scale must be total or per-layer, got {self.threshold_scale!r}")
         if not 0 < self.group_cap <= 1:
             raise PrunekitError(f"--group-cap must be in (0, 1], got {self.group_cap}")
+        if self.knapsack_value not in KNAPSACK_VALUES:
+            raise PrunekitError(f"--knapsack-value must be one of {', '.join(KNAPSACK_VALUES)}, got "
+                                f"{self.knapsack_value!r}")
         if self.allocate not in ALLOCATIONS:
             raise PrunekitError(f"--allocate must be one of {', '.join(ALLOCATIONS)}, got {self.allocate!r}")
         if self.cost not in COSTS:

@@ -80,7 +80,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
             alignment = alignment.relaxed(latency["round_to"], target.text)
     else:
         plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
-                                               cfg.round_to == "auto", cost_by, cfg.allocate)
+                                               cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value)
         if used != alignment.round_to:
             info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
                 f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
@@ -200,7 +200,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     tries = []
     for _ in range(6):
         plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, cfg.round_to == "auto",
-                                       cost_basis(cfg.cost, target), cfg.allocate)
+                                       cost_basis(cfg.cost, target), cfg.allocate, cfg.knapsack_value)
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
         measured = measure(pruned)
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))

@@ -48,7 +48,8 @@ class RoundPlanner:
             kind = ctx.target.kind
             now = {"params": cost.dense_params, "macs": cost.dense_macs, "latency": cost.dense_latency}[kind]
             plan, _, used = plan_to_target(scores, cost, kind, min(0.999, 1 - goal / now), ctx.round_to,
-                                           ctx.cfg.round_to == "auto", ctx.cost_by, ctx.cfg.allocate)
+                                           ctx.cfg.round_to == "auto", ctx.cost_by, ctx.cfg.allocate,
+                                           ctx.cfg.knapsack_value)
             if used != ctx.round_to:
                 info(f"warning: {ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
                      f"top-up aligns to {used}", "alignment")
@@ -104,6 +105,7 @@ class RoundPlanner:
         if amount <= 0:
             return {}
         try:
-            return knapsack_plan(scores, cost, ctx.by, min(amount, 0.999), ctx.round_to)
+            return knapsack_plan(scores, cost, ctx.by, min(amount, 0.999), ctx.round_to,
+                                 value=ctx.cfg.knapsack_value)
         except PrunekitError:  # the step is out of reach on the grid: everything the grid still allows
             return plan_for_threshold(scores, cost, 1e12, ctx.cost_by, ctx.round_to)

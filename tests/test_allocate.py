@@ -81,12 +81,14 @@ def test_knapsack_meets_the_target_within_one_grid_step(resnet20, by, amount, ro
         assert reduction(cost, {k: v for k, v in smaller.items() if v}, by) < amount
 
 
-def test_knapsack_loses_no_more_score_than_the_threshold(resnet20):
+def test_knapsack_loses_no_more_value_than_the_threshold(resnet20):
     _, _, scores, cost = resnet20
     for by, amount, rt in (("params", 0.4, 16), ("macs", 0.4, 8)):
         ks, _, _ = plan_to_target(scores, cost, by, amount, rt, False, None, "knapsack")
         th, _, _ = plan_to_target(scores, cost, by, amount, rt, False, None, "threshold")
-        lost = {name: sum(float(scores[r][i].sum()) for r, i in p.items()) for name, p in (("ks", ks), ("th", th))}
+        # the knapsack's value: score × the layers each group touches (--knapsack-value layers)
+        lost = {name: sum(cost.group_layers[r] * float(scores[r][i].sum()) for r, i in p.items())
+                for name, p in (("ks", ks), ("th", th))}
         assert lost["ks"] <= lost["th"] + 1e-9
         assert reduction(cost, ks, by) <= reduction(cost, th, by) + 1e-9  # and overshoots no more
 
