@@ -6,7 +6,8 @@ Rows (``--rows``, comma-separated, run in this order; each row is written to the
 - ``threshold``: prunekit before issue 17 — Algorithm 3 threshold rounded to the grid, cross-entropy fine-tune;
 - ``threshold+bn``: + BatchNorm re-estimation after surgery;
 - ``threshold+bn+kd``: + distillation from the dense model;
-- ``knapsack+bn+kd``: widths chosen by the knapsack over the latency table (today's default);
+- ``knapsack+bn+kd``: widths chosen by the knapsack over the latency table (attention-mean scores);
+- ``knapsack-gn+bn+kd``: the same with Torch-Pruning's group-norm scores (``--criterion group-norm``);
 - ``search+bn+kd``: the adaptive search (knapsack size steps, same recovery) at the same epochs, to the MACs
   reduction the ``knapsack+bn+kd`` row of that speedup reached;
 - ``tp``: Torch-Pruning's own pruner (``MetaPruner`` + ``GroupMagnitudeImportance``, global, ``round_to`` the
@@ -44,8 +45,10 @@ from prunekit.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.runtime import resolve_round_to
 from prunekit.train import evaluate, finetune
 
-ROWS = ("knapsack+bn+kd", "tp", "tp+bn+kd", "threshold", "threshold+bn", "threshold+bn+kd", "search+bn+kd", "int8")
+ROWS = ("knapsack+bn+kd", "knapsack-gn+bn+kd", "tp", "tp+bn+kd", "threshold", "threshold+bn+kd", "int8",
+        "threshold+bn", "search+bn+kd")
 ONESHOT = {"threshold": dict(allocate="threshold", bn_images=0, distill="off"),
+           "knapsack-gn+bn+kd": dict(allocate="knapsack", distill="on", criterion="group-norm"),
            "threshold+bn": dict(allocate="threshold", distill="off"),
            "threshold+bn+kd": dict(allocate="threshold", distill="on"),
            "knapsack+bn+kd": dict(allocate="knapsack", distill="on")}

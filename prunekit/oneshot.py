@@ -184,14 +184,19 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at :func:`speed_batch`): plan with the latency
     table's prediction, then measure the pruned model for real; if it misses (the table is a model of the
     runtime, not the runtime), ask for more and try again."""
-    from .bench import model_latency_ms
+    from .bench import compare_speed, model_latency_ms
 
     batch = speed_batch(cfg) if target.kind == "speedup" else 1
 
-    def measure(m):
-        return model_latency_ms(m, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
+    def measure(m):  # (dense ms, pruned ms); speedup targets time the pair interleaved, so drift cancels
+        if target.kind == "speedup":
+            row = compare_speed(model, m, spec.input_size, cfg.runtime, (batch,), cfg.latency_threads,
+                                budget_s=4.0)["batches"][0]
+            return row["dense_ms"], row["pruned_ms"]
+        return dense_ms, model_latency_ms(m, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
+                                          runs=cfg.latency_runs)
+    dense_ms = model_latency_ms(model, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
                                 runs=cfg.latency_runs)
-    dense_ms = measure(model)
     goal_ms = dense_ms / target.amount if target.kind == "speedup" else target.amount
     if dense_ms <= goal_ms:
         raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
@@ -202,7 +207,9 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
         plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, cfg.round_to == "auto",
                                        cost_basis(cfg.cost, target), cfg.allocate, cfg.knapsack_value)
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
-        measured = measure(pruned)
+        dense_now, measured = measure(pruned)
+        if target.kind == "speedup":  # the goal in this measurement's units
+            measured *= dense_ms / dense_now
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
         tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured})
         info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
