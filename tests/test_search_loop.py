@@ -41,7 +41,7 @@ def fake_eval(dense_params=269_722, per_point=40.0):
 
 def config(folder, out, target, **kw):
     base = dict(model="resnet20", data=folder, target=target, out=str(out), calib_images=16, batch_size=16,
-                export=False, speed_batches=(), round_to=1, max_rounds=10)
+                export=False, speed_batches=(), round_to=1, max_rounds=10, bn_images=0)  # BN: its own test
     base.update(kw)
     return prunekit.PruneConfig(**base)
 
