@@ -222,6 +222,11 @@ class JobConfig:
     def parsed_target(self) -> Target:
         return parse_target(self.target)
 
+    @property
+    def speed_batch(self) -> int:
+        """The batch a ``speedup=`` target is measured at: the largest of ``--speed-batches`` (1 without any)."""
+        return max(self.speed_batches) if self.speed_batches else 1
+
 
 @dataclass
 class OneShotConfig(JobConfig):
@@ -265,9 +270,6 @@ class SearchConfig(JobConfig):
         super().__post_init__()
         if self.schedule not in ("adaptive", "fixed"):
             raise PrunekitError(f"unknown schedule {self.schedule!r}: oneshot, adaptive or fixed")
-        if self.parsed_target.kind == "speedup":
-            raise PrunekitError(f"target {self.target} is planned one-shot (--schedule oneshot); a search can "
-                                "aim at latency= (ms at batch 1) or flops=")
         _finite(self, "epochs_per_round", "lam", "slack", "rate", "max_step", "rewind_point", "train_lr",
                 "weight_decay")
         _int_at_least("max_rounds", self.max_rounds, 1)

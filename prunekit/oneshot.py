@@ -70,7 +70,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     cost = CostModel.build(model, groups, spec.input_size)
     cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
     if "latency" in (cost_by, target.kind) or target.kind == "speedup":
-        batch = speed_batch(cfg) if target.kind == "speedup" else 1
+        batch = cfg.speed_batch if target.kind == "speedup" else 1
         info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
         cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads), batch=batch)
     if target.kind in ("latency", "speedup"):
@@ -175,18 +175,13 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     return record.to_dict()
 
 
-def speed_batch(cfg) -> int:
-    """The batch a ``speedup=`` target is measured at: the largest of ``--speed-batches`` (1 without any)."""
-    return max(cfg.speed_batches) if cfg.speed_batches else 1
-
-
 def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig):
-    """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at :func:`speed_batch`): plan with the latency
+    """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at the config's ``speed_batch``): plan with the latency
     table's prediction, then measure the pruned model for real; if it misses (the table is a model of the
     runtime, not the runtime), ask for more and try again."""
     from .bench import compare_speed, model_latency_ms
 
-    batch = speed_batch(cfg) if target.kind == "speedup" else 1
+    batch = cfg.speed_batch if target.kind == "speedup" else 1
 
     def measure(m):  # (dense ms, pruned ms); speedup targets time the pair interleaved, so drift cancels
         if target.kind == "speedup":

@@ -70,7 +70,7 @@ class RoundPlanner:
         cost = CostModel.build(base, groups, size)
         cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
         if ctx.table is not None:
-            cost.attach_latency(base, size, ctx.table)
+            cost.attach_latency(base, size, ctx.table, batch=ctx.latency_batch)
         if plan_override is not None:
             plan = plan_override(scores, cost)
         else:

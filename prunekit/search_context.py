@@ -42,6 +42,8 @@ class SearchContext:
     alignment: Alignment
     info: dict  # dense figures: params, macs, val_accuracy, scales, alignment, latency_ms, latency_table_ms
     rank: int = 0
+    latency_batch: int = 1  # the batch latency is measured and tabled at (a speedup= target's speed batch)
+    speedup: float | None = None  # a speedup= target: the latency target is the dense latency / this
 
     @property
     def val(self):
@@ -60,16 +62,17 @@ class SearchContext:
 
     # ------------------------------------------------------------------------------------------- measures
     def latency(self, model) -> float:
-        """Measured p50 latency (ms) at batch 1 on the run's runtime (rank 0 measures, every rank agrees)."""
+        """Measured p50 latency (ms) at :attr:`latency_batch` on the run's runtime (rank 0 measures, every rank
+        agrees)."""
         ms = 0.0
         if self.rank == 0:
             ms = model_latency_ms(model, self.spec.input_size, self.cfg.runtime, self.cfg.latency_threads,
-                                  runs=self.cfg.latency_runs)
+                                  batch=self.latency_batch, runs=self.cfg.latency_runs)
         return broadcast_value(ms)
 
     def predicted_latency(self, model) -> float:
         """Latency (ms) of ``model`` predicted from the latency table: no export, no timing."""
-        table_ms = self.table.total(layer_shapes(model, self.spec.input_size).values())
+        table_ms = self.table.total(layer_shapes(model, self.spec.input_size, self.latency_batch).values())
         self.table.save()
         return predict_ms(self.info["latency_ms"], self.info["latency_table_ms"], table_ms)
 
@@ -103,10 +106,11 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
         rewind = read_state_dict(cfg.rewind_checkpoint)
         load_state(build_model(spec, trust_pickle=cfg.trust_pickle, trust_code=trust_code), rewind,
                    cfg.rewind_checkpoint)
-    by = {"params": "params", "macs": "macs", "latency": "macs",
+    by = {"params": "params", "macs": "macs", "latency": "macs", "speedup": "macs",
           "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
     cost_by = cost_basis(cfg.cost, target, cfg.minimize)
-    table = LatencyTable(cfg.runtime, cfg.latency_threads) if "latency" in (cost_by, target.kind) else None
+    timed = target.kind in ("latency", "speedup")
+    table = LatencyTable(cfg.runtime, cfg.latency_threads) if timed or cost_by == "latency" else None
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
         figures = resume["dense"]
         alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(cfg.round_to,
@@ -116,7 +120,8 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         [x for x, _ in bundle.batches(calib, cfg.training.batch_size)], check_images,
                         bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
-                        distributed()[0])
+                        distributed()[0], cfg.speed_batch if target.kind == "speedup" else 1,
+                        target.amount if target.kind == "speedup" else None)
     if resume is None:
         groups = find_groups(dense, build_graph(dense, size), spec.classifier)
         if not any(g.prunable for g in groups):
@@ -127,8 +132,12 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
                      "val_accuracy": evaluator(dense, bundle, ctx.val, compute=compute),
                      "scales": score_scales(dense, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute),
                      "alignment": alignment.to_dict()})
-        figures["latency_ms"] = ctx.latency(dense) if target.kind == "latency" else None
+        figures["latency_ms"] = ctx.latency(dense) if timed else None
         if table is not None:
-            figures["latency_table_ms"] = table.total(layer_shapes(dense, size).values())
+            figures["latency_table_ms"] = table.total(layer_shapes(dense, size, ctx.latency_batch).values())
             table.save()
+    if ctx.speedup is not None:  # X times faster = the dense latency at the speed batch / X
+        ctx.target = Target("latency", figures["latency_ms"] / ctx.speedup, target.text)
+        info(f"{target.text}: dense {figures['latency_ms']:.2f} ms at batch {ctx.latency_batch} on {cfg.runtime}, "
+             f"so the search aims at {ctx.target.amount:.2f} ms", "setup")
     return ctx

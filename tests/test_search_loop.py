@@ -167,3 +167,14 @@ def test_knapsack_size_steps_distil_and_reestimate_batchnorm(folder, tmp_path):
     for layer in run["layers"]:
         out = layer["out_after"]
         assert out == layer["out_before"] or out % 8 == 0, layer
+
+
+def test_search_to_a_speedup_target(folder, tmp_path):
+    """speedup=X in a search: the dense latency at the speed batch is measured, the search aims at dense / X
+    (predicted from a latency table at that batch) and the delivered model is measured."""
+    run = run_search(config(folder, tmp_path / "run", "speedup=1.3", speed_batches=(2,), max_step=0.3, max_rounds=4),
+                     trainer=fake_train, evaluator=fake_eval())
+    assert run["target"]["kind"] == "latency" and run["target"]["speedup"] == 1.3 and run["target"]["batch"] == 2
+    assert run["target"]["amount"] == pytest.approx(run["dense"]["latency_ms"] / 1.3)
+    assert run["target"]["met"] and run["pruned"]["predicted_latency_ms"] <= run["target"]["amount"] * 1.0001
+    assert run["pruned"]["latency_ms"] > 0 and run["reduction"]["macs"] > 0

@@ -298,11 +298,6 @@ def test_speedup_targets_that_make_no_sense(target, match, tmp_path):
     assert not os.path.exists(out)
 
 
-def test_speedup_target_needs_one_shot(tmp_path):
-    assert_clean_error(run("prune", "resnet20", "--data", "random", "--target", "speedup=1.5", "--out",
-                           tmp_path / "run"), "planned one-shot")
-
-
 @pytest.mark.parametrize("option,value,match", [("--distill-alpha", "1.5", "--distill-alpha must be in [0, 1]"),
                                                 ("--distill-temperature", "0", "must be positive"),
                                                 ("--bn-images", "-1", "--bn-images must be an integer ≥ 0"),
