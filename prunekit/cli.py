@@ -16,9 +16,67 @@ from .config import ALLOCATIONS, DISTILL, KNAPSACK_VALUES
 from .errors import PrunekitError
 
 
+_OUTPUT = {"format": "text"}  # --log-format of the verb being run: text, or one JSON object per line
+
+
+def _say(message="", err: bool = False, event: str | None = None, **fields) -> None:
+    """One line (or block) of output. Under ``--log-format json`` every line prunekit writes, on stdout and
+    stderr, is one JSON object: ``{"event": …, "message": …, **fields}``."""
+    if _OUTPUT["format"] != "json":
+        click.echo(message, err=err)
+        return
+    text = str(message)
+    if event is None:
+        event = "error" if text.startswith("error: ") else "warning" if text.startswith("warning: ") else (
+            "log" if err else "output")
+    click.echo(json.dumps({"event": event, "message": text, **fields}, default=float), err=err)
+
+
+def _say_json(obj: dict, event: str = "result") -> None:
+    """A --json result: indented for a person, one line (an ``event`` object) under --log-format json."""
+    if _OUTPUT["format"] == "json":
+        click.echo(json.dumps({"event": event, **obj}, default=float))
+    else:
+        click.echo(json.dumps(obj, indent=2, default=float))
+
+
+def _set_format(ctx, param, value):
+    """Callback of every verb's --log-format: route prunekit's log and the verb's own output alike."""
+    _OUTPUT["format"] = value or "text"
+    if value == "json":
+        from .progress import configure
+
+        configure("json")
+        _capture_warnings()
+    return value
+
+
+def _capture_warnings() -> None:
+    """Python warnings (torch, onnx) as JSON lines on stderr instead of free text."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        _say(f"{category.__name__}: {message}", err=True, event="warning", file=filename, line=lineno)
+    warnings.showwarning = show
+
+
+def _format_from_args(args) -> None:
+    """``--log-format json`` seen before click parses (so its own usage errors come out as JSON too)."""
+    args = list(args or [])
+    for i, a in enumerate(args):
+        if a == "--log-format=json" or (a == "--log-format" and i + 1 < len(args) and args[i + 1] == "json"):
+            _OUTPUT["format"] = "json"
+
+
+def log_format_option(f):
+    return click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                        callback=_set_format, is_eager=True, expose_value=False,
+                        help="json: every line on stdout and stderr is one JSON object")(f)
+
+
 def _usage_error(e: click.UsageError) -> None:
     verb = e.ctx.command_path if e.ctx is not None else "prunekit"
-    click.echo(f"error: {e.format_message()} (see: {verb} --help)", err=True)
+    _say(f"error: {e.format_message()} (see: {verb} --help)", err=True)
 
 
 class _Group(click.Group):
@@ -26,6 +84,8 @@ class _Group(click.Group):
     click's usage errors (2, without the Usage block), Ctrl-C (130, saying what was kept)."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        _OUTPUT["format"] = "text"
+        _format_from_args(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as e:
@@ -39,18 +99,18 @@ class _Group(click.Group):
             _usage_error(e)
             ctx.exit(2)
         except PrunekitError as e:
-            click.echo(f"error: {e}", err=True)
+            _say(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            _say("interrupted", err=True)
             ctx.exit(130)
 
 
-def _logger(quiet: bool, fmt: str = "text"):
+def _logger(quiet: bool, fmt: str | None = None):
     """Route prunekit's log (``logging.getLogger("prunekit")``) to stderr; returns the message function."""
     from .progress import configure, info
 
-    configure(fmt, quiet)
+    configure(fmt or _OUTPUT["format"], quiet)
     return info
 
 
@@ -92,6 +152,7 @@ def _model_options(f):
 
 
 @main.command()
+@log_format_option
 @click.argument("model")
 @_model_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -118,19 +179,19 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
             "groups": [{"root": g.root, "channels": g.channels, "prunable": g.prunable, "frozen": g.reason,
                         "members": [f"{mm.module}:{mm.kind}" for mm in g.members]} for g in groups]}
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        _say_json(info)
         return
-    click.echo(f"{model}  input {','.join(map(str, spec.input_size))}  classifier {spec.classifier}")
-    click.echo(f"params {count.params:,}   MACs {count.macs:,}   (FLOPs = 2 × MACs = {count.flops:,})")
-    click.echo(f"\n{'layer':<40} {'type':<7} {'in':>6} {'out':>6} {'params':>12} {'MACs':>15}")
+    _say(f"{model}  input {','.join(map(str, spec.input_size))}  classifier {spec.classifier}")
+    _say(f"params {count.params:,}   MACs {count.macs:,}   (FLOPs = 2 × MACs = {count.flops:,})")
+    _say(f"\n{'layer':<40} {'type':<7} {'in':>6} {'out':>6} {'params':>12} {'MACs':>15}")
     for layer in count.layers:
-        click.echo(f"{layer.name:<40} {layer.type:<7} {layer.in_channels:>6} {layer.out_channels:>6} "
+        _say(f"{layer.name:<40} {layer.type:<7} {layer.in_channels:>6} {layer.out_channels:>6} "
                    f"{layer.params:>12,} {layer.macs:>15,}")
     n_prunable = sum(g.prunable for g in groups)
-    click.echo(f"\n{len(groups)} channel groups, {n_prunable} prunable")
+    _say(f"\n{len(groups)} channel groups, {n_prunable} prunable")
     for g in groups:
         state = "prunable" if g.prunable else f"frozen: {g.reason or 'a single channel'}"
-        click.echo(f"  {g.root:<38} {g.channels:>5} ch  {len(g.members):>3} members  {state}")
+        _say(f"  {g.root:<38} {g.channels:>5} ch  {len(g.members):>3} members  {state}")
 
 
 @main.command()
@@ -191,7 +252,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
 @click.option("--val-images", type=int, default=_d("val_images"),
               help="search: validation images each round is measured on, spread over the split (default: all; "
                    "fewer make rounds cheaper and accuracy readings noisier)")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=_d("log_format"), show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=_d("log_format"), show_default=True,
+              callback=_set_format, is_eager=True, help="json: every line on stdout and stderr is one JSON object")
 @click.option("--criterion", default=_d("criterion"), show_default=True,
               help="attention-mean | attention-max | attention-sum | l1 | l2 | random")
 @click.option("--p", "p", type=float, default=_d("p"), show_default=True, help="power of |a| for attention criteria")
@@ -287,16 +349,27 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
                                    + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"
                                       if "pruned_finetuned" in acc else ""))
-    if run.get("search"):
-        sr = run["search"]
-        click.echo(f"{out}: search {sr['schedule']}, {sr['rounds']} rounds, chose round {sr['chosen_round']} "
-                   f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
-    click.echo(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
-               f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
     from .bench import speed_summary
 
+    lines = []
+    if run.get("search"):
+        sr = run["search"]
+        lines.append(f"{out}: search {sr['schedule']}, {sr['rounds']} rounds, chose round {sr['chosen_round']} "
+                     f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
+    lines.append(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
+                 f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
     if speed_summary(run.get("speed")):
-        click.echo(f"{out}: {speed_summary(run.get('speed'))}")
+        lines.append(f"{out}: {speed_summary(run.get('speed'))}")
+    if _OUTPUT["format"] == "json":  # one object with the run's headline figures
+        sr = run.get("search") or {}
+        _say("; ".join(lines), event="summary", out=out, target=run["target"], reduction=run["reduction"],
+             params={"dense": run["dense"]["params"], "pruned": run["pruned"]["params"]},
+             macs={"dense": run["dense"]["macs"], "pruned": run["pruned"]["macs"]}, accuracy=acc or None,
+             speedup={str(r["batch"]): r["speedup"] for r in (run.get("speed") or {}).get("batches", [])},
+             search={k: sr[k] for k in ("schedule", "rounds", "chosen_round", "stopped", "wall_s")} if sr else None)
+        return
+    for line in lines:
+        _say(line)
 
 
 def _init_distributed() -> None:
@@ -347,6 +420,7 @@ def _is_pruned_file(path: str) -> bool:
 
 
 @main.command()
+@log_format_option
 @click.argument("source")
 @_model_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write")
@@ -398,11 +472,11 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
         raise PrunekitError(f"the check inputs are {tuple(inputs.shape[1:])} but the model takes {spec.input_size}")
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
-        click.echo(f"warning: creating the folder {parent}", err=True)
+        _say(f"warning: creating the folder {parent}", err=True)
     log(f"exporting with the {exporter} exporter; checking on {kind}")
     report = export_onnx(model, inputs, out, atol=atol, exporter=exporter)
     if not quiet:
-        click.echo(report.checklist(), err=True)
+        _say(report.checklist(), err=True)
     if with_int8:
         from .export import render_checklist
 
@@ -410,14 +484,14 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
         q = _quantize_file(out, int8_out, data or _run_data_spec(source), 256, "minmax", 0, log,
                            check_dir=source if os.path.isdir(source) else None)
         if not quiet:
-            click.echo(render_checklist(q.checks), err=True)
-        click.echo(f"{int8_out}: {q.bytes:,} bytes, INT8 (QDQ), calibrated on {q.calibration_images} images")
+            _say(render_checklist(q.checks), err=True)
+        _say(f"{int8_out}: {q.bytes:,} bytes, INT8 (QDQ), calibrated on {q.calibration_images} images")
     parity = next(c for c in report.checks if c["check"] == "onnxruntime == pytorch")
-    click.echo(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
+    _say(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
                f"(max abs diff {parity['max_abs_diff']:.2g} on {kind})")
     fp = next((c for c in report.checks if "fast_path" in c), None)
     if fp and fp["warning"]:
-        click.echo(f"warning: {fp['detail']}: those layers run slower than aligned ones "
+        _say(f"warning: {fp['detail']}: those layers run slower than aligned ones "
                    "(prune with --round-to auto)", err=True)
 
 
@@ -459,6 +533,7 @@ def _bench_sources(source: str, vs: str | None, trust_code: bool = False):
 
 
 @main.command()
+@log_format_option
 @click.argument("source")
 @click.option("--vs", default=None, help="dense ONNX model to compare with (a RUN_DIR brings its own)")
 @click.option("--batch-sizes", default="1,32", show_default=True)
@@ -556,34 +631,34 @@ def bench(source, vs, batch_sizes, threads, warmup, runs, provider, device, with
             row["pytorch_cuda"] = cuda_rows(torch_models, size, b, warmup, runs)
         result["batches"].append(row)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        _say_json(result)
         return
     for k, m in result["models"].items():
-        click.echo(f"{k:<11} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
+        _say(f"{k:<11} {m['path']}  MACs {m['macs']:,}  initializer elements {m['params']:,}")
         if "fast_path" in m:
             from .fastpath import FastPath
 
-            click.echo(f"        {FastPath(**{f: v for f, v in m['fast_path'].items() if f != 'on_path'}).summary()}")
-    click.echo(f"onnxruntime {provider}, {threads} thread(s), {warmup} warm-up + {runs} timed runs per model"
+            _say(f"        {FastPath(**{f: v for f, v in m['fast_path'].items() if f != 'on_path'}).summary()}")
+    _say(f"onnxruntime {provider}, {threads} thread(s), {warmup} warm-up + {runs} timed runs per model"
                + (", interleaved" if dense_path else ""))
     for row in result["batches"]:
         for runtime in ("onnxruntime", "pytorch"):
             for k, st in row.get(runtime, {}).items():
-                click.echo(f"  batch {row['batch']:<4} {runtime:<11} {k:<11} p50 {st['p50_ms']:9.3f} ms  "
+                _say(f"  batch {row['batch']:<4} {runtime:<11} {k:<11} p50 {st['p50_ms']:9.3f} ms  "
                            f"p90 {st['p90_ms']:9.3f}  p99 {st['p99_ms']:9.3f}  mean {st['mean_ms']:9.3f} "
                            f"± {st['std_ms']:.3f}  ({st['runs']} runs)  {st['throughput_ips']:10.1f} img/s")
         if "int8" in row:
             i8 = row["int8"]
-            click.echo(f"  batch {row['batch']:<4} int8: dense int8 {_speedup_words(i8['dense_int8_vs_dense'])} "
+            _say(f"  batch {row['batch']:<4} int8: dense int8 {_speedup_words(i8['dense_int8_vs_dense'])} "
                        f"vs dense fp32; pruned int8 {_speedup_words(i8['pruned_int8_vs_dense'])} vs dense fp32 and "
                        f"{_speedup_words(i8['pruned_int8_vs_dense_int8'])} vs dense int8 (efficiency "
                        f"{i8['efficiency_over_int8']:.0%})")
         for c in row.get("pytorch_cuda", []):
-            click.echo(f"  batch {row['batch']:<4} pytorch cuda {c['dtype']:<4} {c['layout']:<13} dense p50 "
+            _say(f"  batch {row['batch']:<4} pytorch cuda {c['dtype']:<4} {c['layout']:<13} dense p50 "
                        f"{c['dense_ms']:8.3f} ms  pruned {c['pruned_ms']:8.3f} ms  speedup "
                        f"{_speedup_words(c['speedup'])}")
         if "speedup" in row:
-            click.echo(f"  batch {row['batch']:<4} speedup {_speedup_words(row['speedup'])} (onnxruntime p50), MAC "
+            _say(f"  batch {row['batch']:<4} speedup {_speedup_words(row['speedup'])} (onnxruntime p50), MAC "
                        f"ratio {row['mac_ratio']:.2f}×, efficiency {row['speedup_efficiency']:.0%}"
                        + (f"; PyTorch speedup {_speedup_words(row['pytorch_speedup'])}"
                           if "pytorch_speedup" in row else ""))
@@ -617,7 +692,7 @@ def _quantize_for_bench(run_dir: str, fp32: str, out: str, data: str | None) -> 
         bundle = load_data(spec, onnx_info(fp32)["input_size"])
         calib = bundle.tensor(bundle.calibration(256)).numpy()
     elif stored is not None:
-        click.echo(f"warning: calibrating {out} on the run folder's {len(stored)} stored images (latency only)",
+        _say(f"warning: calibrating {out} on the run folder's {len(stored)} stored images (latency only)",
                    err=True)
         calib = stored.numpy()
     else:
@@ -632,6 +707,7 @@ def _speedup_words(speedup: float) -> str:
 
 
 @main.command()
+@log_format_option
 @click.argument("model")
 @click.option("--max-params", type=float, default=None, help="budget: ONNX initializer elements")
 @click.option("--max-macs", type=float, default=None, help="budget: MACs at batch 1 (Conv/Gemm/MatMul)")
@@ -678,7 +754,7 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
     actual = gate.figures(model)
     if write_baseline:
         atomic_write_json(write_baseline, {k: actual[k] for k in gate.DETERMINISTIC})
-        click.echo(f"wrote {write_baseline}: params {actual['params']:,}, MACs {actual['macs']:,}, "
+        _say(f"wrote {write_baseline}: params {actual['params']:,}, MACs {actual['macs']:,}, "
                    f"bytes {actual['bytes']:,}")
         return
     ref = gate.read_baseline(baseline) if baseline else None
@@ -696,7 +772,10 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
                             "or --vs with --min-speedup")
     if md_path:
         atomic_write_bytes(md_path, gate.markdown(model, rows).encode())
-    click.echo(json.dumps(gate.to_json(model, rows, actual), indent=2) if as_json else gate.table(rows))
+    if as_json:
+        _say_json(gate.to_json(model, rows, actual))
+    else:
+        _say(gate.table(rows))
     if not all(r.passed for r in rows):
         click.get_current_context().exit(1)
 
@@ -726,6 +805,7 @@ def _fp32_onnx_of(source: str, trust_code: bool, tmp_dir: str, log) -> tuple[str
 
 
 @main.command()
+@log_format_option
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="INT8 ONNX file to write")
 @click.option("--data", default=None, help="calibration (and test) images: cifar10, an ImageFolder root, a .tar.gz "
@@ -772,11 +852,11 @@ def quantize(source, out, data, calib_images, method, eval_images, trust_code, q
     if not quiet:
         from .export import render_checklist
 
-        click.echo(render_checklist(report.checks), err=True)
+        _say(render_checklist(report.checks), err=True)
     acc = report.accuracy
     acc_text = (f"; test accuracy fp32 {acc['fp32']:.2f}% → int8 {acc['int8']:.2f}% ({acc['images']:,} images)"
                 if acc else "")
-    click.echo(f"{out}: {report.bytes:,} bytes (fp32 {report.fp32_bytes:,}), {method} calibration on "
+    _say(f"{out}: {report.bytes:,} bytes (fp32 {report.fp32_bytes:,}), {method} calibration on "
                f"{report.calibration_images} images{acc_text}")
 
 
@@ -794,7 +874,7 @@ def _quantize_file(fp32_path, out, data, calib_images, method, eval_images, log,
         raise PrunekitError("quantize needs calibration images: give --data (cifar10, an ImageFolder root, a "
                             ".tar.gz, or random for latency work only)")
     if data == "random":
-        click.echo("warning: calibrating on random inputs: the int8 model's accuracy is meaningless "
+        _say("warning: calibrating on random inputs: the int8 model's accuracy is meaningless "
                    "(fine for latency work)", err=True)
     bundle = load_data(data, size)
     calib = bundle.tensor(bundle.calibration(calib_images)).numpy()
@@ -822,7 +902,7 @@ def report(run_dir):
     """
     from .report import write_report
 
-    click.echo(write_report(run_dir))
+    _say(write_report(run_dir))
 
 
 @main.command("models")
@@ -838,9 +918,9 @@ def list_models_cmd():
 
     for name in list_models():
         e = get_entry(name)
-        click.echo(f"{name:<14} input {','.join(map(str, e.input_size))}  classes {e.num_classes}  "
+        _say(f"{name:<14} input {','.join(map(str, e.input_size))}  classes {e.num_classes}  "
                    f"{(e.factory.__doc__ or '').strip().splitlines()[0]}")
-    click.echo("torchvision:NAME  any torchvision classification model, e.g. torchvision:resnet50")
+    _say("torchvision:NAME  any torchvision classification model, e.g. torchvision:resnet50")
 
 
 if __name__ == "__main__":
