@@ -165,7 +165,7 @@ class JobConfig:
     runtime: str = "onnxruntime-cpu"  # where the model ships: decides round_to=auto and the final timing
     speed_batches: tuple[int, ...] = (1, 32)  # dense vs pruned timed at these batch sizes at the end (() = skip)
     cost: str = "auto"  # what Algorithm 3 scales thresholds by: params | flops | latency | auto (the target's)
-    allocate: str = "threshold"  # one-shot widths: "threshold" (Algorithm 3 + rounding) or "knapsack" (by cost)
+    allocate: str = "knapsack"  # widths: "knapsack" (least score lost for the cost) or "threshold" (Algorithm 3)
     knapsack_value: str = "layers"  # knapsack: a channel's value is its score × the layers its group touches
     threshold_scale: str = "total"  # Algorithm 3's C_g: "total" (the paper) or "per-layer" (C_g / layers touched)
     group_cap: float = 1.0  # largest share of one group's channels a single plan (round) removes

@@ -50,7 +50,7 @@ def r20_weights():
 def config(small_cifar, r20_weights, out, target, **kw):
     base = dict(model="resnet20", weights=r20_weights, data=small_cifar, target=target, out=str(out),
                 epochs_per_round=0.15, max_rounds=3, lam=0.1, calib_images=64, batch_size=32, export=False,
-                train_lr=0.05)
+                train_lr=0.05, bn_images=128)  # a round trains on ~400 images: re-estimate BatchNorm on fewer
     base.update(kw)
     return prunekit.PruneConfig(**base)
 
@@ -109,7 +109,7 @@ def _cli(*args):
 def test_killed_search_resumes_to_the_same_end(small_cifar, r20_weights, tmp_path):
     common = ["prune", "resnet20", "--weights", r20_weights, "--data", small_cifar, "--target", "params=0.4",
               "--epochs-per-round", "0.15", "--max-rounds", "3", "--lam", "0.1", "--calib-images", "64",
-              "--batch-size", "32", "--train-lr", "0.05", "--quiet"]
+              "--batch-size", "32", "--train-lr", "0.05", "--bn-images", "128", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = subprocess.run(_cli(*common, "--out", tmp_path / "ref"), env=env, capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
@@ -137,8 +137,8 @@ def test_data_parallel_two_cpu_processes(small_cifar, r20_weights, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "prunekit.cli", "prune", "resnet20", "--weights", r20_weights, "--data", small_cifar,
            "--target", "params=0.3", "--epochs-per-round", "0.15", "--max-rounds", "2", "--lam", "0.15",
-           "--calib-images", "64", "--batch-size", "32", "--train-lr", "0.05", "--out", tmp_path / "run",
-           "--log-format", "json"]
+           "--calib-images", "64", "--batch-size", "32", "--train-lr", "0.05", "--bn-images", "128",
+           "--out", tmp_path / "run", "--log-format", "json"]
     res = subprocess.run(list(map(str, cmd)), env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
