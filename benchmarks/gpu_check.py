@@ -12,12 +12,13 @@ is reported as skipped, a failing one with its exit code and the tail of its out
   a 1-epoch final fine-tune;
 - ``torchrun``: one round of the same under ``torchrun --nproc_per_node 1`` (nccl on a GPU);
 - ``bench``: ``prunekit bench RUN --device cuda`` (fp32 / bf16 × contiguous / channels_last, batch 1/64/256)
-  on the search's run and on one-shot torchvision resnet50 and mobilenet_v2 at 224²;
+  on the search's run and on one-shot torchvision resnet50 and mobilenet_v2 at 224² (dry run: resnet18 and
+  mobilenet_v2 at 32²);
 - ``latency_table``: a CUDA latency table of ResNet-56's layer shapes and its prediction error on 3 plans;
 - ``pareto``: with time left, ``benchmarks/pareto.py`` at 1.5× with 3 epochs (knapsack and the
   Torch-Pruning peer, both with BN re-estimation and distillation) on the GPU.
 
-``--dry-run`` runs every step on the CPU with ResNet-20, a few hundred images and a few timed runs, so a
+``--dry-run`` runs every step on the CPU with ResNet-20, a generated 250-image ImageFolder and a few timed runs, so a
 machine without a GPU (CI) proves the script itself works. Results: ``OUT/gpu_check.json`` and
 ``OUT/gpu_check.md``, rewritten after every step.
 """
@@ -35,27 +36,43 @@ sys.path.insert(0, str(HERE))
 STEPS = ("train", "search", "torchrun", "bench", "latency_table", "pareto")
 
 
-def _setup(dry: bool) -> dict:
+def _tiny_folder(root: Path) -> str:
+    """A labelled 10-class ImageFolder of 32×32 images (20 train + 5 test per class) for the dry run."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 5)):
+        for c in range(10):
+            d = root / split / f"c{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                if not (d / f"{i}.png").exists():
+                    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return str(root)
+
+
+def _setup(dry: bool, out: Path) -> dict:
     from _common import shared
 
     model = "resnet20" if dry else "resnet56"
     return {"model": model, "weights": shared("weights", f"{model}-cifar10jpeg.pt"),
-            "data": shared("data", "cifar10-jpeg.tar.gz"), "device": "cpu" if dry else "cuda",
-            "epochs": 0.02 if dry else 1.0, "runs": 3 if dry else 50,
-            "batches": "1,8" if dry else "1,64,256", "size224": "3,64,64" if dry else "3,224,224"}
+            "data": _tiny_folder(out / "tiny-data") if dry else shared("data", "cifar10-jpeg.tar.gz"),
+            "device": "cpu" if dry else "cuda", "epochs": 0.5 if dry else 1.0, "runs": 3 if dry else 50,
+            "batches": "1,8" if dry else "1,64,256", "size224": "3,32,32" if dry else "3,224,224",
+            "tv": ("resnet18", "mobilenet_v2") if dry else ("resnet50", "mobilenet_v2")}
 
 
 def step_train(s: dict, out: Path) -> dict:
     from prunekit.data import load_data
     from prunekit.device import resolve_compute
-    from prunekit.inputs import spread
     from prunekit.models import resolve_model
     from prunekit.train import TrainSchedule, evaluate, train
 
     model, spec = resolve_model(s["model"], weights=s["weights"])
     bundle = load_data(s["data"], spec.input_size)
     compute = resolve_compute(s["device"], "auto")
-    test = bundle.test.subset(spread(len(bundle.test), 500)) if s["device"] == "cpu" else bundle.test
+    test = bundle.test
     before = evaluate(model, bundle, test, compute=compute)
     summary = train(model, bundle, TrainSchedule(epochs=s["epochs"], lr=0.01), compute)
     return {"device": summary["device"], "amp": summary["amp"], "images_per_s": summary["images"] /
@@ -72,8 +89,8 @@ def _prune_args(s: dict, out: Path, rounds: int) -> list:
     dry = s["device"] == "cpu"
     return ["prune", s["model"], "--weights", s["weights"], "--data", s["data"], "--target", "flops=0.5",
             "--device", s["device"], "--epochs-per-round", s["epochs"], "--max-rounds", rounds,
-            "--final-epochs", s["epochs"], "--val-images", 500 if dry else 5000, "--out", out, "--overwrite",
-            "--log-format", "json", *(["--train-fraction", "0.05", "--speed-batches", "none"] if dry else [])]
+            "--final-epochs", s["epochs"], "--out", out, "--overwrite", "--log-format", "json",
+            *(["--bn-images", "32", "--calib-images", "32", "--speed-batches", "none"] if dry else [])]
 
 
 def _last_summary(text: str) -> dict:
@@ -102,7 +119,7 @@ def step_torchrun(s: dict, out: Path, timeout: float) -> dict:
 def step_bench(s: dict, out: Path, timeout: float) -> dict:
     t0, results = time.monotonic(), {}
     runs = [("search-run", out / "search-run")]
-    for name in ("resnet50", "mobilenet_v2"):
+    for name in s["tv"]:
         run_dir = out / f"tv-{name}"
         left = timeout - (time.monotonic() - t0)
         r = _cli("prune", f"torchvision:{name}", "--data", "random", "--input-size", s["size224"], "--target",
@@ -176,7 +193,7 @@ def step_pareto(s: dict, out: Path, timeout: float) -> dict:
 
 
 def run_step(name: str, dry: bool, out: Path, timeout: float) -> dict:
-    s = _setup(dry)
+    s = _setup(dry, out)
     if name == "train":
         return step_train(s, out)
     if name == "latency_table":

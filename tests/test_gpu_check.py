@@ -16,13 +16,15 @@ pytestmark = pytest.mark.slow
 def test_gpu_check_dry_run(tmp_path):
     shared_file("weights", "resnet20-cifar10jpeg.pt")
     shared_file("data", "cifar10-jpeg.tar.gz")
-    steps = "train,search,torchrun,bench,latency_table"  # the pareto step is benchmarks/pareto.py's own run
+    # the suite runs the cheaper steps (torchrun and bench are covered by their own tests; all five pass the dry
+    # run, about 7 min on 2 busy cores); the pareto step is benchmarks/pareto.py's own run
+    steps = "train,search,latency_table"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out",
                         str(tmp_path), "--steps", steps, "--deadline", "540"], capture_output=True, text=True,
                        timeout=600)
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert r.returncode == 0, json.dumps(report, indent=1)[-3000:]
-    assert [report["steps"][s]["status"] for s in steps.split(",")] == ["ok"] * 5
+    assert [report["steps"][s]["status"] for s in steps.split(",")] == ["ok"] * 3
     assert report["steps"]["train"]["result"]["images_per_s"] > 0
     assert report["steps"]["search"]["result"]["summary"]["event"] == "summary"
     assert len(report["steps"]["latency_table"]["result"]["plans"]) == 3
