@@ -19,7 +19,7 @@ score while removing at least the asked-for share of the cost:
 2. **Re-linearise** around the DP's answer and solve again (a conv's cost couples its input and output
    groups, so one group's saving depends on its neighbours' widths), ``iters`` times.
 3. **Exact finish** on the real cost model: while the plan removes too little, take the grid step with the
-   least score lost per unit of cost saved; then, while a group can grow by one grid step and the plan still
+   least score lost per unit of cost saved; then, while a group can grow to a wider grid width and the plan still
    meets the target, give back the step that restores the most score. The plan therefore meets the target
    exactly as the cost model predicts it, and overshoots it by no more than one grid step of some group.
 """
