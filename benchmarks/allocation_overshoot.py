@@ -9,13 +9,13 @@ import argparse
 
 from _common import machine, shared, write_results
 
-from prunekit.allocate import plan_to_target
+from prunekit.core.allocate import plan_to_target
 from prunekit.config import parse_target
 from prunekit.data import load_data
-from prunekit.graph import build_graph, find_groups
-from prunekit.masks import CostModel, reduction
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.masks import CostModel, reduction
 from prunekit.models import resolve_model
-from prunekit.scoring import score_groups
+from prunekit.core.scoring import score_groups
 
 
 def main() -> None:

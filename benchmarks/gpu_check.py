@@ -65,9 +65,9 @@ def _setup(dry: bool, out: Path) -> dict:
 
 def step_train(s: dict, out: Path) -> dict:
     from prunekit.data import load_data
-    from prunekit.device import resolve_compute
+    from prunekit.compute.device import resolve_compute
     from prunekit.models import resolve_model
-    from prunekit.train import TrainSchedule, evaluate, train
+    from prunekit.compute.train import TrainSchedule, evaluate, train
 
     model, spec = resolve_model(s["model"], weights=s["weights"])
     bundle = load_data(s["data"], spec.input_size)
@@ -151,14 +151,14 @@ def _last_event(text: str, event: str) -> dict:
 def step_latency_table(s: dict, out: Path) -> dict:
     import torch
 
-    from prunekit.bench import measure_torch_cuda, model_latency_ms
-    from prunekit.graph import build_graph, find_groups
-    from prunekit.latency import LatencyTable, predict_ms
-    from prunekit.masks import CostModel
+    from prunekit.deploy.bench import measure_torch_cuda, model_latency_ms
+    from prunekit.core.graph import build_graph, find_groups
+    from prunekit.deploy.latency import LatencyTable, predict_ms
+    from prunekit.core.masks import CostModel
     from prunekit.models import resolve_model
-    from prunekit.allocate import plan_to_target
-    from prunekit.scoring import score_groups
-    from prunekit.surgery import apply_plan
+    from prunekit.core.allocate import plan_to_target
+    from prunekit.core.scoring import score_groups
+    from prunekit.core.surgery import apply_plan
 
     model, spec = resolve_model(s["model"], weights=s["weights"])
     runtime = "onnxruntime-cpu" if s["device"] == "cpu" else "cuda"

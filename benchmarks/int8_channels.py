@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 from _common import machine, write_results
 
-from prunekit.bench import measure_pair
-from prunekit.export import export_onnx
-from prunekit.quantize import quantize_onnx
+from prunekit.deploy.bench import measure_pair
+from prunekit.deploy.export import export_onnx
+from prunekit.deploy.quantize import quantize_onnx
 
 
 def stack(c: int, depth: int = 6) -> nn.Module:

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from _common import machine, write_results
 
-from prunekit.allocate import plan_to_target
-from prunekit.bench import measure_pair
-from prunekit.export import export_onnx
-from prunekit.graph import build_graph, find_groups
-from prunekit.latency import LatencyTable, predict_ms
-from prunekit.masks import CostModel
+from prunekit.core.allocate import plan_to_target
+from prunekit.deploy.bench import measure_pair
+from prunekit.deploy.export import export_onnx
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.deploy.latency import LatencyTable, predict_ms
+from prunekit.core.masks import CostModel
 from prunekit.models import resolve_model
-from prunekit.scoring import score_groups
-from prunekit.surgery import apply_plan
+from prunekit.core.scoring import score_groups
+from prunekit.core.surgery import apply_plan
 
 MODELS = [("resnet56", (3, 32, 32)), ("torchvision:resnet18", (3, 224, 224)),
           ("torchvision:mobilenet_v2", (3, 224, 224))]

@@ -15,7 +15,7 @@ Rows (``--rows``, comma-separated, run in this order; each row is written to the
 - ``tp+bn+kd``: the same pruned model with prunekit's recovery (BN re-estimation + distillation);
 - ``int8``: the dense model quantized (static QDQ, 256 calibration images): the reference a user also weighs.
 
-Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``prunekit.bench.compare_speed``,
+Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``prunekit.deploy.bench.compare_speed``,
 1 thread) at batch 32 and 1.
 
     python benchmarks/pareto.py --speedups 1.5,2.0 --epochs 1 --out benchmarks/results
@@ -33,17 +33,17 @@ import torch
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.bench import compare_speed
+from prunekit.deploy.bench import compare_speed
 from prunekit.config import TrainingConfig
 from prunekit.data import load_data
-from prunekit.device import resolve_compute
+from prunekit.compute.device import resolve_compute
 from prunekit.errors import PrunekitError
-from prunekit.metrics import count_model
+from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 from prunekit.progress import configure, info
-from prunekit.recovery import recalibrate, teacher_for, training_schedule
-from prunekit.runtime import resolve_round_to
-from prunekit.train import evaluate, finetune
+from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
+from prunekit.deploy.runtime import resolve_round_to
+from prunekit.compute.train import evaluate, finetune
 
 ROWS = ("knapsack+bn+kd", "knapsack-gn+bn+kd", "tp", "tp+bn+kd", "threshold", "threshold+bn+kd", "int8",
         "threshold+bn", "search+bn+kd")
@@ -114,9 +114,9 @@ def tp_row(args, name, speedup, bundle, dense, spec, round_to, cache):
 
 
 def int8_row(args, bundle, dense, spec, d):
-    from prunekit.bench import measure_pair
-    from prunekit.export import export_onnx
-    from prunekit.quantize import quantize_onnx
+    from prunekit.deploy.bench import measure_pair
+    from prunekit.deploy.export import export_onnx
+    from prunekit.deploy.quantize import quantize_onnx
 
     calib = bundle.to_tensor(bundle.calibration(256, args.seed).images).numpy()
     fp32, int8 = os.path.join(d, "dense.onnx"), os.path.join(d, "dense.int8.onnx")

@@ -19,14 +19,14 @@ import time
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.graph import build_graph, find_groups
-from prunekit.masks import CostModel
-from prunekit.round_plan import RoundPlanner
-from prunekit.scoring import score_groups
-from prunekit.search_context import prepare
-from prunekit.storage import save_pruned
-from prunekit.surgery import apply_plan, verify_masked_equals_pruned
-from prunekit.train import evaluate
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.masks import CostModel
+from prunekit.jobs.search.planner import RoundPlanner
+from prunekit.core.scoring import score_groups
+from prunekit.jobs.search.context import prepare
+from prunekit.runs.storage import save_pruned
+from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
+from prunekit.compute.train import evaluate
 
 
 def one_pass(ctx, small, folder: str) -> dict[str, float]:

@@ -44,8 +44,8 @@ def main() -> None:
             int8 = None
             if args.int8:
                 from prunekit.data import load_data
-                from prunekit.export import export_onnx
-                from prunekit.quantize import quantize_onnx
+                from prunekit.deploy.export import export_onnx
+                from prunekit.deploy.quantize import quantize_onnx
 
                 bundle = load_data(data, (3, 32, 32))
                 calib = bundle.to_tensor(bundle.calibration(256).images).numpy()

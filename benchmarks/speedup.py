@@ -20,11 +20,11 @@ import torch
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.bench import measure_pair, onnx_info
-from prunekit.export import export_onnx
-from prunekit.fastpath import fast_path
+from prunekit.deploy.bench import measure_pair, onnx_info
+from prunekit.deploy.export import export_onnx
+from prunekit.deploy.fastpath import fast_path
 from prunekit.models import resolve_model
-from prunekit.quantize import quantize_onnx
+from prunekit.deploy.quantize import quantize_onnx
 
 CASES = [  # (model, weights, data, input size, target)
     ("resnet56", "resnet56-cifar10jpeg.pt", "cifar", (3, 32, 32), "flops=0.5"),

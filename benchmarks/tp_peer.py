@@ -2,9 +2,9 @@
 
 The peer is ``torch_pruning`` 's ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, global ranking,
 ``round_to`` and the classifier left alone, pruned in one step. Its global ``pruning_ratio`` is bisected until
-the MEASURED speedup (dense p50 / pruned p50 latency from :func:`prunekit.bench.model_latency_ms` at the given
+the MEASURED speedup (dense p50 / pruned p50 latency from :func:`prunekit.deploy.bench.model_latency_ms` at the given
 batch, runtime and thread count) reaches the target; params and MACs come from
-:func:`prunekit.metrics.count_model`.
+:func:`prunekit.core.metrics.count_model`.
 
 The ratio -> size map is not monotone: torch-pruning rounds each group's kept channels DOWN to ``round_to`` and
 skips any group it would empty, so past some ratio more pruning removes less (ResNet-56 with round_to=16 removes
@@ -26,9 +26,9 @@ import torch.nn as nn
 import torch_pruning as tp
 
 import prunekit.models  # noqa: F401  (registers the built-in models' custom pruners)
-from prunekit import graph
-from prunekit.bench import model_latency_ms
-from prunekit.metrics import count_model
+from prunekit.core import graph
+from prunekit.deploy.bench import model_latency_ms
+from prunekit.core.metrics import count_model
 from prunekit.models import find_classifier
 
 

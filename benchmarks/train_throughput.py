@@ -18,9 +18,9 @@ from _common import machine, shared, write_results
 from PIL import Image
 
 from prunekit.data import load_data
-from prunekit.device import resolve_compute
+from prunekit.compute.device import resolve_compute
 from prunekit.models import resolve_model
-from prunekit.train import TrainSchedule, evaluate, train
+from prunekit.compute.train import TrainSchedule, evaluate, train
 
 
 def folder(root: str, n: int, classes: int = 10) -> str:

@@ -6,12 +6,12 @@ import sys
 
 import torch
 
-from prunekit.export import export_onnx
-from prunekit.graph import build_graph, find_groups
-from prunekit.masks import CostModel, plan_for_target
+from prunekit.deploy.export import export_onnx
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.masks import CostModel, plan_for_target
 from prunekit.models import resolve_model
-from prunekit.scoring import score_groups
-from prunekit.surgery import apply_plan, verify_masked_equals_pruned
+from prunekit.core.scoring import score_groups
+from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
 
 model, spec = resolve_model("resnet20", weights=sys.argv[1] if len(sys.argv) > 1 else None)
 groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)

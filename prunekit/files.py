@@ -9,7 +9,7 @@ import os
 import tempfile
 from typing import Any
 
-from .errors import PrunekitError, describe
+from prunekit.errors import PrunekitError, describe
 
 
 def _umask() -> int:

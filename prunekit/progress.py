@@ -20,14 +20,14 @@ LOGGER = logging.getLogger("prunekit")
 
 class RankFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from .ddp import distributed
+        from prunekit.compute.ddp import distributed
 
         return distributed()[0] == 0
 
 
 class CliHandler(logging.Handler):
     def __init__(self, fmt: str = "text", stream=None):
-        super().__init__(logging.INFO)
+        super().__init__(logging.INFO)  # the logger's level decides (quiet: warnings only)
         self.fmt = fmt
         self._stream = stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) and fmt == "text"
@@ -61,18 +61,20 @@ def configure(fmt: str = "text", quiet: bool = False, stream=None) -> CliHandler
     for h in [h for h in LOGGER.handlers if isinstance(h, CliHandler)]:
         LOGGER.removeHandler(h)
     LOGGER.propagate = False
-    if quiet:
-        LOGGER.setLevel(logging.WARNING + 100)
-        return None
     handler = CliHandler(fmt, stream)
     LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
+    LOGGER.setLevel(logging.WARNING if quiet else logging.INFO)  # quiet: warnings still reach the user
     return handler
 
 
 def info(message: str, event: str = "log", **fields) -> None:
     """One message; ``event`` and ``fields`` are what a JSON line carries besides it."""
     LOGGER.info(message, extra={"event": event, "fields": fields})
+
+
+def warn(message: str, **fields) -> None:
+    """A warning (shown even when quiet): ``warning: message`` on stderr, a ``warning`` event in JSON."""
+    LOGGER.warning(f"warning: {message}", extra={"event": "warning", "fields": fields})
 
 
 class _Bar:

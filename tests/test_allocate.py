@@ -1,4 +1,4 @@
-"""Knapsack widths (prunekit.allocate): the DP is optimal (= brute force), plans meet their target on the
+"""Knapsack widths (prunekit.core.allocate): the DP is optimal (= brute force), plans meet their target on the
 cost model, stay on the channel grid, and overshoot it by no more than one grid step of one group."""
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from prunekit.allocate import candidate_widths, knapsack_plan, min_loss_choice, plan_to_target
+from prunekit.core.allocate import candidate_widths, knapsack_plan, min_loss_choice, plan_to_target
 from prunekit.errors import PrunekitError
-from prunekit.graph import build_graph, find_groups
-from prunekit.masks import CostModel, reduction
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.masks import CostModel, reduction
 from prunekit.models import resolve_model
-from prunekit.scoring import score_groups
+from prunekit.core.scoring import score_groups
 
 
 def brute_force(options, required):

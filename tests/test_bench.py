@@ -7,10 +7,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from prunekit.bench import onnx_info, summarize, time_calls
+from prunekit.deploy.bench import onnx_info, summarize, time_calls
 from prunekit.cli import main
-from prunekit.export import export_onnx
-from prunekit.metrics import count_model
+from prunekit.deploy.export import export_onnx
+from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 
 

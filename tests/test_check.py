@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from prunekit.cli import main
-from prunekit.export import export_onnx
+from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
 
 
@@ -95,7 +95,7 @@ def _conv_stack(channels: int, path):
 
 def test_fast_path_counts_convs_off_nchwc(tmp_path):
     """31 channels fall off onnxruntime's NCHWc kernels, 32 stay on them (x86 CPUs with MLAS NCHWc)."""
-    from prunekit.fastpath import fast_path, nchwc_supported
+    from prunekit.deploy.fastpath import fast_path, nchwc_supported
 
     if not nchwc_supported():
         pytest.skip("this CPU / onnxruntime has no NCHWc kernels")

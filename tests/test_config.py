@@ -8,8 +8,16 @@ import dataclasses
 import click
 import pytest
 
-from prunekit.config import (JobConfig, OneShotConfig, PruneConfig, SearchConfig, TrainingConfig, check_paths,
-                             config_dict, option_default)
+from prunekit.config import (
+    JobConfig,
+    OneShotConfig,
+    PruneConfig,
+    SearchConfig,
+    TrainingConfig,
+    check_paths,
+    config_dict,
+    option_default,
+)
 from prunekit.errors import PrunekitError
 
 BASE = dict(model="resnet20", data="random", target="flops=0.5", out="runs/x")
@@ -70,7 +78,7 @@ def test_an_option_of_the_other_job_is_refused_unless_left_at_its_default():
     (dict(budget_epochs=1.0, final_epochs=1.0), "--final-epochs must leave part"),
     (dict(rewind="weights"), "needs --rewind-checkpoint"),
     (dict(time_limit="soon"), "time limit must look like"),
-    (dict(lr_schedule="linear"), "lr_schedule must be step or cosine"),
+    (dict(lr_schedule="linear"), "--lr-schedule must be one of step, cosine"),
     (dict(val_images=0), "--val-images must be an integer ≥ 1"),
     (dict(schedule="oneshot", target="acc=1"), "needs a search"),
     (dict(schedule="oneshot", finetune_epochs=-1.0), "--finetune-epochs must be ≥ 0"),
@@ -99,7 +107,7 @@ def test_replace_rechecks_the_fields():
 
 def test_cli_defaults_are_the_config_fields():
     """One place for each default: every `prunekit prune` option that is a config field shows its default."""
-    from prunekit.cli import prune
+    from prunekit.cli.prune import prune
 
     names = {f.name for cls in (SearchConfig, OneShotConfig, TrainingConfig) for f in dataclasses.fields(cls)
              if f.default is not dataclasses.MISSING}
@@ -129,7 +137,7 @@ def test_job_configs_share_one_definition_of_common_fields():
 
 
 def test_dispatcher_picks_the_job_by_type():
-    from prunekit.pipeline import JOBS, prune
+    from prunekit.jobs.pipeline import JOBS, prune
 
     assert set(JOBS) == {OneShotConfig, SearchConfig}
     with pytest.raises(PrunekitError, match="needs a OneShotConfig or SearchConfig"):

@@ -42,7 +42,7 @@ def test_tarball_split_rule_and_cache(tiny_tarball, tmp_path, monkeypatch):
     assert list(b.val.labels) == [0, 0, 1, 1]
     assert b.train.images.shape == (36, 32, 32, 3) and b.train.images.dtype == np.uint8
     assert os.listdir(tmp_path / "cache")
-    import prunekit.data as data_mod
+    import prunekit.data.cache as data_mod
 
     monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
     again = load_data(tiny_tarball)

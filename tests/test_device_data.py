@@ -16,7 +16,7 @@ from PIL import Image
 
 from prunekit.cli import main
 from prunekit.data import load_data, random_crop_flip
-from prunekit.device import resolve_compute
+from prunekit.compute.device import resolve_compute
 from prunekit.errors import PrunekitError
 
 CUDA = torch.cuda.is_available()
@@ -94,7 +94,7 @@ def test_stream_mode_matches_memory_mode(tmp_path, monkeypatch):
 RSS_SCRIPT = """
 import resource, sys, torch, torch.nn as nn
 from prunekit.data import load_data
-from prunekit.train import TrainSchedule, evaluate, train
+from prunekit.compute.train import TrainSchedule, evaluate, train
 bundle = load_data(sys.argv[1], (3, 224, 224), mode="stream", workers=0)
 model = nn.Sequential(nn.Conv2d(3, 8, 7, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
 train(model, bundle, TrainSchedule(epochs=1, lr=0.01, batch_size=16))

@@ -8,8 +8,14 @@ import stat
 import pytest
 
 from prunekit.errors import PrunekitError
-from prunekit.files import (atomic_write_bytes, atomic_write_json, check_output_folder, make_temp_dir, read_json,
-                            require_finite)
+from prunekit.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    check_output_folder,
+    make_temp_dir,
+    read_json,
+    require_finite,
+)
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temp(tmp_path):

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 
 import prunekit
 from prunekit.cli import main
-from prunekit.graph import build_graph, find_groups
-from prunekit.latency import LatencyTable, layer_shapes
-from prunekit.masks import CostModel, layer_thresholds, plan_for_target, reduction
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.deploy.latency import LatencyTable, layer_shapes
+from prunekit.core.masks import CostModel, layer_thresholds, plan_for_target, reduction
 from prunekit.models import resolve_model
-from prunekit.scoring import score_groups
-from prunekit.surgery import apply_plan
+from prunekit.core.scoring import score_groups
+from prunekit.core.surgery import apply_plan
 
 CUDA = torch.cuda.is_available()
 
@@ -77,8 +77,8 @@ def test_latency_cost_with_a_flops_target(tmp_path):
 def test_oneshot_latency_target_replans_until_the_measurement_fits(tmp_path, monkeypatch):
     """One-shot latency= plans on the table's prediction, then *measures*; a miss asks for more. The runtime
     is faked here (latency = MACs / 1e7 ms, deterministic) so the loop is tested, not the machine's noise."""
-    import prunekit.bench as bench
-    from prunekit.metrics import count_model
+    import prunekit.deploy.bench as bench
+    from prunekit.core.metrics import count_model
 
     monkeypatch.setattr(bench, "model_latency_ms", lambda model, size, *a, **k: count_model(model, size).macs / 1e7)
     run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=3.0",

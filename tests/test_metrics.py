@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunekit.bench import onnx_info
-from prunekit.export import export_onnx
-from prunekit.masks import CostModel
-from prunekit.metrics import count_model
+from prunekit.deploy.bench import onnx_info
+from prunekit.deploy.export import export_onnx
+from prunekit.core.masks import CostModel
+from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 
 

@@ -13,8 +13,8 @@ import torch
 
 import prunekit
 from prunekit.errors import PrunekitError
-from prunekit.export import export_onnx
-from prunekit.metrics import count_model
+from prunekit.deploy.export import export_onnx
+from prunekit.core.metrics import count_model
 
 from prunekit.models import list_models
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prunekit.policy import Controller, PolicyConfig, RoundResult
+from prunekit.jobs.search.policy import Controller, PolicyConfig, RoundResult
 
 
 def feed(ctrl, rnd, size, reduction, acc, seconds=1.0):

@@ -10,9 +10,9 @@ import torch
 from click.testing import CliRunner
 
 from prunekit.cli import main
-from prunekit.export import export_onnx
+from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
-from prunekit.quantize import AGREEMENT_BOUND, quantize_onnx
+from prunekit.deploy.quantize import AGREEMENT_BOUND, quantize_onnx
 
 
 def run(*args):

@@ -9,7 +9,7 @@ import torch
 
 import prunekit
 from prunekit.models import resolve_model
-from prunekit.train import evaluate
+from prunekit.compute.train import evaluate
 
 from .conftest import shared_file
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prunekit.bnstats import reestimate_bn
+from prunekit.compute.bnstats import reestimate_bn
 from prunekit.data import ArrayDataset, DataBundle
-from prunekit.distill import distillation_loss, frozen_teacher, resolve_distill
-from prunekit.train import TrainSchedule, train
+from prunekit.compute.distill import distillation_loss, frozen_teacher, resolve_distill
+from prunekit.compute.train import TrainSchedule, train
 
 
 def bundle(n=64, seed=0):

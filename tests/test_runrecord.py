@@ -9,7 +9,7 @@ import pytest
 
 import prunekit
 from prunekit.errors import PrunekitError
-from prunekit.runrecord import RunRecord
+from prunekit.runs.record import RunRecord
 
 FIELDS = {f.name for f in dataclasses.fields(RunRecord)}
 
@@ -35,7 +35,7 @@ def test_oneshot_writes_a_complete_record(oneshot_run):
 def test_search_writes_the_same_sections(tmp_path):
     from tests.test_search_loop import config, fake_eval, fake_train  # the fake-trainer search, seconds
 
-    from prunekit.search import run_search
+    from prunekit.jobs.search.loop import run_search
 
     folder = tmp_path / "imgs"
     import numpy as np

@@ -8,8 +8,8 @@ import pytest
 
 from prunekit.config import SearchConfig
 from prunekit.errors import PrunekitError
-from prunekit.runstore import interrupted_message, read_resume_state, state_path
-from prunekit.search import run_search
+from prunekit.jobs.search.store import interrupted_message, read_resume_state, state_path
+from prunekit.jobs.search.loop import run_search
 from tests.test_search_loop import config, fake_eval, fake_train, folder  # noqa: F401 (a fixture)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from prunekit import runtime
+from prunekit.deploy import runtime
 from prunekit.errors import PrunekitError
 
 
@@ -40,5 +40,5 @@ def test_auto_picks_the_runtime_multiple(monkeypatch):
 
 
 def test_unknown_runtime():
-    with pytest.raises(PrunekitError, match="unknown --runtime 'tpu'"):
+    with pytest.raises(PrunekitError, match="--runtime must be one of .*got 'tpu'"):
         runtime.resolve_round_to("auto", "tpu")

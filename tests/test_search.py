@@ -15,8 +15,8 @@ import time
 import pytest
 
 import prunekit
-from prunekit.bench import measure_onnx
-from prunekit.export import export_onnx
+from prunekit.deploy.bench import measure_onnx
+from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
 
 from .conftest import shared_file

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 import prunekit
-from prunekit.metrics import count_model
-from prunekit.search import resume_search, run_search
+from prunekit.core.metrics import count_model
+from prunekit.jobs.search.loop import resume_search, run_search
 
 
 @pytest.fixture(scope="module")

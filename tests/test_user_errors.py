@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import prunekit
-from prunekit.cli import _speedup_words, main
+from prunekit.cli import main
+from prunekit.deploy.compare import speedup_words as _speedup_words
 from prunekit.errors import PrunekitError
 
 MODEL_FILE = """
@@ -181,7 +182,7 @@ def test_resume_with_a_damaged_state(tmp_path, content, match):
 
 
 def test_check_refuses_nan_figures(tmp_path):
-    from prunekit.export import export_onnx
+    from prunekit.deploy.export import export_onnx
     from prunekit.models import resolve_model
 
     onnx_path = tmp_path / "m.onnx"
@@ -220,7 +221,7 @@ def test_slower_than_dense_is_said_in_words():
 
 # ---------------------------------------------------------------------------------------------- interrupts
 def test_ctrl_c_in_oneshot_writes_nothing(tmp_path, monkeypatch):
-    import prunekit.oneshot as oneshot
+    import prunekit.jobs.oneshot as oneshot
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -231,7 +232,7 @@ def test_ctrl_c_in_oneshot_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_ctrl_c_in_a_search_says_how_to_resume(tmp_path, monkeypatch, image_folder):
-    import prunekit.search as search
+    import prunekit.jobs.search.loop as search
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
@@ -272,7 +273,7 @@ def test_outputs_follow_the_umask_and_reload(tmp_path):
     run_json = json.loads((out / "run.json").read_text())
     assert [c["check"] for c in run_json["verification"]] == ["masked == pruned", "pruned.pt reloads to the same model"]
     # one MAC count: run.json and the ONNX graph agree (the option-A shortcut is data movement in both)
-    from prunekit.bench import onnx_info
+    from prunekit.deploy.bench import onnx_info
 
     assert onnx_info(str(tmp_path / "m.onnx"))["macs"] == run_json["pruned"]["macs"]
 

@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from ..errors import PrunekitError, describe, user_input
-from . import cifar_mobilenetv2, cifar_resnet, cifar_vgg  # noqa: F401  (register built-ins)
-from .cifar_resnet import OptionAShortcut
-from .registry import get_entry, list_models, register_model
+from prunekit.errors import PrunekitError, describe, user_input
+from prunekit.models import cifar_mobilenetv2, cifar_resnet, cifar_vgg  # noqa: F401  (register built-ins)
+from prunekit.models.cifar_resnet import OptionAShortcut
+from prunekit.models.registry import get_entry, list_models, register_model
 
 __all__ = [
     "ModelSpec", "resolve_model", "build_model", "load_weights", "list_models", "register_model",

@@ -1,0 +1,112 @@
+"""Where retraining runs: ``--device auto|cpu|cuda|cuda:N`` and ``--amp bf16|fp16|off|auto``.
+
+The pruned model lives on the CPU between stages (graph tracing, surgery, verification and export are CPU work, and
+masked == pruned is checked in fp32 there); :mod:`prunekit.compute.train` and :mod:`prunekit.core.scoring` move it
+to the :class:`Compute` device for the heavy loops and back. On CUDA, training uses autocast (bf16 by default; fp16
+with a gradient scaler) and channels_last; uint8 images travel to the GPU and are normalised and augmented there.
+Under ``torchrun`` each rank takes the GPU of its ``LOCAL_RANK``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from prunekit.config.choices import CHOICES, check_choice, check_device_spec
+from prunekit.errors import PrunekitError
+
+AMP = CHOICES["amp"]
+
+
+@dataclass(frozen=True)
+class Compute:
+    device: torch.device
+    amp: str  # "bf16" | "fp16" | "off"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def amp_dtype(self):
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.cuda else torch.contiguous_format
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp != "off")
+
+    def to_dict(self) -> dict:
+        d = {"device": str(self.device), "amp": self.amp}
+        if self.cuda:
+            d["gpu"] = torch.cuda.get_device_name(self.device)
+        return d
+
+
+CPU = Compute(torch.device("cpu"), "off")
+
+
+def resolve_compute(device: str = "auto", amp: str = "auto") -> Compute:
+    """The device and mixed precision to train on; a clear error when the hardware is not there."""
+    spec = check_device_spec(device)
+    check_choice("amp", amp)
+    has_cuda = torch.cuda.is_available()
+    if spec == "auto":
+        spec = "cuda" if has_cuda else "cpu"
+    if spec.startswith("cuda"):
+        if not has_cuda:
+            raise PrunekitError(f"--device {device}: no CUDA GPU is available to PyTorch on this machine "
+                                "(use --device cpu)")
+        index = cuda_index(spec)
+        if index >= torch.cuda.device_count():
+            raise PrunekitError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                                f"(cuda:0…cuda:{torch.cuda.device_count() - 1})")
+        torch.cuda.set_device(index)  # the current device: .cuda(), timings and capability checks use it
+        if amp == "auto":  # native bf16 (Ampere and later); emulated bf16 is slow, fp16 + GradScaler is right there
+            amp = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+        # "fp32" (--amp off, scores, verification) means fp32: no TF32 matmuls / convolutions
+        torch.backends.cuda.matmul.allow_tf32 = amp != "off" and torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = amp != "off"
+        return Compute(torch.device("cuda", index), amp)
+    if amp in ("fp16", "bf16"):
+        raise PrunekitError(f"--amp {amp} needs a CUDA device: on the CPU prunekit trains in fp32 (--amp off)")
+    return CPU
+
+
+def cuda_index(spec: str) -> int:
+    """The GPU a ``cuda`` / ``cuda:N`` spec means: under torchrun, the rank's own (``LOCAL_RANK``; an explicit
+    ``cuda:N`` that names another GPU is refused, since every rank would train on the same one)."""
+    local = os.environ.get("LOCAL_RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    if ":" not in spec:
+        return int(local or 0)
+    index = int(spec[5:])
+    if local is not None and index != int(local):
+        raise PrunekitError(f"--device {spec} under torchrun: each rank trains on the GPU of its LOCAL_RANK "
+                            f"(this rank's is cuda:{local}); use --device cuda")
+    return index
+
+
+def comm_device() -> torch.device:
+    """The device collectives run on: the rank's GPU under nccl, else the CPU (gloo)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(model, compute: Compute):
+    """Move ``model`` to the compute device (channels_last on CUDA) for the block, then back to the CPU."""
+    if not compute.cuda:
+        yield model
+        return
+    model.to(compute.device, memory_format=compute.memory_format)
+    try:
+        yield model
+    finally:
+        model.to("cpu", memory_format=torch.contiguous_format)

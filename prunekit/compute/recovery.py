@@ -1,0 +1,40 @@
+"""How a job recovers a pruned model's accuracy, from the user's :class:`~prunekit.config.TrainingConfig`:
+BatchNorm re-estimation after every surgery (:mod:`prunekit.compute.bnstats`), distillation from the dense model in
+every retraining (:mod:`prunekit.compute.distill`), and the :class:`~prunekit.compute.train.TrainSchedule` of a
+fine-tune.
+Both jobs (one-shot and the search's rounds, top-up and final fine-tune) call these, so they recover alike."""
+from __future__ import annotations
+
+from prunekit.compute.bnstats import reestimate_bn
+from prunekit.compute.distill import frozen_teacher, resolve_distill
+from prunekit.progress import info
+from prunekit.compute.train import TrainSchedule
+
+
+def recalibrate(model, bundle, training, seed: int, compute) -> dict | None:
+    """Re-estimate ``model``'s BatchNorm statistics on ``training.bn_images`` real training images (none for
+    synthetic data: random pixels would only teach BatchNorm noise). Returns what it did, or None."""
+    if training.bn_images <= 0 or bundle is None or bundle.synthetic:
+        return None
+    done = reestimate_bn(model, bundle, training.bn_images, training.batch_size, seed=seed, compute=compute)
+    if done is not None:
+        info(f"BatchNorm statistics re-estimated on {done['images']} training images ({done['seconds']:.1f} s)",
+             "bn_reestimate", **done)
+    return done
+
+
+def teacher_for(dense, bundle, training):
+    """A frozen copy of the dense model to distil from, or None (``--distill off``, or nothing to train on)."""
+    if not resolve_distill(training.distill, bundle.has_labels and not bundle.synthetic):
+        return None
+    return frozen_teacher(dense)
+
+
+def training_schedule(training, epochs: float, seed: int, **overrides) -> TrainSchedule:
+    """The :class:`TrainSchedule` of a fine-tune (cosine from ``training.lr``), distillation settings included;
+    ``overrides`` set a search round's own fields (lr, schedule, rewind point…)."""
+    fields = dict(epochs=epochs, lr=training.lr, batch_size=training.batch_size, seed=seed,
+                  train_fraction=training.train_fraction, distill_temperature=training.distill_temperature,
+                  distill_alpha=training.distill_alpha)
+    fields.update(overrides)
+    return TrainSchedule(**fields)

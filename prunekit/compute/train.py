@@ -1,0 +1,156 @@
+"""Evaluation and (re)training of classifiers on a :class:`~prunekit.data.DataBundle`.
+
+Training: Nesterov SGD (momentum 0.9), weight decay, random crop + horizontal flip. The learning rate
+follows a *base schedule* over a notional full training run u ∈ [0, 1]:
+
+- ``step``: ``lr`` × 0.1 at u = 0.5 and u = 0.75 (the paper's CIFAR ResNet schedule: epochs 91 and 136 of 182);
+- ``cosine``: ``lr`` · (1 + cos(π u)) / 2.
+
+A retraining round with learning-rate rewinding to ``rewind_point`` k plays the tail u ∈ [k, 1] of that
+schedule, compressed into the round's epochs (METHOD.md §2: k ≈ 0.6). Fine-tuning after one-shot pruning is
+the same with k = 0 and a cosine schedule. The model trained is the physically pruned one, so pruned
+filters stay removed and receive no update.
+
+Under ``torchrun`` (``torch.distributed`` initialised), each rank reads only its share of every global batch
+and the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); BatchNorm buffers are
+broadcast from rank 0, so every rank ends with the same weights. ``compute`` (:mod:`prunekit.compute.device`) says
+where: the model goes to that device for the loop (channels_last and autocast on CUDA) and comes back.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from prunekit.data import ArrayDataset, DataBundle
+from prunekit.compute.ddp import distributed
+from prunekit.compute.device import CPU, Compute, on_device
+from prunekit.compute.distill import distillation_loss
+from prunekit.progress import progress_bar
+
+
+@dataclass
+class TrainSchedule:
+    """One training call: epochs, optimiser, LR schedule and where it starts (rewinding). The jobs build one per
+    round or fine-tune from their :class:`prunekit.config.TrainingConfig` (the user's setting)."""
+    epochs: float = 1.0
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+    schedule: str = "cosine"  # "cosine" | "step"
+    rewind_point: float = 0.0  # start of the schedule tail that is played (0 = whole schedule)
+    train_fraction: float = 1.0  # share of the training split used
+    distill_temperature: float = 4.0  # with a teacher (train(..., teacher=)): the soft targets' temperature
+    distill_alpha: float = 0.9  # with a teacher: weight of the soft (distillation) term
+
+
+def base_lr(cfg: TrainSchedule, u: float) -> float:
+    u = min(max(u, 0.0), 1.0)
+    if cfg.schedule == "step":
+        return cfg.lr * (0.1 ** sum(u >= m for m in (0.5, 0.75)))
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * u))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def lr_at(cfg: TrainSchedule, t: float) -> float:
+    """Learning rate at progress t ∈ [0, 1] of this (re)training: the base schedule's tail from the rewind point."""
+    return base_lr(cfg, cfg.rewind_point + (1 - cfg.rewind_point) * t)
+
+
+def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500,
+             compute: Compute = CPU) -> float | None:
+    """Top-1 accuracy in percent, or None when the split has no labels. Runs on ``compute`` and leaves the
+    model where it was."""
+    if ds is None or ds.labels is None or bundle.synthetic or len(ds) == 0:
+        return None
+    model.eval()
+    correct = 0
+    with on_device(model, compute), torch.no_grad(), compute.autocast():
+        for x, y in bundle.batches(ds, batch_size, device=compute.device, memory_format=compute.memory_format):
+            correct += int((model(x).argmax(1) == y).sum())
+    return 100.0 * correct / len(ds)
+
+
+def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU,
+          teacher: nn.Module | None = None) -> dict:
+    """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
+
+    With a ``teacher`` (:func:`prunekit.compute.distill.frozen_teacher` of the dense model) the loss is
+    :func:`~prunekit.compute.distill.distillation_loss` on the teacher's logits for the same augmented batch; the
+    teacher stays frozen and goes to the same device for the loop. ``teacher_s`` in the summary is the time
+    spent in its forwards. Under torchrun each rank reads only its share of every global batch (same
+    permutation on every rank) and holds its own teacher."""
+    if not bundle.has_labels:
+        raise ValueError("training needs labelled data")
+    rank, world = distributed()
+    torch.manual_seed(cfg.seed)
+    ds = bundle.train
+    if cfg.train_fraction < 1.0:
+        n = max(cfg.batch_size, int(round(len(ds) * cfg.train_fraction)))
+        ds = ds.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(ds), size=min(n, len(ds)), replace=False)))
+    steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
+    total = max(1, int(round(cfg.epochs * steps_per_epoch)))
+    step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
+    bar = progress_bar(total, "train")
+    teacher_s = 0.0
+    with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()):
+        net = model
+        if world > 1:  # gradients all-reduced; buffers broadcast from rank 0 at each forward
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[compute.device.index] if compute.cuda
+                                                      else None)
+        opt = torch.optim.SGD(model.parameters(), lr=lr_at(cfg, 0.0), momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+        scaler = torch.amp.GradScaler("cuda", enabled=compute.amp == "fp16")
+        net.train()
+        while step < total:
+            for x, y in bundle.batches(ds, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed * 7919 + epoch,
+                                       device=compute.device, shard=(rank, world),
+                                       memory_format=compute.memory_format):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(cfg, step / total)
+                if teacher is not None:
+                    t_teacher = time.perf_counter()
+                    with torch.no_grad(), compute.autocast():
+                        soft = teacher(x)
+                    teacher_s += time.perf_counter() - t_teacher
+                with compute.autocast():
+                    logits = net(x)
+                    loss = (F.cross_entropy(logits, y) if teacher is None else
+                            distillation_loss(logits, soft, y, cfg.distill_temperature, cfg.distill_alpha))
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                seen += int(x.shape[0]) * world
+                loss_value = float(loss.detach())
+                bar(step, loss=loss_value)
+                if step >= total:
+                    break
+            epoch += 1
+        if world > 1:  # the last forward updated BatchNorm statistics on each rank's own shard: take rank 0's
+            with torch.no_grad():
+                for buf in model.buffers():
+                    dist.broadcast(buf, 0)
+    bar.close()
+    model.eval()
+    return {"steps": step, "epochs": cfg.epochs, "images": seen, "seconds": time.perf_counter() - t0,
+            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp,
+            "distill": None if teacher is None else {"temperature": cfg.distill_temperature,
+                                                     "alpha": cfg.distill_alpha, "teacher_s": teacher_s}}
+
+
+def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU,
+             teacher: nn.Module | None = None) -> dict:
+    """Fine-tune after one-shot pruning: the whole (cosine) schedule, over ``cfg.epochs``."""
+    return train(model, bundle, cfg, compute, teacher)

@@ -1,0 +1,163 @@
+"""Coupled channel groups from torch-pruning's dependency graph.
+
+A :class:`ChannelGroup` is a set of channels that must be kept or removed together: a conv's output
+channels plus everything tied to them (its BatchNorm, the input channels of every consumer, the other
+convs feeding the same residual add, the depthwise conv of an inverted residual, slices of a concatenation,
+the flattened features of a classifier). Groups are found once on the dense model; each member records
+which channel indices of which module it owns, aligned to the group's root channels.
+
+A group is *frozen* (never pruned) when removing its channels would not be exact or torch-pruning cannot
+do it safely: it touches the classifier's outputs, a grouped (non-depthwise) conv, a normalisation other
+than BatchNorm (e.g. ConvNeXt's channel LayerNorm), or a bare ``nn.Parameter``. Its ``reason`` says which layer.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from prunekit.errors import PrunekitError
+# Modules whose channels a group may own exactly, and those whose *input* channels a group touches; a model
+# family with a module of its own adds it with :func:`register_pruner` (next to the model, not here).
+EXACT_MEMBER_TYPES: tuple = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+CONSUMER_TYPES: tuple = (nn.Conv2d, nn.Linear)
+CUSTOM_PRUNERS: dict = {}
+
+
+def register_pruner(module_type: type, pruner, consumer: bool = True) -> None:
+    """Let torch-pruning prune ``module_type`` with ``pruner`` (a ``tp.pruner.BasePruningFunc``) and treat it
+    as an exact group member (and, with ``consumer``, as a layer whose input channels a group touches)."""
+    global EXACT_MEMBER_TYPES, CONSUMER_TYPES
+    CUSTOM_PRUNERS[module_type] = pruner
+    if module_type not in EXACT_MEMBER_TYPES:
+        EXACT_MEMBER_TYPES = (*EXACT_MEMBER_TYPES, module_type)
+    if consumer and module_type not in CONSUMER_TYPES:
+        CONSUMER_TYPES = (*CONSUMER_TYPES, module_type)
+
+
+@dataclass
+class Member:
+    """One module's share of a group: ``idxs[k]`` of ``module`` belongs to root channel ``root_idxs[k]``."""
+
+    module: str
+    kind: str  # "out" (output channels / features) or "in" (input channels)
+    idxs: list[int]
+    root_idxs: list[int]
+
+
+@dataclass
+class ChannelGroup:
+    root: str  # conv whose output channels define the group (and its channel numbering)
+    channels: int
+    members: list[Member] = field(default_factory=list)
+    reason: str | None = None  # why the group is frozen; None = prunable
+
+    @property
+    def prunable(self) -> bool:
+        return self.reason is None and self.channels > 1
+
+    def consumers(self, model_modules: dict[str, nn.Module]) -> list[Member]:
+        return [m for m in self.members if m.kind == "in" and isinstance(model_modules[m.module], CONSUMER_TYPES)]
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str):
+    """Raise PrunekitError if the block runs longer than ``seconds`` (main thread, POSIX only)."""
+    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def _alarm(signum, frame):
+        raise PrunekitError(f"{what} did not finish within {seconds:.0f} s; this architecture is not supported")
+
+    try:
+        old = signal.signal(signal.SIGALRM, _alarm)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: float = 120.0) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``model`` (traced on one random input), with our custom pruners."""
+    example = torch.randn(1, *input_size)
+    was_training = model.training
+    try:
+        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
+            dg = tp.DependencyGraph().build_dependency(
+                model, example, customized_pruners=dict(CUSTOM_PRUNERS), verbose=False)
+    except PrunekitError:
+        raise
+    except Exception as e:
+        raise PrunekitError(
+            f"torch-pruning cannot trace {type(model).__name__}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from e
+    finally:
+        model.train(was_training)
+    return dg
+
+
+def _member_reason(module: nn.Module, name: str, kind: str, classifier: str | None) -> str | None:
+    if name == classifier and kind == "out":
+        return f"it reaches the classifier's outputs ({name})"
+    if isinstance(module, nn.Conv2d) and module.groups > 1 and not (
+            module.groups == module.in_channels == module.out_channels):
+        return f"grouped convolution {name} (groups={module.groups}) is not pruned"
+    if not isinstance(module, EXACT_MEMBER_TYPES):
+        return f"{name} ({type(module).__name__}) cannot be pruned exactly"
+    return None
+
+
+def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None,
+                timeout: float = 300.0) -> list[ChannelGroup]:
+    """All conv-rooted channel groups of ``model``, frozen ones included (with their reason)."""
+    names = {m: n for n, m in model.named_modules()}
+    clf = dict(model.named_modules()).get(classifier) if classifier else None
+    groups: list[ChannelGroup] = []
+    try:
+        with time_limit(timeout, "torch-pruning's group search"):
+            for g in dg.get_all_groups(ignored_layers=[clf] if clf is not None else [],
+                                       root_module_types=(nn.Conv2d,)):
+                groups.append(_to_channel_group(g, dg, names, classifier))
+    except PrunekitError:
+        raise
+    except Exception as e:
+        raise PrunekitError(
+            f"torch-pruning failed while grouping channels: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from e
+    return groups
+
+
+def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
+    root_module = g[0].dep.target.module
+    group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
+    seen: set[tuple[str, str]] = set()
+    for item in g.items:
+        dep, idxs = item.dep, item.idxs
+        target = dep.target.module
+        if isinstance(target, nn.Parameter):
+            group.reason = group.reason or f"a bare parameter ({dg._param_to_name.get(target, '?')}) is coupled"
+            continue
+        name = names.get(target)
+        if name is None:  # a functional op (add, cat, flatten, ...): carries indices, owns nothing
+            continue
+        kind = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
+        if (name, kind) in seen:
+            continue
+        seen.add((name, kind))
+        group.reason = group.reason or _member_reason(target, name, kind, classifier)
+        group.members.append(Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs]))
+    return group
+
+
+def frozen_summary(groups: list[ChannelGroup]) -> list[str]:
+    return [f"{g.root}: {g.reason}" for g in groups if g.reason]

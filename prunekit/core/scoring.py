@@ -1,0 +1,226 @@
+"""Filter importance criteria, one score per channel of every prunable group.
+
+Registry (``CRITERIA``): ``attention-mean``, ``attention-max``, ``attention-sum`` (METHOD.md §1, power ``p``),
+``l1``, ``l2`` (weight norms of the producing layers), ``group-norm`` (torch-pruning's group magnitude over the
+whole dependency group), ``random``.
+
+**Where the attention is measured.** The statistic of a channel is taken on the tensor the *next layer
+reads*: a forward pre-hook on every consumer (the conv / linear / shortcut whose input channels belong to the
+group) sees the post-activation output, whether the activation is a module (``nn.ReLU``) or functional
+(``F.relu``), and after pooling where a pool sits in between. Where there is no activation (a linear
+bottleneck such as MobileNetV2's projection conv, or a residual stream read before its ReLU) the statistic
+is ``|a|^p`` of the BatchNorm output, i.e. of what the next layer reads. One pass over the calibration
+images accumulates running sums for all layers at once; no feature map is stored.
+
+**Combining a group.** Each member's per-channel values are divided by their mean over the group's
+channels (so layers of different magnitude count equally), then averaged over the members: consumers for
+attention, producing convs/linears for weight norms. The final score has mean 1 within each group: a
+channel with score 0.5 is half as active as the group's average channel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from prunekit.compute.device import CPU, Compute, on_device
+from prunekit.errors import PrunekitError
+from prunekit.core.graph import ChannelGroup
+
+
+@dataclass(frozen=True)
+class Criterion:
+    name: str
+    kind: str  # "attention", "weight", "random"
+    fn: Callable | None = None
+
+
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(name: str, kind: str):
+    def wrap(fn):
+        CRITERIA[name] = Criterion(name, kind, fn)
+        return fn
+    return wrap
+
+
+# ---- per-image channel statistics of a consumer's input: x (N, C, ...) -> (N, C) -------------------------
+@register_criterion("attention-mean", "attention")
+def attention_mean(x: torch.Tensor, p: float) -> torch.Tensor:
+    return x.abs().pow(p).flatten(2).mean(2) if x.dim() > 2 else x.abs().pow(p)
+
+
+@register_criterion("attention-max", "attention")
+def attention_max(x: torch.Tensor, p: float) -> torch.Tensor:
+    return x.abs().pow(p).flatten(2).amax(2) if x.dim() > 2 else x.abs().pow(p)
+
+
+@register_criterion("attention-sum", "attention")
+def attention_sum(x: torch.Tensor, p: float) -> torch.Tensor:
+    return x.abs().pow(p).flatten(2).sum(2) if x.dim() > 2 else x.abs().pow(p)
+
+
+@register_criterion("l1", "weight")
+def l1_norm(w: torch.Tensor) -> torch.Tensor:
+    return w.abs().flatten(1).sum(1)
+
+
+@register_criterion("l2", "weight")
+def l2_norm(w: torch.Tensor) -> torch.Tensor:
+    return w.pow(2).flatten(1).sum(1).sqrt()
+
+
+CRITERIA["random"] = Criterion("random", "random")
+# Torch-Pruning's group importance (L2 norm over every weight the channel's whole dependency group touches:
+# producers, BatchNorm, consumers), the "group-norm" baseline of its DepGraph paper
+CRITERIA["group-norm"] = Criterion("group-norm", "group")
+
+
+def get_criterion(name: str) -> Criterion:
+    if name not in CRITERIA:
+        raise PrunekitError(f"unknown criterion {name!r}; choose one of {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name]
+
+
+def consumer_statistics(model: nn.Module, modules: Iterable[str], batches: Iterable[torch.Tensor],
+                        stat: Callable, p: float, compute: Compute = CPU) -> dict[str, np.ndarray]:
+    """Mean over all calibration images of ``stat`` of each listed module's input, per input channel (fp32,
+    on ``compute``'s device)."""
+    named = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+
+    def make_hook(name):
+        def hook(mod, args):
+            x = args[0].detach()
+            if x.dim() == 3:  # (N, tokens, C) for a Linear on sequences: channels last
+                x = x.transpose(1, 2)
+            s = stat(x.float(), p).sum(0)
+            sums[name] = s if name not in sums else sums[name] + s
+        return hook
+
+    hooks = [named[n].register_forward_pre_hook(make_hook(n)) for n in set(modules)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), on_device(model, compute):
+            for x in batches:
+                model(x.to(compute.device, non_blocking=True).contiguous(memory_format=compute.memory_format))
+                count += x.shape[0]
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    if count == 0:
+        raise PrunekitError("no calibration images")
+    return {n: (s / count).cpu().numpy().astype(np.float64) for n, s in sums.items()}
+
+
+def _per_root(values: np.ndarray, idxs: list[int], root_idxs: list[int], channels: int) -> np.ndarray:
+    """Average a member's per-index values onto the group's root channels (flatten maps one root to many)."""
+    total = np.zeros(channels)
+    n = np.zeros(channels)
+    np.add.at(total, root_idxs, values[idxs])
+    np.add.at(n, root_idxs, 1)
+    return total / np.maximum(n, 1)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    mean = v.mean()
+    return v / mean if mean > 0 else np.ones_like(v)
+
+
+def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = "attention-mean", p: float = 1.0,
+                 batches: Iterable[torch.Tensor] | None = None, seed: int = 0,
+                 reference: dict[str, float] | None = None, compute: Compute = CPU) -> dict[str, np.ndarray]:
+    """Score every prunable group: root conv name → scores of its channels.
+
+    Each member's per-channel values are divided by a reference scale and averaged over the members. By
+    default the reference is the member's own mean over the group (scores then have mean 1 per group).
+    ``reference`` (from :func:`score_scales` on the dense model) fixes the scale across pruning rounds, so a
+    threshold T means the same thing in every round: a channel's score is its activity relative to the
+    dense layer's average channel.
+    """
+    crit = get_criterion(criterion)
+    if crit.kind == "attention" and p <= 0:
+        raise PrunekitError(f"attention power p must be positive, got {p}")
+    prunable = [g for g in groups if g.prunable]
+    if crit.kind == "random":
+        rng = np.random.default_rng(seed)
+        return {g.root: _normalise(rng.random(g.channels) + 1e-6) for g in prunable}
+    raw = member_values(model, prunable, crit, p, batches, compute)
+    scores = {}
+    for g in prunable:
+        parts = []
+        for module, values in raw[g.root].items():
+            scale = reference.get(module) if reference else None
+            scale = scale if scale else values.mean()
+            parts.append(values / scale if scale > 0 else np.ones_like(values))
+        if not parts:
+            scores[g.root] = np.ones(g.channels)
+        else:
+            mean = np.mean(parts, axis=0)
+            scores[g.root] = mean if reference else _normalise(mean)
+    return scores
+
+
+def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,
+                 batches: Iterable[torch.Tensor] | None = None, compute: Compute = CPU) -> dict[str, float]:
+    """Per member module: its mean value over the group's channels (the fixed reference scale of a search)."""
+    crit = get_criterion(criterion)
+    if crit.kind == "random":
+        return {}
+    raw = member_values(model, [g for g in groups if g.prunable], crit, p, batches, compute)
+    return {module: float(v.mean()) for per_group in raw.values() for module, v in per_group.items()}
+
+
+def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion, p: float,
+                  batches: Iterable[torch.Tensor] | None, compute: Compute = CPU) -> dict[str, dict[str, np.ndarray]]:
+    """root → {member module → per-root-channel values}: consumer statistics or producer weight norms."""
+    named = dict(model.named_modules())
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if crit.kind == "attention":
+        if batches is None:
+            raise PrunekitError(f"criterion {crit.name} needs calibration images")
+        consumers = {m.module for g in groups for m in g.consumers(named)}
+        stats = consumer_statistics(model, consumers, batches, crit.fn, p, compute)
+        for g in groups:
+            out[g.root] = {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
+                           for m in g.consumers(named) if m.module in stats}
+        return out
+    if crit.kind == "group":
+        return _group_norms(model, groups, batches)
+    for g in groups:  # weight norms of the producing layers
+        out[g.root] = {}
+        for m in g.members:
+            mod = named[m.module]
+            if m.kind == "out" and isinstance(mod, (nn.Conv2d, nn.Linear)):
+                w = crit.fn(mod.weight.detach().float()).cpu().numpy().astype(np.float64)
+                out[g.root][m.module] = _per_root(w, m.idxs, m.root_idxs, g.channels)
+    return out
+
+
+def _group_norms(model: nn.Module, groups: list[ChannelGroup], batches) -> dict[str, dict[str, np.ndarray]]:
+    """torch-pruning's ``GroupMagnitudeImportance(p=2)`` of every channel of each group (one value per root
+    channel; the graph is traced on the shape of the first calibration batch)."""
+    import torch_pruning as tp
+
+    from prunekit.core.graph import build_graph
+
+    if batches is None:
+        raise PrunekitError("criterion group-norm needs an example input (calibration images)")
+    x = next(iter(batches))
+    dg = build_graph(model, tuple(x.shape[1:]))
+    named = dict(model.named_modules())
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    out = {}
+    for g in groups:
+        module = named[g.root]
+        group = dg.get_pruning_group(module, dg.get_pruner_of_module(module).prune_out_channels,
+                                     list(range(g.channels)))
+        out[g.root] = {g.root: importance(group).detach().double().cpu().numpy()}
+    return out

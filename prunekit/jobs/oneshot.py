@@ -1,0 +1,217 @@
+"""The one-shot prune job: model + data → scores → plan → surgery → verification → fine-tune → run folder.
+
+Everything it writes goes to a temporary folder next to ``out`` that is renamed to ``out`` at the end, so a
+failed run leaves nothing half-written.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
+from prunekit.data import load_data
+from prunekit.compute.device import resolve_compute
+from prunekit.errors import PrunekitError
+from prunekit.core.graph import build_graph, find_groups, frozen_summary
+from prunekit.data.inputs import check_data_fits, check_input_size, sample_images, sample_inputs, spread
+from prunekit.deploy.latency import LatencyTable, predict_ms
+from prunekit.core.allocate import plan_to_target
+from prunekit.core.masks import CostModel
+from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
+from prunekit.core.metrics import count_model
+from prunekit.models import resolve_model
+from prunekit.progress import info
+from prunekit.jobs.finish import layer_channels, timed_speed, write_run_folder
+from prunekit.runs.record import RunRecord
+from prunekit.deploy.runtime import resolve_round_to
+from prunekit.core.scoring import score_groups
+from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
+from prunekit.compute.train import evaluate, finetune
+
+
+def prune_oneshot(cfg: OneShotConfig) -> dict:
+    """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
+    check_paths(cfg)
+    target = cfg.parsed_target
+    compute = resolve_compute(cfg.training.device, cfg.training.amp)
+    torch.manual_seed(cfg.seed)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
+    outputs = check_input_size(model, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
+    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    if cfg.finetune_epochs > 0 and not bundle.has_labels:
+        raise PrunekitError("--finetune-epochs needs labelled data (not random)")
+    timings["load"] = time.perf_counter() - t
+
+    info(f"model {cfg.model}: building the dependency graph")
+    t = time.perf_counter()
+    dg = build_graph(model, spec.input_size)
+    groups = find_groups(model, dg, spec.classifier)
+    if not any(g.prunable for g in groups):
+        reasons = "; ".join(frozen_summary(groups)[:3]) or "no conv layers"
+        raise PrunekitError(f"nothing to prune in {cfg.model}: {reasons}")
+    timings["graph"] = time.perf_counter() - t
+
+    info(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
+    t = time.perf_counter()
+    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
+    scores = score_groups(model, groups, cfg.criterion, cfg.p,
+                          (x for x, _ in bundle.batches(calib, cfg.training.batch_size)), seed=cfg.seed,
+                          compute=compute)
+    timings["score"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    alignment = resolve_round_to(cfg.round_to, cfg.runtime)
+    cost_by = cost_basis(cfg.cost, target)
+    cost = CostModel.build(model, groups, spec.input_size)
+    cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
+    if "latency" in (cost_by, target.kind) or target.kind == "speedup":
+        batch = cfg.speed_batch if target.kind == "speedup" else 1
+        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
+        cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads), batch=batch)
+    if target.kind in ("latency", "speedup"):
+        plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
+                                                                      alignment.round_to, cfg)
+        if latency["round_to"] != alignment.round_to:
+            alignment = alignment.relaxed(latency["round_to"], target.text)
+    else:
+        plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
+                                               cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value)
+        if used != alignment.round_to:
+            info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
+                f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
+                "block on this runtime)")
+            alignment = alignment.relaxed(used, target.text)
+        pruned, history = apply_plan(model, groups, plan, spec.input_size)
+        latency = None
+    timings["plan_and_surgery"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    inputs = sample_inputs(bundle, cfg.verify_images)
+    verification = [verify_masked_equals_pruned(model, pruned, groups, plan, inputs, cfg.atol)]
+    dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)
+    predicted = cost.predict(plan)
+    if predicted != (pruned_count.params, pruned_count.macs):
+        raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
+                            f"({pruned_count.params}, {pruned_count.macs})")
+    if latency is not None:
+        reached, met = latency["measured_ms"], latency["met"]
+        if target.kind == "speedup":
+            reached = latency["dense_ms"] / latency["measured_ms"]
+    else:
+        reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
+                       else pruned_count.macs / dense_count.macs)
+        met = reached >= target.amount
+        if not met:
+            raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
+    timings["verify"] = time.perf_counter() - t
+    info(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
+        f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
+
+    accuracy = {}
+    labelled = bundle.has_labels and bundle.test is not None
+    if labelled:
+        t = time.perf_counter()
+        info("evaluating on the test split")
+        test = bundle.test if cfg.eval_images is None else bundle.test.subset(
+            spread(len(bundle.test), cfg.eval_images))
+        accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test, compute=compute),
+                    "pruned": evaluate(pruned, bundle, test, compute=compute)}
+        timings["evaluate"] = time.perf_counter() - t
+    bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute)  # after the masked == pruned proof
+    if bn is not None:
+        timings["bn_reestimate"] = bn["seconds"]
+        if labelled:
+            accuracy["pruned_bn"] = evaluate(pruned, bundle, test, compute=compute)
+    finetune_summary = None
+    if cfg.finetune_epochs > 0:
+        t = time.perf_counter()
+        teacher = teacher_for(model, bundle, cfg.training)
+        info(f"fine-tuning {cfg.finetune_epochs:g} epoch(s)" + (" distilled from the dense model" if teacher else ""))
+        finetune_summary = finetune(pruned, bundle, training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed),
+                                    compute=compute, teacher=teacher)
+        if accuracy:
+            accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
+        timings["finetune"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    speed = timed_speed(model, pruned, spec.input_size, cfg, bundle)
+    timings["speed"] = time.perf_counter() - t
+    record = RunRecord(
+        config=config_dict(cfg),
+        model=spec.to_dict(),
+        compute=compute.to_dict(),
+        data={"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
+              "train": len(bundle.train),
+              "val": len(bundle.val) if bundle.val is not None else 0,
+              "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
+        target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
+                "met": met},
+        threshold=threshold,
+        cost=cost_by,
+        latency=latency,
+        alignment=alignment.to_dict(),
+        dense=dense_count.to_dict(layers=False),
+        pruned=pruned_count.to_dict(layers=False),
+        reduction={"params": 1 - pruned_count.params / dense_count.params,
+                   "macs": 1 - pruned_count.macs / dense_count.macs},
+        layers=layer_channels(dense_count, pruned_count),
+        groups=[{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
+                 "frozen": g.reason} for g in groups],
+        accuracy=accuracy,
+        finetune=finetune_summary,
+        speed=speed,
+        verification=verification,
+        recovery={"bn_reestimate": bn, "distill": (finetune_summary or {}).get("distill"),
+                  "allocate": cfg.allocate},
+        timings_s=timings,
+    )
+    write_run_folder(cfg.out, record, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
+                     bundle, cfg.atol)
+    return record.to_dict()
+
+
+def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig):
+    """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at the config's ``speed_batch``): plan with the latency
+    table's prediction, then measure the pruned model for real; if it misses (the table is a model of the
+    runtime, not the runtime), ask for more and try again."""
+    from prunekit.deploy.bench import compare_speed, model_latency_ms
+
+    batch = cfg.speed_batch if target.kind == "speedup" else 1
+
+    def measure(m):  # (dense ms, pruned ms); speedup targets time the pair interleaved, so drift cancels
+        if target.kind == "speedup":
+            row = compare_speed(model, m, spec.input_size, cfg.runtime, (batch,), cfg.latency_threads,
+                                budget_s=4.0)["batches"][0]
+            return row["dense_ms"], row["pruned_ms"]
+        return dense_ms, model_latency_ms(m, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
+                                          runs=cfg.latency_runs)
+    dense_ms = model_latency_ms(model, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
+                                runs=cfg.latency_runs)
+    goal_ms = dense_ms / target.amount if target.kind == "speedup" else target.amount
+    if dense_ms <= goal_ms:
+        raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
+                            f"{target.text}): nothing to prune for")
+    amount = 1 - goal_ms / dense_ms
+    tries = []
+    for _ in range(6):
+        plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, cfg.round_to == "auto",
+                                       cost_basis(cfg.cost, target), cfg.allocate, cfg.knapsack_value)
+        pruned, history = apply_plan(model, groups, plan, spec.input_size)
+        dense_now, measured = measure(pruned)
+        if target.kind == "speedup":  # the goal in this measurement's units
+            measured *= dense_ms / dense_now
+        predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
+        tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured})
+        info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
+             f"{dense_ms:.3f} ms, {dense_ms / measured:.2f}×; target {target.text})")
+        if measured <= goal_ms or amount >= 0.99:
+            break
+        amount += max((measured - goal_ms) / dense_ms, 0.02)  # ask for enough more to change the plan
+    return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
+                                      "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
+                                      "met": tries[-1]["measured_ms"] <= goal_ms, "tries": tries}

@@ -1,0 +1,143 @@
+"""Everything a search's rounds share, prepared once before anything is written: the dense model and its
+spec, the data, calibration batches and check images, the device, the alignment, the latency table, the
+dense model's figures (``info``), and the measurements every round takes (params / MACs, latency: predicted
+each round, measured for the delivered model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prunekit.deploy.bench import model_latency_ms
+from prunekit.config import SearchConfig, Target, cost_basis
+from prunekit.data import DataBundle, load_data
+from prunekit.compute.ddp import broadcast_value, distributed
+from prunekit.compute.device import Compute, resolve_compute
+from prunekit.errors import PrunekitError
+from prunekit.core.graph import build_graph, find_groups
+from prunekit.data.inputs import check_data_fits, check_input_size, sample_images, spread
+from prunekit.deploy.latency import LatencyTable, layer_shapes, predict_ms
+from prunekit.core.metrics import count_model
+from prunekit.models import build_model, load_state, read_state_dict, resolve_model
+from prunekit.progress import info
+from prunekit.deploy.runtime import Alignment, resolve_round_to
+from prunekit.core.scoring import score_scales
+from prunekit.compute.train import evaluate
+
+
+@dataclass
+class SearchContext:
+    cfg: SearchConfig
+    target: Target
+    trust_code: bool
+    compute: Compute
+    dense: object  # nn.Module
+    spec: object  # ModelSpec
+    bundle: DataBundle
+    calib_batches: list
+    check_images: object  # uint8 images, the run folder's check inputs
+    verify_inputs: object  # their normalised tensor
+    rewind_weights: dict | None
+    by: str  # the size the controller follows: "params" or "macs"
+    cost_by: str  # what Algorithm 3 scales thresholds by
+    table: LatencyTable | None
+    alignment: Alignment
+    info: dict  # dense figures: params, macs, val_accuracy, scales, alignment, latency_ms, latency_table_ms
+    rank: int = 0
+    latency_batch: int = 1  # the batch latency is measured and tabled at (a speedup= target's speed batch)
+    speedup: float | None = None  # a speedup= target: the latency target is the dense latency / this
+
+    @property
+    def val(self):
+        """The validation images every round (and the dense model) is measured on: ``--val-images`` of them
+        spread over the split, else all of it."""
+        val = self.bundle.val
+        return val if self.cfg.val_images is None else val.subset(spread(len(val), self.cfg.val_images))
+
+    @property
+    def round_to(self) -> int:
+        return self.alignment.round_to
+
+    def build_dense(self):
+        """A fresh dense model of the run's architecture (random init; weights are loaded by the caller)."""
+        return build_model(self.spec, trust_pickle=self.cfg.trust_pickle, trust_code=self.trust_code).eval()
+
+    # ------------------------------------------------------------------------------------------- measures
+    def latency(self, model) -> float:
+        """Measured p50 latency (ms) at :attr:`latency_batch` on the run's runtime (rank 0 measures, every rank
+        agrees)."""
+        ms = 0.0
+        if self.rank == 0:
+            ms = model_latency_ms(model, self.spec.input_size, self.cfg.runtime, self.cfg.latency_threads,
+                                  batch=self.latency_batch, runs=self.cfg.latency_runs)
+        return broadcast_value(ms)
+
+    def predicted_latency(self, model) -> float:
+        """Latency (ms) of ``model`` predicted from the latency table: no export, no timing."""
+        table_ms = self.table.total(layer_shapes(model, self.spec.input_size, self.latency_batch).values())
+        self.table.save()
+        return predict_ms(self.info["latency_ms"], self.info["latency_table_ms"], table_ms)
+
+    def measure(self, model) -> tuple[float, float, float | None, object]:
+        """(size the controller follows, reduction of the targeted measure, predicted latency or None, counts)."""
+        c = count_model(model, self.spec.input_size)
+        size = c.params if self.by == "params" else c.macs
+        if self.target.kind == "latency":
+            lat = self.predicted_latency(model)
+            return size, 1 - lat / self.info["latency_ms"], lat, c
+        kind = self.by if self.target.kind == "accuracy" else self.target.kind
+        return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
+
+
+def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | None,
+            evaluator=evaluate) -> SearchContext:
+    """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
+    compute = resolve_compute(cfg.training.device, cfg.training.amp)
+    dense, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
+    outputs = check_input_size(dense, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
+    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    if not bundle.has_labels or bundle.val is None or not len(bundle.val):
+        raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
+    size = spec.input_size
+    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
+    check_images = sample_images(bundle, max(min(cfg.verify_images, 32), cfg.check_images))
+    rewind = None
+    if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
+        rewind = read_state_dict(cfg.rewind_checkpoint)
+        load_state(build_model(spec, trust_pickle=cfg.trust_pickle, trust_code=trust_code), rewind,
+                   cfg.rewind_checkpoint)
+    by = {"params": "params", "macs": "macs", "latency": "macs", "speedup": "macs",
+          "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
+    cost_by = cost_basis(cfg.cost, target, cfg.minimize)
+    timed = target.kind in ("latency", "speedup")
+    table = LatencyTable(cfg.runtime, cfg.latency_threads) if timed or cost_by == "latency" else None
+    if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
+        figures = resume["dense"]
+        alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(cfg.round_to,
+                                                                                                cfg.runtime)
+    else:
+        alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime), {}
+    ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
+                        [x for x, _ in bundle.batches(calib, cfg.training.batch_size)], check_images,
+                        bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
+                        distributed()[0], cfg.speed_batch if target.kind == "speedup" else 1,
+                        target.amount if target.kind == "speedup" else None)
+    if resume is None:
+        groups = find_groups(dense, build_graph(dense, size), spec.classifier)
+        if not any(g.prunable for g in groups):
+            raise PrunekitError(f"nothing to prune in {cfg.model}")
+        count = count_model(dense, size)
+        info("measuring the dense model on the validation split", "setup")
+        figures.update({"params": count.params, "macs": count.macs,
+                     "val_accuracy": evaluator(dense, bundle, ctx.val, compute=compute),
+                     "scales": score_scales(dense, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute),
+                     "alignment": alignment.to_dict()})
+        figures["latency_ms"] = ctx.latency(dense) if timed else None
+        if table is not None:
+            figures["latency_table_ms"] = table.total(layer_shapes(dense, size, ctx.latency_batch).values())
+            table.save()
+    if ctx.speedup is not None:  # X times faster = the dense latency at the speed batch / X
+        ctx.target = Target("latency", figures["latency_ms"] / ctx.speedup, target.text)
+        info(f"{target.text}: dense {figures['latency_ms']:.2f} ms at batch {ctx.latency_batch} on {cfg.runtime}, "
+             f"so the search aims at {ctx.target.amount:.2f} ms", "setup")
+    return ctx

@@ -1,0 +1,83 @@
+"""The end of a search: the chosen round, fine-tuned with the rest of the budget (the paper retrains the
+chosen mask), evaluated on the test split, written as ``pruned.pt`` (proven to reload), exported to ONNX,
+timed against the dense model, and described in ``run.json`` and the report."""
+from __future__ import annotations
+
+import os
+
+from prunekit.config import config_dict
+from prunekit.compute.ddp import broadcast_value, check_replicas_agree
+from prunekit.deploy.export import export_onnx
+from prunekit.core.metrics import count_model
+from prunekit.progress import info
+from prunekit.jobs.finish import check_reloads, layer_channels, timed_speed
+from prunekit.deploy.report import write_report
+from prunekit.runs.record import RunRecord
+from prunekit.runs.storage import save_check_inputs, save_pruned
+from prunekit.compute.recovery import training_schedule
+
+
+def deliver(search, best: int) -> dict:
+    """Finish ``search`` (a :class:`prunekit.jobs.search.loop.Search`) with round ``best``; returns the run record."""
+    ctx, ctrl, cfg, rank = search.ctx, search.ctrl, search.ctx.cfg, search.ctx.rank
+    bundle = ctx.bundle
+    model, history = search.store.load_round(best)
+    size = ctx.spec.input_size
+    dense_count, count = count_model(ctx.dense, size), count_model(model, size)
+    row = next(x for x in ctrl.rounds if x["round"] == best)
+    final = None
+    if search.final_epochs > 0:
+        info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
+        final = search.retrain(model, training_schedule(cfg.training, search.final_epochs, cfg.seed * 7 + 1))
+        check_replicas_agree(model)
+        final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, ctx.val, compute=ctx.compute))
+    accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
+                "dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
+                "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
+                "val_dense": ctx.info["val_accuracy"],
+                "val_pruned": final["val_accuracy"] if final else row["accuracy"]}
+    checks, export_report = [], None
+    if rank == 0:
+        save_pruned(os.path.join(search.store.dir, "pruned.pt"), model, ctx.spec, history)
+        save_check_inputs(search.store.dir, ctx.check_images[:cfg.check_images], bundle.mean, bundle.std)
+        checks.append(check_reloads(search.store.dir, model, ctx.verify_inputs, cfg.atol))
+        if cfg.export:
+            export_report = export_onnx(model, ctx.verify_inputs[:16], os.path.join(search.store.dir, "model.onnx"),
+                                        atol=cfg.atol).to_dict()
+    final_epochs = search.final_epochs if final else 0.0
+    latency = ctx.target.kind == "latency"
+    record = RunRecord(
+        config=config_dict(cfg),
+        model=ctx.spec.to_dict(),
+        compute=ctx.compute.to_dict(),
+        data={"spec": cfg.data, "name": bundle.name, "train": len(bundle.train), "val": len(bundle.val),
+              "val_used": len(ctx.val),
+              "test": len(bundle.test) if bundle.test is not None else 0, "streamed": bundle.streamed},
+        target={"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
+                "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"],
+                **({"speedup": ctx.speedup, "batch": ctx.latency_batch} if ctx.speedup else {})},
+        search={"schedule": cfg.schedule, "rounds": len(ctrl.rounds) - 1, "chosen_round": best,
+                "stopped": ctrl.stopped, "wall_s": ctrl.elapsed_s, "rollbacks": sum(ctrl.rollbacks.values()),
+                "final_T": ctrl.T, "final_lambda": ctrl.lam, "step_mode": cfg.step_mode,
+                "epochs": {"rounds": search.epochs_spent, "final": final_epochs,
+                           "total": search.epochs_spent + final_epochs, "budget": cfg.budget_epochs,
+                           "per_round": cfg.epochs_per_round},
+                "round_timing": search.store.round_timing()},
+        final_finetune=final,
+        dense={**dense_count.to_dict(layers=False), "latency_ms": ctx.info.get("latency_ms")},
+        pruned={**count.to_dict(layers=False), "latency_ms": ctx.latency(model) if latency else None,
+                "predicted_latency_ms": ctx.predicted_latency(model) if latency else None},
+        reduction={"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
+        layers=layer_channels(dense_count, count),
+        accuracy=accuracy,
+        speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
+        alignment=ctx.info.get("alignment"),
+        recovery={"bn_images": cfg.training.bn_images, "distill": search.teacher is not None,
+                  "allocate": cfg.allocate},
+        verification=checks,
+        export=export_report,
+    )
+    if rank == 0:
+        record.write(search.store.dir)
+        write_report(search.store.dir)
+    return record.to_dict()
