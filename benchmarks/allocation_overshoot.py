@@ -13,7 +13,7 @@ from prunekit.core.allocate import plan_to_target
 from prunekit.config import parse_target
 from prunekit.data import load_data
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.core.masks import CostModel, reduction
+from prunekit.core.costmodel import CostModel, reduction
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups
 

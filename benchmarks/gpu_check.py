@@ -154,7 +154,7 @@ def step_latency_table(s: dict, out: Path) -> dict:
     from prunekit.deploy.bench import measure_torch_cuda, model_latency_ms
     from prunekit.core.graph import build_graph, find_groups
     from prunekit.deploy.latency import LatencyTable, predict_ms
-    from prunekit.core.masks import CostModel
+    from prunekit.core.costmodel import CostModel
     from prunekit.models import resolve_model
     from prunekit.core.allocate import plan_to_target
     from prunekit.core.scoring import score_groups

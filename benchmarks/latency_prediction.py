@@ -21,7 +21,7 @@ from prunekit.deploy.bench import measure_pair
 from prunekit.deploy.export import export_onnx
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.deploy.latency import LatencyTable, predict_ms
-from prunekit.core.masks import CostModel
+from prunekit.core.costmodel import CostModel
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan

@@ -20,7 +20,7 @@ from _common import machine, shared, write_results
 
 import prunekit
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.core.masks import CostModel
+from prunekit.core.costmodel import CostModel
 from prunekit.jobs.search.planner import RoundPlanner
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import prepare

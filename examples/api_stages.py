@@ -8,7 +8,8 @@ import torch
 
 from prunekit.deploy.export import export_onnx
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.core.masks import CostModel, plan_for_target
+from prunekit.core.costmodel import CostModel
+from prunekit.core.planning import plan_for_target
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned

@@ -12,7 +12,8 @@ import prunekit
 from prunekit.cli import main
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.deploy.latency import LatencyTable, layer_shapes
-from prunekit.core.masks import CostModel, layer_thresholds, plan_for_target, reduction
+from prunekit.core.costmodel import CostModel, reduction
+from prunekit.core.planning import layer_thresholds, plan_for_target
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan

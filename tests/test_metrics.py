@@ -7,7 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prunekit.deploy.bench import onnx_info
 from prunekit.deploy.export import export_onnx
-from prunekit.core.masks import CostModel
+from prunekit.core.costmodel import CostModel
 from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 

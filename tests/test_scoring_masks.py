@@ -8,15 +8,9 @@ import torch.nn.functional as F
 
 from prunekit.errors import PrunekitError
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.core.masks import (
-    CostModel,
-    aligned_keep,
-    layer_thresholds,
-    masked,
-    plan_for_target,
-    plan_for_threshold,
-    reduction,
-)
+from prunekit.core.costmodel import CostModel, reduction
+from prunekit.core.planning import aligned_keep, layer_thresholds, plan_for_target, plan_for_threshold
+from prunekit.core.masking import masked
 from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 from prunekit.core.scoring import CRITERIA, score_groups
@@ -181,7 +175,7 @@ def test_surgery_validates_indices(r20, plan, match):
 def test_size_steps_reach_half_the_macs_in_eight_rounds_and_never_cut_nothing(r20, round_to):
     """The search's size steps on a scripted sequence (no training): each round removes at most 10 % of the
     MACs left and at least one channel; flops=0.5 is reached within 8 rounds; the cost model stays exact."""
-    from prunekit.core.masks import first_cut, threshold_for_size
+    from prunekit.core.planning import first_cut, threshold_for_size
 
     model, spec, groups = r20
     dense_macs = count_model(model, spec.input_size).macs
@@ -206,7 +200,7 @@ def test_size_steps_reach_half_the_macs_in_eight_rounds_and_never_cut_nothing(r2
 
 
 def test_first_cut_raises_a_threshold_that_removes_nothing(r20):
-    from prunekit.core.masks import first_cut
+    from prunekit.core.planning import first_cut
 
     model, spec, groups = r20
     scores = score_groups(model, groups, "l1")

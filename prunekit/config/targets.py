@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from enum import Enum
 
 from prunekit.errors import PrunekitError
 
@@ -12,14 +13,25 @@ TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "acc
                 "speedup": "speedup"}
 
 
-def cost_basis(cost: str, target: Target, minimize: str = "params") -> str:
+class CostBasis(str, Enum):
+    """What a group's channels cost, for Algorithm 3's threshold scale and the knapsack's budget. A ``str`` enum:
+    it compares, hashes and serialises as its value (members are named as their values for that reason)."""
+    params = "params"
+    macs = "macs"
+    latency = "latency"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def cost_basis(cost: str, target: Target, minimize: str = "params") -> CostBasis:
     """What Algorithm 3 scales each group's threshold by: ``params``, ``macs`` or ``latency`` (``auto``: the
     target's own measure; for accuracy targets, what is minimised)."""
     if cost != "auto":
-        return {"flops": "macs"}.get(cost, cost)
+        return CostBasis({"flops": "macs"}.get(cost, cost))
     if target.kind == "accuracy":
-        return "macs" if minimize == "flops" else "params"
-    return "latency" if target.kind == "speedup" else target.kind
+        return CostBasis.macs if minimize == "flops" else CostBasis.params
+    return CostBasis.latency if target.kind == "speedup" else CostBasis(target.kind)
 
 
 @dataclass

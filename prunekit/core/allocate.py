@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from prunekit.errors import PrunekitError
-from prunekit.core.masks import CostModel, Plan, reduction
+from prunekit.core.costmodel import CostModel, Plan, reduction
 
 
 def candidate_widths(channels: int, round_to: int, min_keep: int = 1, max_options: int = 64) -> list[int]:
@@ -121,7 +121,7 @@ class _Problem:
 def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int = 1,
                   bins: int = 2000, iters: int = 3, max_options: int = 64, value: str = "layers") -> Plan:
     """The plan that loses the least score while removing at least ``amount`` of ``by`` (params, macs or
-    latency, as :func:`prunekit.core.masks.reduction` predicts it), every pruned group on the ``round_to`` grid."""
+    latency, as :func:`prunekit.core.costmodel.reduction` predicts it), every pruned group on the ``round_to`` grid."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
@@ -194,7 +194,7 @@ def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amou
     then rounded to the grid) or ``knapsack`` (:func:`knapsack_plan`). With ``relax`` (``--round-to auto``), a
     target out of reach on the grid is retried on half the multiple until it is reachable.
     Returns (plan, T or None for the knapsack, the multiple used)."""
-    from prunekit.core.masks import plan_for_target
+    from prunekit.core.planning import plan_for_target
 
     while True:
         try:

@@ -15,7 +15,8 @@ import torch.nn as nn
 
 from prunekit.errors import PrunekitError, VerificationError
 from prunekit.core.graph import ChannelGroup, build_graph
-from prunekit.core.masks import Plan, masked
+from prunekit.core.costmodel import Plan
+from prunekit.core.masking import masked
 
 
 def _validate(plan: Plan, groups: dict[str, ChannelGroup]) -> None:

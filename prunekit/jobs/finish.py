@@ -20,6 +20,21 @@ from prunekit.runs.storage import save_check_inputs, save_pruned
 from prunekit.core.surgery import compare_outputs
 
 
+def data_section(cfg: JobConfig, bundle: DataBundle, val_used: int | None = None) -> dict:
+    """The run record's ``data`` section (both jobs): the spec, what it is, and its split sizes."""
+    return {"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
+            "train": len(bundle.train), "val": len(bundle.val) if bundle.val is not None else 0,
+            **({"val_used": val_used} if val_used is not None else {}),
+            "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes}
+
+
+def size_sections(dense, pruned) -> dict:
+    """The run record's ``dense``, ``pruned``, ``reduction`` and ``layers`` sections from two model counts."""
+    return {"dense": dense.to_dict(layers=False), "pruned": pruned.to_dict(layers=False),
+            "reduction": {"params": 1 - pruned.params / dense.params, "macs": 1 - pruned.macs / dense.macs},
+            "layers": layer_channels(dense, pruned)}
+
+
 def layer_channels(before, after) -> list[dict]:
     post = {layer.name: layer for layer in after.layers}
     rows = []

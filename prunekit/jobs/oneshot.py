@@ -10,19 +10,16 @@ import time
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
-from prunekit.data import load_data
-from prunekit.compute.device import resolve_compute
 from prunekit.errors import PrunekitError
-from prunekit.core.graph import build_graph, find_groups, frozen_summary
-from prunekit.data.inputs import check_data_fits, check_input_size, sample_images, sample_inputs, spread
+from prunekit.data.inputs import sample_images, sample_inputs, spread
 from prunekit.deploy.latency import LatencyTable, predict_ms
 from prunekit.core.allocate import plan_to_target
-from prunekit.core.masks import CostModel
+from prunekit.core.costmodel import CostModel
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.core.metrics import count_model
-from prunekit.models import resolve_model
 from prunekit.progress import info
-from prunekit.jobs.finish import layer_channels, timed_speed, write_run_folder
+from prunekit.jobs.finish import data_section, size_sections, timed_speed, write_run_folder
+from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
@@ -34,33 +31,23 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
     check_paths(cfg)
     target = cfg.parsed_target
-    compute = resolve_compute(cfg.training.device, cfg.training.amp)
     torch.manual_seed(cfg.seed)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
-                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle)
-    outputs = check_input_size(model, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
-    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    job = prepare_job(cfg)
+    compute, model, spec, bundle = job.compute, job.model, job.spec, job.bundle
     if cfg.finetune_epochs > 0 and not bundle.has_labels:
         raise PrunekitError("--finetune-epochs needs labelled data (not random)")
     timings["load"] = time.perf_counter() - t
 
     info(f"model {cfg.model}: building the dependency graph")
     t = time.perf_counter()
-    dg = build_graph(model, spec.input_size)
-    groups = find_groups(model, dg, spec.classifier)
-    if not any(g.prunable for g in groups):
-        reasons = "; ".join(frozen_summary(groups)[:3]) or "no conv layers"
-        raise PrunekitError(f"nothing to prune in {cfg.model}: {reasons}")
+    groups = prunable_groups(model, spec, cfg.model)
     timings["graph"] = time.perf_counter() - t
 
     info(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
     t = time.perf_counter()
-    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
-    scores = score_groups(model, groups, cfg.criterion, cfg.p,
-                          (x for x, _ in bundle.batches(calib, cfg.training.batch_size)), seed=cfg.seed,
+    scores = score_groups(model, groups, cfg.criterion, cfg.p, job.calibration_batches(cfg), seed=cfg.seed,
                           compute=compute)
     timings["score"] = time.perf_counter() - t
 
@@ -145,21 +132,14 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         config=config_dict(cfg),
         model=spec.to_dict(),
         compute=compute.to_dict(),
-        data={"spec": cfg.data, "name": bundle.name, "synthetic": bundle.synthetic, "streamed": bundle.streamed,
-              "train": len(bundle.train),
-              "val": len(bundle.val) if bundle.val is not None else 0,
-              "test": len(bundle.test) if bundle.test is not None else 0, "num_classes": bundle.num_classes},
+        data=data_section(cfg, bundle),
         target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
                 "met": met},
         threshold=threshold,
         cost=cost_by,
         latency=latency,
         alignment=alignment.to_dict(),
-        dense=dense_count.to_dict(layers=False),
-        pruned=pruned_count.to_dict(layers=False),
-        reduction={"params": 1 - pruned_count.params / dense_count.params,
-                   "macs": 1 - pruned_count.macs / dense_count.macs},
-        layers=layer_channels(dense_count, pruned_count),
+        **size_sections(dense_count, pruned_count),
         groups=[{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
                  "frozen": g.reason} for g in groups],
         accuracy=accuracy,

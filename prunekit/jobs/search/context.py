@@ -8,15 +8,15 @@ from dataclasses import dataclass
 
 from prunekit.deploy.bench import model_latency_ms
 from prunekit.config import SearchConfig, Target, cost_basis
-from prunekit.data import DataBundle, load_data
+from prunekit.data import DataBundle
 from prunekit.compute.ddp import broadcast_value, distributed
-from prunekit.compute.device import Compute, resolve_compute
+from prunekit.compute.device import Compute
 from prunekit.errors import PrunekitError
-from prunekit.core.graph import build_graph, find_groups
-from prunekit.data.inputs import check_data_fits, check_input_size, sample_images, spread
+from prunekit.jobs.setup import prepare_job, prunable_groups
+from prunekit.data.inputs import sample_images, spread
 from prunekit.deploy.latency import LatencyTable, layer_shapes, predict_ms
 from prunekit.core.metrics import count_model
-from prunekit.models import build_model, load_state, read_state_dict, resolve_model
+from prunekit.models import build_model, load_state, read_state_dict
 from prunekit.progress import info
 from prunekit.deploy.runtime import Alignment, resolve_round_to
 from prunekit.core.scoring import score_scales
@@ -90,16 +90,11 @@ class SearchContext:
 def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | None,
             evaluator=evaluate) -> SearchContext:
     """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
-    compute = resolve_compute(cfg.training.device, cfg.training.amp)
-    dense, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
-                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
-    outputs = check_input_size(dense, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
-    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    job = prepare_job(cfg, trust_code)
+    compute, dense, spec, bundle = job.compute, job.model, job.spec, job.bundle
     if not bundle.has_labels or bundle.val is None or not len(bundle.val):
         raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
     size = spec.input_size
-    calib = bundle.calibration(cfg.calib_images, seed=cfg.seed)
     check_images = sample_images(bundle, max(min(cfg.verify_images, 32), cfg.check_images))
     rewind = None
     if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
@@ -118,14 +113,12 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     else:
         alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime), {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
-                        [x for x, _ in bundle.batches(calib, cfg.training.batch_size)], check_images,
+                        job.calibration_batches(cfg), check_images,
                         bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
                         distributed()[0], cfg.speed_batch if target.kind == "speedup" else 1,
                         target.amount if target.kind == "speedup" else None)
     if resume is None:
-        groups = find_groups(dense, build_graph(dense, size), spec.classifier)
-        if not any(g.prunable for g in groups):
-            raise PrunekitError(f"nothing to prune in {cfg.model}")
+        groups = prunable_groups(dense, spec, cfg.model)
         count = count_model(dense, size)
         info("measuring the dense model on the validation split", "setup")
         figures.update({"params": count.params, "macs": count.macs,

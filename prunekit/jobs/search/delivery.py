@@ -10,7 +10,7 @@ from prunekit.compute.ddp import broadcast_value, check_replicas_agree
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
 from prunekit.progress import info
-from prunekit.jobs.finish import check_reloads, layer_channels, timed_speed
+from prunekit.jobs.finish import check_reloads, data_section, size_sections, timed_speed
 from prunekit.deploy.report import write_report
 from prunekit.runs.record import RunRecord
 from prunekit.runs.storage import save_check_inputs, save_pruned
@@ -46,13 +46,15 @@ def deliver(search, best: int) -> dict:
                                         atol=cfg.atol).to_dict()
     final_epochs = search.final_epochs if final else 0.0
     latency = ctx.target.kind == "latency"
+    sizes = size_sections(dense_count, count)
+    sizes["dense"]["latency_ms"] = ctx.info.get("latency_ms")
+    sizes["pruned"].update(latency_ms=ctx.latency(model) if latency else None,
+                           predicted_latency_ms=ctx.predicted_latency(model) if latency else None)
     record = RunRecord(
         config=config_dict(cfg),
         model=ctx.spec.to_dict(),
         compute=ctx.compute.to_dict(),
-        data={"spec": cfg.data, "name": bundle.name, "train": len(bundle.train), "val": len(bundle.val),
-              "val_used": len(ctx.val),
-              "test": len(bundle.test) if bundle.test is not None else 0, "streamed": bundle.streamed},
+        data=data_section(cfg, bundle, val_used=len(ctx.val)),
         target={"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
                 "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"],
                 **({"speedup": ctx.speedup, "batch": ctx.latency_batch} if ctx.speedup else {})},
@@ -64,11 +66,7 @@ def deliver(search, best: int) -> dict:
                            "per_round": cfg.epochs_per_round},
                 "round_timing": search.store.round_timing()},
         final_finetune=final,
-        dense={**dense_count.to_dict(layers=False), "latency_ms": ctx.info.get("latency_ms")},
-        pruned={**count.to_dict(layers=False), "latency_ms": ctx.latency(model) if latency else None,
-                "predicted_latency_ms": ctx.predicted_latency(model) if latency else None},
-        reduction={"params": 1 - count.params / dense_count.params, "macs": 1 - count.macs / dense_count.macs},
-        layers=layer_channels(dense_count, count),
+        **sizes,
         accuracy=accuracy,
         speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
         alignment=ctx.info.get("alignment"),

@@ -9,7 +9,8 @@ import numpy as np
 from prunekit.core.allocate import knapsack_plan, plan_to_target
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.errors import PrunekitError
-from prunekit.core.masks import CostModel, bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
+from prunekit.core.costmodel import CostModel
+from prunekit.core.planning import bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
 from prunekit.progress import info
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import SearchContext

@@ -1,0 +1,53 @@
+"""What both prune jobs do before they differ, in one place: resolve the device, build the model and check it
+runs on its input size, load the data and check it fits the model, find the prunable channel groups (or refuse,
+naming why each group is frozen) and draw the calibration batches the scores are computed on.
+
+Raises PrunekitError on bad input and writes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prunekit.compute.device import Compute, resolve_compute
+from prunekit.config import JobConfig
+from prunekit.core.graph import ChannelGroup, build_graph, find_groups, frozen_summary
+from prunekit.data import DataBundle, load_data
+from prunekit.data.inputs import check_data_fits, check_input_size
+from prunekit.errors import PrunekitError
+from prunekit.models import ModelSpec, resolve_model
+
+
+@dataclass
+class JobSetup:
+    compute: Compute
+    model: torch.nn.Module  # the dense model, in eval mode, on the CPU
+    spec: ModelSpec
+    bundle: DataBundle
+    outputs: tuple[int, ...]  # the model's output shape at batch 1
+
+    def calibration_batches(self, cfg: JobConfig) -> list[torch.Tensor]:
+        """``cfg.calib_images`` training images (seeded), as normalised batches: what every score reads."""
+        calib = self.bundle.calibration(cfg.calib_images, seed=cfg.seed)
+        return [x for x, _ in self.bundle.batches(calib, cfg.training.batch_size)]
+
+
+def prepare_job(cfg: JobConfig, trust_code: bool = False) -> JobSetup:
+    """Device, model, data and their fit checks, for either job."""
+    compute = resolve_compute(cfg.training.device, cfg.training.amp)
+    model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
+                                num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
+    outputs = check_input_size(model, spec.input_size)
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
+    check_data_fits(bundle, spec.input_size, outputs, cfg.model)
+    return JobSetup(compute, model, spec, bundle, outputs)
+
+
+def prunable_groups(model: torch.nn.Module, spec: ModelSpec, name: str) -> list[ChannelGroup]:
+    """The model's coupled channel groups; an error naming the frozen groups' reasons when none is prunable."""
+    groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
+    if not any(g.prunable for g in groups):
+        reasons = "; ".join(frozen_summary(groups)[:3]) or "no conv layers"
+        raise PrunekitError(f"nothing to prune in {name}: {reasons}")
+    return groups
