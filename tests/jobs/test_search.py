@@ -19,7 +19,7 @@ from prunekit.deploy.bench import measure_onnx
 from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
 
-from .conftest import shared_file
+from tests.conftest import shared_file
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from prunekit.config import SearchConfig
 from prunekit.errors import PrunekitError
 from prunekit.jobs.search.store import interrupted_message, read_resume_state, state_path
 from prunekit.jobs.search.loop import run_search
-from tests.test_search_loop import config, fake_eval, fake_train, folder  # noqa: F401 (a fixture)
+from tests.jobs.test_search_loop import config, fake_eval, fake_train, folder  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from prunekit.errors import PrunekitError
 from prunekit.models import build_model, list_models, load_weights, resolve_model
 from prunekit.models.cifar_resnet import OptionAShortcut
 
-from .conftest import shared_file
+from tests.conftest import shared_file
 
 # Parameter counts of the classic CIFAR ResNets (He et al. 2016: 0.27M, 0.46M, 0.66M, 0.85M, 1.7M); the
 # 20 and 56 counts are those of the shared weight files, the others follow by 97,216 per block per stage.

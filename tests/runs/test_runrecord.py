@@ -33,7 +33,7 @@ def test_oneshot_writes_a_complete_record(oneshot_run):
 
 
 def test_search_writes_the_same_sections(tmp_path):
-    from tests.test_search_loop import config, fake_eval, fake_train  # the fake-trainer search, seconds
+    from tests.jobs.test_search_loop import config, fake_eval, fake_train  # the fake-trainer search, seconds
 
     from prunekit.jobs.search.loop import run_search
 
