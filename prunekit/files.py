@@ -113,3 +113,11 @@ def make_temp_dir(parent: str, prefix: str) -> str:
     d = tempfile.mkdtemp(prefix=prefix, dir=parent)
     os.chmod(d, default_mode(directory=True))
     return d
+
+
+def cache_dir() -> str:
+    return os.environ.get("PRUNEKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "prunekit")
+
+
+def data_dir() -> str:
+    return os.environ.get("PRUNEKIT_DATA") or os.path.join(cache_dir(), "data")

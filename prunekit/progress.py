@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
 LOGGER = logging.getLogger("prunekit")
 
 
+def _rank() -> int:
+    """This process's torchrun rank, without importing torch (a torch-free verb has no process group)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 class RankFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from prunekit.compute.ddp import distributed
-
-        return distributed()[0] == 0
+        return _rank() == 0
 
 
 class CliHandler(logging.Handler):

@@ -28,7 +28,7 @@ ALLOWED = {
     "deploy": {"config", "core", "data", "models", "runs"},
     "jobs": {"config", "core", "compute", "data", "models", "runs", "deploy"},
     "cli": {"config", "core", "data", "models", "runs", "deploy", "jobs", "compute", "__init__"},
-    "base": {"compute"},  # progress asks ddp for the rank (lazily)
+    "base": set(),
 }
 BASE = {"errors", "files", "progress"}
 

@@ -4,7 +4,16 @@ the group, error handling and shared options in ``app``, output (text or JSON li
 
 Every user mistake ends as one ``error:`` line on stderr and a non-zero exit code, never a traceback.
 """
-from prunekit.cli import bench, check, export, inspect, prune, quantize, report  # noqa: F401 (registers the verbs)
+from prunekit.cli import (  # noqa: F401 (registers the verbs)
+    bench,
+    check,
+    export,
+    inspect,
+    latency_table,
+    prune,
+    quantize,
+    report,
+)
 from prunekit.cli.app import main
 
 __all__ = ["main"]

@@ -97,6 +97,8 @@ from prunekit.cli.output import json_output, logger, say, set_format
               help="decode the data into memory, or stream an ImageFolder from disk (auto: by size)")
 @click.option("--workers", type=int, default=option_default("workers"),
               help="DataLoader workers for streamed data [default: min(4, cores-1)]")
+@click.option("--latency-table", type=click.Path(dir_okay=False), default=option_default("latency_table"),
+              help="plan and align from a table measured on the target device (prunekit latency-table)")
 @click.option("--latency-threads", type=int, default=option_default("latency_threads"), show_default=True,
               help="intra-op threads for latency targets, the latency table and the final speed check")
 @click.option("--speed-batches", default=",".join(map(str, option_default("speed_batches"))), show_default=True,
@@ -109,7 +111,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
           allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          device, amp, data_mode, workers, cost, latency_threads, speed_batches, overwrite, trust_code, quiet):
+          device, amp, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite, trust_code,
+          quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -156,7 +159,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           val_images=val_images,
                           log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
                           amp=amp, data_mode=data_mode, workers=workers,
-                          latency_threads=latency_threads,
+                          latency_threads=latency_threads, latency_table=latency_table,
                           speed_batches=() if speed_batches.strip().lower() == "none" else parse_batches(
                               speed_batches, "--speed-batches"))
         run = run_prune(cfg)

@@ -29,6 +29,15 @@ def broadcast_value(value: float) -> float:
     return float(t.item())
 
 
+def broadcast_object(obj):
+    """Rank 0's (picklable) object on every rank: one decision, taken once."""
+    if distributed()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, 0, device=comm_device())
+    return box[0]
+
+
 def barrier() -> None:
     if distributed()[1] > 1:
         dist.barrier()

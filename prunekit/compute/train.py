@@ -69,13 +69,14 @@ def lr_at(cfg: TrainSchedule, t: float) -> float:
 
 def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batch_size: int = 500,
              compute: Compute = CPU) -> float | None:
-    """Top-1 accuracy in percent, or None when the split has no labels. Runs on ``compute`` and leaves the
-    model where it was."""
+    """Top-1 accuracy in percent, or None when the split has no labels. Runs on ``compute`` in fp32 (no
+    autocast: the figure is the accuracy of the model that is delivered, an fp32 model) and leaves the model
+    where it was."""
     if ds is None or ds.labels is None or bundle.synthetic or len(ds) == 0:
         return None
     model.eval()
     correct = 0
-    with on_device(model, compute), torch.no_grad(), compute.autocast():
+    with on_device(model, compute), torch.no_grad():
         for x, y in bundle.batches(ds, batch_size, device=compute.device, memory_format=compute.memory_format):
             correct += int((model(x).argmax(1) == y).sum())
     return 100.0 * correct / len(ds)

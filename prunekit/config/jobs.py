@@ -105,6 +105,7 @@ class JobConfig:
     overwrite: bool = False
     latency_threads: int = 1
     latency_runs: int = 50
+    latency_table: str | None = None  # a table measured on the target device (prunekit latency-table): plan from it
     export: bool = True
     log_format: str = "text"
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -268,6 +269,13 @@ def config_dict(cfg: JobConfig) -> dict:
 
 def check_paths(cfg: JobConfig) -> None:
     """The files a job reads exist and its output folder can be written; called before any work."""
+    if cfg.latency_table and not os.path.isfile(cfg.latency_table):
+        raise PrunekitError(f"latency table not found: {cfg.latency_table}")
+    if cfg.latency_table and cfg.parsed_target.kind == "latency":
+        raise PrunekitError("latency= is milliseconds on the machine that measures it; with --latency-table (another "
+                            "device's layer times) give the goal as speedup=X")
+    if cfg.latency_table and cfg.runtime != "onnxruntime-cpu":
+        raise PrunekitError("--latency-table holds onnxruntime CPU timings: use it with --runtime onnxruntime-cpu")
     rewind = getattr(cfg, "rewind_checkpoint", None)
     if rewind and not os.path.isfile(rewind):
         raise PrunekitError(f"rewind checkpoint not found: {rewind}")

@@ -145,7 +145,10 @@ class DataBundle:
         world)``: every rank walks the same order and reads only its share of each global batch."""
         rank, world = shard
         order = np.random.default_rng(seed).permutation(len(ds)) if shuffle else np.arange(len(ds))
-        batches = [order[s:s + batch_size][rank::world] for s in range(0, len(ds), batch_size)]
+        global_batches = [order[s:s + batch_size] for s in range(0, len(ds), batch_size)]
+        if world > 1:  # a short last batch with fewer images than ranks would leave a rank empty (a NaN loss)
+            global_batches = [g for g in global_batches if len(g) >= world]
+        batches = [g[rank::world] for g in global_batches]
         if isinstance(ds, FileDataset):
             yield from self._streamed(ds, batches, augment, seed, device, memory_format)
             return

@@ -11,14 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from prunekit.errors import user_input
-
-
-def cache_dir() -> str:
-    return os.environ.get("PRUNEKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "prunekit")
-
-
-def data_dir() -> str:
-    return os.environ.get("PRUNEKIT_DATA") or os.path.join(cache_dir(), "data")
+from prunekit.files import cache_dir, data_dir  # noqa: F401 (where the cache lives)
 
 
 def cache_path(kind: str, sources: list[str], size: tuple[int, int]) -> str:

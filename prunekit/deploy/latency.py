@@ -74,6 +74,8 @@ def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dic
 
 
 def machine_key(runtime: str, threads: int) -> str:
+    """What a cached table is valid for: the CPU (or, for ``cuda``, the GPU with torch's CUDA and cuDNN
+    versions), the runtime's version and the threads. Another machine or library version gets a new table."""
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
@@ -82,7 +84,20 @@ def machine_key(runtime: str, threads: int) -> str:
     except (OSError, StopIteration):
         pass
     text = f"{cpu}|{os.cpu_count()}|onnxruntime {onnxruntime.__version__}|{runtime}|{threads} threads"
+    if runtime == "cuda":
+        text += "|" + cuda_identity()
     return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cuda_identity() -> str:
+    """The current GPU and the libraries that decide its kernels (name, capability, torch, CUDA, cuDNN)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no cuda"
+    d = torch.cuda.current_device()
+    return (f"{torch.cuda.get_device_name(d)}|sm{''.join(map(str, torch.cuda.get_device_capability(d)))}|"
+            f"torch {torch.__version__}|cuda {torch.version.cuda}|cudnn {torch.backends.cudnn.version()}")
 
 
 class LatencyTable:
@@ -90,7 +105,7 @@ class LatencyTable:
 
     def __init__(self, runtime: str = "onnxruntime-cpu", threads: int = 1, path: str | None = None,
                  budget_ms: float = 60.0):
-        from prunekit.data import cache_dir
+        from prunekit.files import cache_dir
 
         if runtime == "onnxruntime-cpu-int8":
             runtime = "onnxruntime-cpu"  # layers are timed in fp32: an approximation for int8 deployments
@@ -108,8 +123,26 @@ class LatencyTable:
         except (OSError, ValueError, AttributeError):
             self.entries = {}
 
+    @classmethod
+    def from_file(cls, path: str) -> LatencyTable:
+        """A table measured on the target device (``prunekit latency-table``): looked up only, never measured
+        here; a shape it lacks is an error naming it."""
+        from prunekit.deploy.latency_table import read_table
+
+        doc = read_table(path)
+        table = cls(doc.get("runtime", "onnxruntime-cpu"), int(doc.get("threads", 1)), path=os.devnull)
+        table.entries, table.fixed, table.device = doc["entries"], path, doc.get("device", {})
+        table.nchwc = doc.get("device", {}).get("nchwc_block"), doc.get("device", {}).get("detected", "")
+        return table
+
+    fixed: str | None = None  # the file of a target-device table (lookups only)
+    device: dict | None = None
+
     def ms(self, shape: LayerShape) -> float:
         key = shape.key()
+        if key not in self.entries and self.fixed:
+            raise PrunekitError(f"the latency table {self.fixed} has no entry for the layer shape {key}: build it "
+                                "for this model (same batch, grid and widths) with prunekit latency-table")
         if key not in self.entries:
             self.entries[key] = self._measure(shape)
             self.measured += 1
@@ -120,7 +153,7 @@ class LatencyTable:
         return float(sum(self.ms(s) for s in shapes))
 
     def save(self) -> None:
-        if self._dirty:
+        if self._dirty and not self.fixed:
             try:
                 atomic_write_json(self.path, {"runtime": self.runtime, "threads": self.threads,
                                               "entries": dict(sorted(self.entries.items()))})
@@ -144,18 +177,28 @@ class LatencyTable:
         return max(times["layer"] - times["call"], 0.05 * times["layer"])
 
     def _measure_cuda(self, shape: LayerShape) -> float:
+        """The layer as the whole model runs on CUDA (bf16 autocast, channels_last: what
+        :func:`prunekit.deploy.bench.model_latency_ms` times), less the fixed cost of one such call."""
         import torch
 
         if not torch.cuda.is_available():
             raise PrunekitError("a CUDA latency table needs a CUDA GPU on this machine")
-        layer = _torch_layer(shape).cuda().eval()
-        x = torch.randn(*_input_dims(shape), device="cuda")
+        fmt = torch.channels_last if shape.kind == "conv" else torch.contiguous_format
+        layer = _torch_layer(shape).cuda().eval().to(memory_format=fmt)
+        x = torch.randn(*_input_dims(shape), device="cuda").contiguous(memory_format=fmt)
+        times = {}
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            for what, fn in (("layer", layer), ("call", torch.amax)):
+                def call(fn=fn):
+                    fn(x)
+                    torch.cuda.synchronize()
+                times[what] = _time(call, self.budget_ms)
+        return max(times["layer"] - times["call"], 0.05 * times["layer"])
 
-        def call():
-            layer(x)
-            torch.cuda.synchronize()
-        with torch.inference_mode():
-            return _time(call, self.budget_ms)
+
+def table_for(runtime: str, threads: int, path: str | None = None) -> LatencyTable:
+    """The table a job plans with: the target device's file (``--latency-table``), else this machine's cache."""
+    return LatencyTable.from_file(path) if path else LatencyTable(runtime, threads)
 
 
 def _input_dims(s: LayerShape) -> tuple[int, ...]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from prunekit.config.choices import CHOICES, check_choice, parse_round_to
 
 RUNTIMES = CHOICES["runtime"]
@@ -68,16 +70,27 @@ def check_runtime(runtime: str) -> str:
     return check_choice("runtime", runtime)
 
 
-def resolve_round_to(round_to, runtime: str = "onnxruntime-cpu") -> Alignment:
-    """The channel multiple for ``--round-to`` (``auto`` picks the runtime's) and ``--runtime``."""
+def resolve_round_to(round_to, runtime: str = "onnxruntime-cpu", block: tuple[int, str] | None = None) -> Alignment:
+    """The channel multiple for ``--round-to`` (``auto`` picks the runtime's) and ``--runtime``; ``block``: the
+    target device's NCHWc block (from its latency table) instead of this machine's."""
     runtime = check_runtime(runtime)
     value = parse_round_to(round_to)
     if value != "auto":
         return Alignment(value, runtime, "set by --round-to" if value > 1 else "no alignment (--round-to 1)")
     if runtime == "cuda":
         return Alignment(8, runtime, "CUDA: fp16/bf16 tensor cores want multiples of 8 channels")
-    block, how = nchwc_block()
+    block, how = (block[0], f"the latency table's device: {block[1]}") if block and block[0] else nchwc_block()
     if runtime == "onnxruntime-cpu-int8":
         how += ("; int8 convs measured without a channel block of their own (benchmarks/int8_channels.py), so "
                 "the fp32 block is the stricter")
     return Alignment(block, runtime, how)
+
+
+def candidate_widths(channels: int, round_to: int, min_keep: int = 1, max_options: int = 64) -> list[int]:
+    """Kept widths a group of ``channels`` may take, ascending, ending with ``channels`` (the group untouched)."""
+    step = max(1, round_to)
+    widths = [w for w in range(step, channels, step) if w >= min_keep]
+    if len(widths) > max_options - 1:  # evenly spread, on the grid
+        pick = np.unique(np.round(np.linspace(0, len(widths) - 1, max_options - 1)).astype(int))
+        widths = [widths[i] for i in pick]
+    return widths + [channels]

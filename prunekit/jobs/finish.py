@@ -57,6 +57,9 @@ def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | 
     calib = bundle.tensor(bundle.calibration(64, cfg.seed)).numpy() if bundle is not None else None
     speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads,
                           calibration=calib)
+    if cfg.latency_table:
+        speed["measured_on"] = "this machine, not the latency table's device"
+        info(f"the speed check times this machine; the plan was made for the device of {cfg.latency_table}")
     if any(r["speedup"] < 1 for r in speed.get("batches", [])):
         info(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
     return speed

@@ -12,7 +12,7 @@ import torch
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import PrunekitError
 from prunekit.data.inputs import sample_images, sample_inputs, spread
-from prunekit.deploy.latency import LatencyTable, predict_ms
+from prunekit.deploy.latency import predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.costmodel import CostModel
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
@@ -52,14 +52,16 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     timings["score"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    alignment = resolve_round_to(cfg.round_to, cfg.runtime)
+    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if (
+        "latency" in (cost_basis(cfg.cost, target), target.kind) or target.kind == "speedup") else None
+    alignment = resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "nchwc", None))
     cost_by = cost_basis(cfg.cost, target)
     cost = CostModel.build(model, groups, spec.input_size)
     cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
-    if "latency" in (cost_by, target.kind) or target.kind == "speedup":
+    if table is not None:
         batch = cfg.speed_batch if target.kind == "speedup" else 1
         info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
-        cost.attach_latency(model, spec.input_size, LatencyTable(cfg.runtime, cfg.latency_threads), batch=batch)
+        cost.attach_latency(model, spec.input_size, table, batch=batch)
     if target.kind in ("latency", "speedup"):
         plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
                                                                       alignment.round_to, cfg)
@@ -85,7 +87,9 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     if predicted != (pruned_count.params, pruned_count.macs):
         raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
                             f"({pruned_count.params}, {pruned_count.macs})")
-    if latency is not None:
+    if latency is not None and "predicted_speedup" in latency:  # planned on another device's table
+        reached, met = latency["predicted_speedup"], latency["met"]
+    elif latency is not None:
         reached, met = latency["measured_ms"], latency["met"]
         if target.kind == "speedup":
             reached = latency["dense_ms"] / latency["measured_ms"]
@@ -162,6 +166,18 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     from prunekit.deploy.bench import compare_speed, model_latency_ms
 
     batch = cfg.speed_batch if target.kind == "speedup" else 1
+    if cost.table.fixed:  # the target device's table: plan on its prediction; this machine is not the target
+        plan, T, used = plan_to_target(scores, cost, "latency", 1 - 1 / target.amount, round_to,
+                                       cfg.round_to == "auto", cost_basis(cfg.cost, target), cfg.allocate,
+                                       cfg.knapsack_value)
+        pruned, history = apply_plan(model, groups, plan, spec.input_size)
+        predicted = cost.dense_latency / cost.predict_latency(plan)
+        info(f"planned on {cfg.latency_table} ({cost.table.device.get('cpu', 'another device')}): predicted "
+             f"{predicted:.2f}× at batch {batch} there (target {target.text}); not measured here")
+        return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cost.table.threads, "batch": batch,
+                                          "round_to": used, "table": cfg.latency_table, "device": cost.table.device,
+                                          "predicted_speedup": predicted, "met": predicted >= target.amount,
+                                          "tries": []}
 
     def measure(m):  # (dense ms, pruned ms); speedup targets time the pair interleaved, so drift cancels
         if target.kind == "speedup":

@@ -10,6 +10,11 @@ from prunekit.jobs.search.loop import run_search
 
 
 def _oneshot(cfg: OneShotConfig) -> dict:
+    from prunekit.compute.ddp import distributed
+
+    if distributed()[1] > 1:  # every rank would plan, time and write the same run folder
+        raise PrunekitError("--schedule oneshot runs in one process: launch it without torchrun (the search "
+                            "uses torchrun's ranks for its rounds)")
     try:
         return prune_oneshot(cfg)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ Spec strings accepted by :func:`resolve_model`:
 
 - ``resnet20`` … ``resnet110``, ``vgg16_bn``, ``mobilenet_v2``: built-in CIFAR-10 models (see ``list_models()``)
 - ``torchvision:NAME``: any torchvision classification model, e.g. ``torchvision:resnet50``
+- ``timm:NAME``: any timm model (the optional extra ``prunekit[timm]``), e.g. ``timm:efficientnet_b0``; input size
+  from its pretrained config
 - ``path/to/file.py:factory``: a function in the user's file returning an ``nn.Module`` (imports the file)
 - ``path/to/model.pt``: a whole module saved with ``torch.save``; unpickling runs code from the file, so it
   needs ``trust_pickle=True``

@@ -11,15 +11,15 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import PrunekitError, describe, user_input
+from prunekit.models.bridges import DEFAULT_IMAGENET_SIZE, build_timm, build_torchvision, timm_input_size
 from prunekit.models.registry import get_entry, list_models
 
 
-DEFAULT_IMAGENET_SIZE = (3, 224, 224)
 
 
 @dataclass
 class ModelSpec:
-    """How to rebuild the dense architecture. ``source``: builtin | torchvision | file | pickle."""
+    """How to rebuild the dense architecture. ``source``: builtin | torchvision | timm | file | pickle."""
 
     source: str
     name: str
@@ -95,21 +95,24 @@ def resolve_model(
     elif name.startswith("torchvision:"):
         spec = ModelSpec("torchvision", name.split(":", 1)[1], num_classes, input_size or DEFAULT_IMAGENET_SIZE,
                          None, weights)
+    elif name.startswith("timm:"):
+        tname = name.split(":", 1)[1]
+        spec = ModelSpec("timm", tname, num_classes, input_size or timm_input_size(tname), None, weights)
     elif ".py:" in name:
         spec = ModelSpec("file", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
     elif _is_pickle_path(name):
         spec = ModelSpec("pickle", name, num_classes, input_size or DEFAULT_IMAGENET_SIZE, None, weights)
     elif os.path.exists(name):
         raise PrunekitError(f"{name} is a {'folder' if os.path.isdir(name) else 'file'}, not a model spec: use a "
-                            "built-in name, torchvision:NAME, path/to/file.py:factory or a saved module .pt")
+                            "built-in name, torchvision:NAME, timm:NAME, path/to/file.py:factory or a saved module .pt")
     elif os.sep in name or name.startswith("."):
         raise PrunekitError(f"no such file or run folder: {name}")
     else:
         raise PrunekitError(
             f"unknown model {name!r}: use a built-in name ({', '.join(list_models())}), "
-            "torchvision:NAME, path/to/file.py:factory or a saved module path/to/model.pt"
+            "torchvision:NAME, timm:NAME, path/to/file.py:factory or a saved module path/to/model.pt"
         )
-    if state is not None and spec.num_classes is None and spec.source == "torchvision":
+    if state is not None and spec.num_classes is None and spec.source in ("torchvision", "timm"):
         spec.num_classes = _classes_in_state(build_model(spec, trust_pickle=trust_pickle), state)
     model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code)
     spec.classifier = spec.classifier or find_classifier(model)
@@ -130,17 +133,9 @@ def build_model(spec: ModelSpec, *, trust_pickle: bool = False, trust_code: bool
             raise PrunekitError(f"unknown built-in model {spec.name!r}")
         return entry.factory(num_classes=spec.num_classes or entry.num_classes)
     if spec.source == "torchvision":
-        import torchvision
-
-        if spec.name not in torchvision.models.list_models(module=torchvision.models):
-            raise PrunekitError(f"unknown torchvision classification model {spec.name!r}")
-        kwargs = {"weights": None}
-        if spec.num_classes:
-            kwargs["num_classes"] = spec.num_classes
-        if spec.name.startswith(("inception", "googlenet")):
-            kwargs["aux_logits"] = False
-            kwargs["init_weights"] = False
-        return torchvision.models.get_model(spec.name, **kwargs)
+        return build_torchvision(spec.name, spec.num_classes)
+    if spec.source == "timm":
+        return build_timm(spec.name, spec.num_classes)
     if spec.source == "file":
         if not trust_code:
             where = f"{named_by} names" if named_by else "this spec names"

@@ -14,7 +14,7 @@ from prunekit.compute.device import Compute
 from prunekit.errors import PrunekitError
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.data.inputs import sample_images, spread
-from prunekit.deploy.latency import LatencyTable, layer_shapes, predict_ms
+from prunekit.deploy.latency import LatencyTable, layer_shapes, predict_ms, table_for
 from prunekit.core.metrics import count_model
 from prunekit.models import build_model, load_state, read_state_dict
 from prunekit.progress import info
@@ -105,13 +105,13 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
           "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
     cost_by = cost_basis(cfg.cost, target, cfg.minimize)
     timed = target.kind in ("latency", "speedup")
-    table = LatencyTable(cfg.runtime, cfg.latency_threads) if timed or cost_by == "latency" else None
+    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or cost_by == "latency" else None
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
         figures = resume["dense"]
-        alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(cfg.round_to,
-                                                                                                cfg.runtime)
+        alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(
+            cfg.round_to, cfg.runtime, getattr(table, "nchwc", None))
     else:
-        alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime), {}
+        alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "nchwc", None)), {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         job.calibration_batches(cfg), check_images,
                         bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 
+from prunekit.compute.ddp import broadcast_object
 from prunekit.core.allocate import knapsack_plan, plan_to_target
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.errors import PrunekitError
@@ -86,6 +87,7 @@ class RoundPlanner:
         return self._finish(base, groups, plan, T)
 
     def _finish(self, base, groups, plan, T):
+        plan, T = broadcast_object((plan, T))  # rank 0's plan everywhere: scores or latency tables may differ by rank
         ctx, size = self.ctx, self.ctx.spec.input_size
         plan = {k: v for k, v in plan.items() if v}
         if not plan:

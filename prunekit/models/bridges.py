@@ -1,0 +1,52 @@
+"""Model zoos by name: ``torchvision:NAME`` (any torchvision classification model) and ``timm:NAME`` (any timm
+model; timm is the optional extra ``prunekit[timm]``). Random init: weights come from ``--weights``, so nothing
+is downloaded. A zoo name is a library's code, not a user's file: rebuilding one from a run folder needs no
+``--trust-code``."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from prunekit.errors import PrunekitError, user_input
+
+DEFAULT_IMAGENET_SIZE = (3, 224, 224)
+
+
+def build_torchvision(name: str, num_classes: int | None) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise PrunekitError(f"unknown torchvision classification model {name!r}")
+    kwargs = {"weights": None}
+    if num_classes:
+        kwargs["num_classes"] = num_classes
+    if name.startswith(("inception", "googlenet")):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    return torchvision.models.get_model(name, **kwargs)
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        raise PrunekitError("timm:NAME needs timm, an optional extra: pip install 'prunekit[timm]'") from None
+    return timm
+
+
+def timm_input_size(name: str) -> tuple[int, int, int]:
+    """The input size of the model's default pretrained config (what its weights were trained at), else 224²."""
+    timm = _timm()
+    if not timm.is_model(name):
+        raise PrunekitError(f"unknown timm model {name!r} (timm.list_models() lists the names)")
+    cfg = timm.get_pretrained_cfg(name)
+    size = getattr(cfg, "input_size", None) if cfg is not None else None
+    return tuple(int(d) for d in size) if size and len(size) == 3 else DEFAULT_IMAGENET_SIZE
+
+
+def build_timm(name: str, num_classes: int | None) -> nn.Module:
+    timm = _timm()
+    if not timm.is_model(name):
+        raise PrunekitError(f"unknown timm model {name!r} (timm.list_models() lists the names)")
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    with user_input(f"timm could not build {name!r}"):
+        return timm.create_model(name, pretrained=False, **kwargs)
