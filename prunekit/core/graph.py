@@ -8,7 +8,8 @@ which channel indices of which module it owns, aligned to the group's root chann
 
 A group is *frozen* (never pruned) when removing its channels would not be exact or torch-pruning cannot
 do it safely: it touches the classifier's outputs, a grouped (non-depthwise) conv, a normalisation other
-than BatchNorm (e.g. ConvNeXt's channel LayerNorm), or a bare ``nn.Parameter``. Its ``reason`` says which layer.
+than BatchNorm (e.g. ConvNeXt's channel LayerNorm), a bare ``nn.Parameter``, or a split / slice whose sizes the
+model's code fixes (a CSP block's ``x.split(c // 2)``). Its ``reason`` says which layer.
 """
 from __future__ import annotations
 
@@ -117,6 +118,21 @@ def _member_reason(module: nn.Module, name: str, kind: str, classifier: str | No
     return None
 
 
+# functional ops whose channel counts are constants in the model's code: the surgery cannot change them, so a
+# group whose channels pass through one would leave a split / slice that no longer matches its input (a CSP
+# block's split halves feeding a residual add, timm's cspnet), and the pruned model would not run
+_FIXED_SIZE_OPS = {tp.ops._SplitOp: "split (torch.split / chunk)", tp.ops._SliceOp: "slice",
+                   tp.ops._UnbindOp: "unbind"}
+
+
+def _op_reason(op) -> str | None:
+    for kind, words in _FIXED_SIZE_OPS.items():
+        if isinstance(op, kind):
+            return (f"its channels go through a {words} whose sizes are fixed in the model's code "
+                    f"({op!r}): pruning them would change what it returns")
+    return None
+
+
 def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None,
                 timeout: float = 300.0) -> list[ChannelGroup]:
     """All conv-rooted channel groups of ``model``, frozen ones included (with their reason)."""
@@ -140,7 +156,7 @@ def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None
 def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
     root_module = g[0].dep.target.module
     group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
-    seen: set[tuple[str, str]] = set()
+    seen: dict[tuple[str, str], list[int]] = {}
     for item in g.items:
         dep, idxs = item.dep, item.idxs
         target = dep.target.module
@@ -149,11 +165,18 @@ def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
             continue
         name = names.get(target)
         if name is None:  # a functional op (add, cat, flatten, ...): carries indices, owns nothing
+            group.reason = group.reason or _op_reason(target)
             continue
         kind = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
         if (name, kind) in seen:
+            if sorted(map(int, idxs)) != seen[(name, kind)] or list(map(int, item.root_idxs)) != sorted(
+                    map(int, item.root_idxs)):
+                group.reason = group.reason or (
+                    f"channels of {name} are coupled to other channels of the same layer (a concatenation with a "
+                    "depthwise copy of itself, as in a Ghost module): one removal takes several, which the masks "
+                    "and the counts cannot follow")
             continue
-        seen.add((name, kind))
+        seen[(name, kind)] = sorted(map(int, idxs))
         group.reason = group.reason or _member_reason(target, name, kind, classifier)
         group.members.append(Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs]))
     return group

@@ -10,7 +10,7 @@ import time
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, VerificationError
 from prunekit.data.inputs import sample_images, sample_inputs, spread
 from prunekit.deploy.latency import predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
@@ -23,7 +23,7 @@ from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
-from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
+from prunekit.core.surgery import INEXACT, apply_plan, inexact_groups, verify_masked_equals_pruned
 from prunekit.compute.train import evaluate, finetune
 
 
@@ -62,26 +62,38 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         batch = cfg.speed_batch if target.kind == "speedup" else 1
         info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
         cost.attach_latency(model, spec.input_size, table, batch=batch)
-    if target.kind in ("latency", "speedup"):
-        plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
-                                                                      alignment.round_to, cfg)
-        if latency["round_to"] != alignment.round_to:
-            alignment = alignment.relaxed(latency["round_to"], target.text)
-    else:
-        plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
-                                               cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value)
-        if used != alignment.round_to:
-            info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
-                f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
-                "block on this runtime)")
-            alignment = alignment.relaxed(used, target.text)
-        pruned, history = apply_plan(model, groups, plan, spec.input_size)
-        latency = None
-    timings["plan_and_surgery"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     inputs = sample_inputs(bundle, cfg.verify_images)
-    verification = [verify_masked_equals_pruned(model, pruned, groups, plan, inputs, cfg.atol)]
+    for attempt in range(3):  # a group whose removal is not exact is frozen, by name, and the plan made again
+        if target.kind in ("latency", "speedup"):
+            plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
+                                                                          alignment.round_to, cfg)
+            if latency["round_to"] != alignment.round_to:
+                alignment = alignment.relaxed(latency["round_to"], target.text)
+        else:
+            plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
+                                                   cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value)
+            if used != alignment.round_to:
+                info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
+                    f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
+                    "block on this runtime)")
+                alignment = alignment.relaxed(used, target.text)
+            pruned, history = apply_plan(model, groups, plan, spec.input_size)
+            latency = None
+        try:
+            verification = [verify_masked_equals_pruned(model, pruned, groups, plan, inputs, cfg.atol)]
+            break
+        except VerificationError:
+            bad = inexact_groups(model, groups, plan, inputs)
+            if not bad or attempt == 2:
+                raise
+            for g in groups:
+                if g.root in bad:
+                    g.reason = INEXACT
+            scores = {r: v for r, v in scores.items() if r not in bad}
+            info(f"warning: removing channels of {', '.join(bad)} is not exact (the masked and the pruned model "
+                 "differ in float64: a coupling torch-pruning did not record); froze them and planned again")
+    timings["plan_and_surgery"] = time.perf_counter() - t
+    t = time.perf_counter()
     dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)
     predicted = cost.predict(plan)
     if predicted != (pruned_count.params, pruned_count.macs):

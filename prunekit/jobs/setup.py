@@ -33,8 +33,9 @@ class JobSetup:
         return [x for x, _ in self.bundle.batches(calib, cfg.training.batch_size)]
 
 
-def prepare_job(cfg: JobConfig, trust_code: bool = False) -> JobSetup:
-    """Device, model, data and their fit checks, for either job."""
+def prepare_job(cfg: JobConfig, trust_code: bool = True) -> JobSetup:
+    """Device, model, data and their fit checks, for either job (``trust_code``: the caller named the model spec;
+    False when it was read back from a run folder the caller did not write)."""
     compute = resolve_compute(cfg.training.device, cfg.training.amp)
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
