@@ -3,6 +3,8 @@ the model's code (CSP), and a concat of a tensor with its own depthwise copy (Gh
 inexactly. Both must prune what can be pruned exactly and freeze, by name, what cannot: never a traceback."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -99,8 +101,9 @@ def test_a_ghost_concat_is_found_inexact_and_the_one_shot_job_freezes_it(tmp_pat
     assert verify_masked_equals_pruned(model, pruned, groups, exact, x)["passed"]
     # the job: freezes them by name, plans again, delivers a verified model
     src = tmp_path / "ghost.py"
-    src.write_text("import sys\nsys.path.insert(0, %r)\nfrom tests.core.test_held_out import GhostBlock\n"
-                   "def make():\n    return GhostBlock()\n" % str(__import__("pathlib").Path(__file__).parents[2]))
+    root = str(Path(__file__).parents[2])
+    src.write_text(f"import sys\nsys.path.insert(0, {root!r})\nfrom tests.core.test_held_out import GhostBlock\n"
+                   "def make():\n    return GhostBlock()\n")
     run = prunekit.prune(prunekit.PruneConfig(model=f"{src}:make", data="random", target="flops=0.3",
                                               input_size=(3, 16, 16), schedule="oneshot", out=str(tmp_path / "r"),
                                               calib_images=8, verify_images=4, batch_size=8, speed_batches=(),
