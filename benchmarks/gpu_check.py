@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-STEPS = ("train", "search", "torchrun", "bench", "latency_table", "pareto")
+STEPS = ("train", "search", "torchrun", "bench", "latency_table", "gpu_tests", "pareto")
 
 
 def _tiny_folder(root: Path) -> str:
@@ -192,13 +192,25 @@ def step_pareto(s: dict, out: Path, timeout: float) -> dict:
     return json.loads((out / f"pareto-{s['model']}-gpu-check.json").read_text())["rows"]
 
 
+def step_gpu_tests(s: dict, out: Path, timeout: float) -> dict:
+    """The ``gpu``-marked tests (fp16 / bf16 / off training, cuda:N, the CUDA latency table, torchrun with 1 and
+    2 processes): on the CPU (dry run) they skip, which proves only that they are collected."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                        str(HERE.parent / "tests")], capture_output=True, text=True, timeout=timeout,
+                       cwd=HERE.parent)
+    tail = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    if r.returncode not in (0, 5):  # 5: nothing collected
+        raise RuntimeError(f"gpu tests failed: {r.stdout[-2500:]}")
+    return {"summary": tail}
+
+
 def run_step(name: str, dry: bool, out: Path, timeout: float) -> dict:
     s = _setup(dry, out)
     if name == "train":
         return step_train(s, out)
     if name == "latency_table":
         return step_latency_table(s, out)
-    return {"search": step_search, "torchrun": step_torchrun, "bench": step_bench,
+    return {"search": step_search, "torchrun": step_torchrun, "bench": step_bench, "gpu_tests": step_gpu_tests,
             "pareto": step_pareto}[name](s, out, timeout)
 
 

@@ -245,16 +245,17 @@ def test_ctrl_c_in_a_search_says_how_to_resume(tmp_path, monkeypatch, image_fold
 
 
 def test_ctrl_c_while_caching_leaves_no_temp_file(tmp_path, monkeypatch, image_folder):
-    import prunekit.data as data
+    import prunekit.data.cache as cache
+    from prunekit.data import load_data
 
     root = image_folder()
 
     def interrupt(path, **arrays):
         open(path, "wb").write(b"partial")
         raise KeyboardInterrupt
-    monkeypatch.setattr(data.np, "savez", interrupt)
+    monkeypatch.setattr(cache.np, "savez", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        data.load_data(root)
+        load_data(root)
     assert not [p for p in os.listdir(tmp_path / "cache") if "tmp" in p]
 
 
