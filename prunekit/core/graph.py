@@ -179,7 +179,35 @@ def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
         seen[(name, kind)] = sorted(map(int, idxs))
         group.reason = group.reason or _member_reason(target, name, kind, classifier)
         group.members.append(Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs]))
+    group.reason = group.reason or _inconsistent_mapping(g, dg, names)
     return group
+
+
+def _inconsistent_mapping(g, dg, names) -> str | None:
+    """A channel op (elementwise, concat) of the group whose input channel k maps to another root channel than its
+    own channel k does: torch-pruning reached one producer twice (a tensor concatenated with a depthwise copy of
+    itself, a Ghost module) and kept one mapping, so masks and removal would disagree."""
+    maps: dict[int, dict[int, int]] = {}
+    for item in g.items:
+        if dg.is_out_channel_pruning_fn(item.dep.handler):
+            maps.setdefault(id(item.dep.target), {}).update(zip(map(int, item.idxs), map(int, item.root_idxs)))
+    for item in g.items:
+        node = item.dep.target
+        if isinstance(node.module, tp.ops._ElementWiseOp):
+            offsets = [0] * len(node.inputs)
+        elif isinstance(node.module, tp.ops._ConcatOp) and node.module.offsets:
+            offsets = list(node.module.offsets)
+        else:
+            continue
+        own = dict(zip(map(int, item.idxs), map(int, item.root_idxs)))
+        for i, inp in enumerate(node.inputs):
+            produced, off = maps.get(id(inp)), offsets[i] if i < len(offsets) else 0
+            if produced and any((k - off) in produced and produced[k - off] != r for k, r in own.items() if k >= off):
+                who = names.get(inp.module, type(inp.module).__name__)
+                return (f"torch-pruning did not record that the channels of {who} reach this group twice (a "
+                        "concatenation with a depthwise copy of itself, as in a Ghost module): removal would not "
+                        "be exact")
+    return None
 
 
 def frozen_summary(groups: list[ChannelGroup]) -> list[str]:

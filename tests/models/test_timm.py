@@ -14,7 +14,7 @@ timm = pytest.importorskip("timm")
 
 # one architecture per building block the issue names: SE + depthwise, CSP (split → paths → concat + add),
 # RepVGG (parallel branches), ConvNeXt (LayerNorm), HRNet (multi-resolution fuse), Ghost (concat of a depthwise
-# copy); small input so the list stays cheap
+# copy); 32² inputs so the list stays cheap
 PARITY = {"efficientnet_b0": None, "cspresnet50": "split", "repvgg_a0": None, "convnext_atto": None,
           "hrnet_w18_small": None, "ghostnet_050": "torch-pruning did not record"}
 
@@ -26,7 +26,7 @@ def test_timm_prune_export_parity(arch, tmp_path):
     try:
         run = prunekit.prune(prunekit.PruneConfig(
             model=f"timm:{arch}", data="random", target="flops=0.4", out=str(out), schedule="oneshot",
-            input_size=(3, 64, 64), calib_images=8, verify_images=4, batch_size=8, speed_batches=()))
+            input_size=(3, 32, 32), calib_images=8, verify_images=4, batch_size=8, speed_batches=()))
     except PrunekitError as e:  # a clean refusal is allowed; it must name the layer or the reason
         assert arch in ("convnext_atto",) and ("LayerNorm" in str(e) or "cannot" in str(e)), str(e)
         return
@@ -36,7 +36,7 @@ def test_timm_prune_export_parity(arch, tmp_path):
     if PARITY[arch]:
         assert any(PARITY[arch] in r for r in frozen), frozen
     model = prunekit.load(str(out))  # a timm spec rebuilds without --trust-code
-    report = export_onnx(model, torch.randn(2, 3, 64, 64), str(tmp_path / "m.onnx"))
+    report = export_onnx(model, torch.randn(2, 3, 32, 32), str(tmp_path / "m.onnx"))
     assert report.passed
 
 
