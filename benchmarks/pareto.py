@@ -149,6 +149,9 @@ def markdown(results: dict) -> str:
         md.append(f"| {r['target']} | {r['method']} | {sp.get(32, 0):.2f}× | {sp.get(1, 0):.2f}× | "
                   f"{r['macs_reduction']:.1%} | {r['params_reduction']:.1%} | {pct(r.get('acc_after_surgery'))} | "
                   f"{pct(r.get('acc_after_bn'))} | **{r['acc']:.2f} %** | {r.get('round_to', '–')} |")
+    cpus = sorted({r["cpu"] for r in results["rows"] if r.get("cpu")})
+    if cpus:
+        md.append(f"\nrows ran on: {'; '.join(cpus)} (see each row's `cpu` in the JSON)")
     md.append(f"\nmachine: {results['machine']['cpu']}, {results['machine']['cores']} cores; command: "
               f"`{results['machine']['command']}`")
     return "\n".join(md) + "\n"
@@ -234,7 +237,8 @@ def main() -> None:
                         raise SystemExit(f"unknown row {method!r}: {', '.join(ROWS)}")
                 except PrunekitError as e:
                     row = {"error": str(e)}
-            row.update({"target": target, "method": method, "wall_s": time.perf_counter() - t0})
+            row.update({"target": target, "method": method, "wall_s": time.perf_counter() - t0,
+                        "cpu": machine()["cpu"]})  # a resumed table may span machines: say which ran the row
             results["rows"].append(row)
             done.add((target, method))
             write_results(args.out, name, results, markdown(results))
