@@ -12,10 +12,9 @@ from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
 
 
-@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v2", "torchvision:vgg11_bn",
-                                  "resnet20"])
+@pytest.mark.parametrize("name", ["torchvision:resnet18", "torchvision:mobilenet_v2", "vgg16_bn", "resnet20"])
 def test_macs_match_torch_flop_counter_and_onnx(name, tmp_path):
-    size = (3, 32, 32) if name == "resnet20" else (3, 64, 64)
+    size = (3, 32, 32) if name in ("resnet20", "vgg16_bn") else (3, 64, 64)
     model, spec = resolve_model(name, input_size=size)
     count = count_model(model, size)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
@@ -26,6 +25,6 @@ def test_macs_match_torch_flop_counter_and_onnx(name, tmp_path):
     assert count.macs == flops // 2
     assert count.params == sum(p.numel() for p in model.parameters())
     assert CostModel.build(model, [], size).predict({}) == (count.params, count.macs)
-    exporter = "dynamo" if "vgg" in name else "torchscript"  # 7×7 adaptive pooling of 2×2 needs dynamo
+    exporter = "dynamo" if "torchvision:vgg" in name else "torchscript"  # 7×7 adaptive pooling of 2×2: dynamo
     export_onnx(model, torch.randn(2, *size), str(tmp_path / "m.onnx"), exporter=exporter)
     assert onnx_info(str(tmp_path / "m.onnx"))["macs"] == count.macs
