@@ -79,27 +79,33 @@ INEXACT = ("removing its channels alone makes the masked and the pruned model di
            "torch-pruning did not record (e.g. a Ghost module's concat of a tensor and its depthwise copy)")
 
 
-def inexact_groups(dense, groups, plan, inputs, limit: int = 64) -> list[str]:
-    """The planned groups whose removal alone is not exact (float64 masked ≠ pruned): what to freeze."""
-    size, bad = tuple(inputs.shape[1:]), []
+def _alone(dense, groups, plan, inputs, limit: int):
+    """(root, its plan alone, the dense model with only that group pruned, or None when torch-pruning refuses it)
+    for the first ``limit`` planned groups."""
     for root in list(plan)[:limit]:
         alone = {root: plan[root]}
-        pruned, _ = apply_plan(dense, groups, alone, size)
-        if not _float64_check(dense, pruned, groups, alone, inputs[:4])[2]:
-            bad.append(root)
-    return bad
+        try:
+            yield root, alone, apply_plan(dense, groups, alone, tuple(inputs.shape[1:]))[0]
+        except PrunekitError:
+            yield root, alone, None
+
+
+def inexact_groups(dense, groups, plan, inputs, limit: int = 64) -> list[str]:
+    """The planned groups whose removal alone is not exact (float64 masked ≠ pruned): what to freeze."""
+    return [root for root, alone, pruned in _alone(dense, groups, plan, inputs, limit)
+            if pruned is None or not _float64_check(dense, pruned, groups, alone, inputs[:4])[2]]
 
 
 def _culprits(dense, groups, plan, inputs, limit: int = 40) -> str:
     """Which planned groups, pruned alone, leave a model that does not run (to name them in the refusal)."""
-    size = tuple(inputs.shape[1:])
     bad = []
-    for root in list(plan)[:limit]:
+    for root, _, pruned in _alone(dense, groups, plan, inputs, limit):
         try:
-            alone, _ = apply_plan(dense, groups, {root: plan[root]}, size)
+            if pruned is None:
+                raise RuntimeError("torch-pruning refused it")
             with torch.no_grad():
-                alone(inputs[:1])
-        except (RuntimeError, PrunekitError):
+                pruned(inputs[:1])
+        except RuntimeError:
             bad.append(root)
     if bad:
         return (f"pruning {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''} breaks it; report the architecture "

@@ -27,8 +27,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from prunekit.errors import PrunekitError
-from prunekit.files import atomic_write_json
+from prunekit.files import atomic_write_json, read_json
 from prunekit.deploy.ortsession import session
+
+
+TABLE_FORMAT = 1  # version of a target-device table file (prunekit latency-table)
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,6 @@ class LatencyTable:
     def from_file(cls, path: str) -> LatencyTable:
         """A table measured on the target device (``prunekit latency-table``): looked up only, never measured
         here; a shape it lacks is an error naming it."""
-        from prunekit.deploy.latency_table import read_table
-
         doc = read_table(path)
         table = cls(doc.get("runtime", "onnxruntime-cpu"), int(doc.get("threads", 1)), path=os.devnull)
         table.entries, table.fixed, table.device = doc["entries"], path, doc.get("device", {})
@@ -263,3 +264,19 @@ def table_goal(dense_ms: float, table_dense: float, target_ms: float) -> float:
 
 def shapes_to_dict(shapes: dict[str, LayerShape]) -> dict[str, dict]:
     return {k: asdict(v) for k, v in shapes.items()}
+
+
+def read_table(path: str) -> dict:
+    """A table file written by ``prunekit latency-table`` (:func:`prunekit.deploy.latency_table.build_table`),
+    checked."""
+    doc = read_json(path, "latency table")
+    if not isinstance(doc, dict) or doc.get("prunekit_latency_table") != TABLE_FORMAT or not isinstance(
+            doc.get("entries"), dict):
+        raise PrunekitError(f"{path} is not a prunekit latency table (write one with prunekit latency-table)")
+    try:
+        doc["entries"] = {str(k): float(v) for k, v in doc["entries"].items()}
+    except (TypeError, ValueError):
+        raise PrunekitError(f"{path}: the latency table's entries are not numbers") from None
+    if not all(np.isfinite(v) and v >= 0 for v in doc["entries"].values()):
+        raise PrunekitError(f"{path}: the latency table holds negative or non-finite times")
+    return doc

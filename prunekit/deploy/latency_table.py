@@ -8,7 +8,8 @@ exactly as :class:`~prunekit.deploy.latency.LatencyTable` does, and writes one J
 CPU, onnxruntime version and NCHWc block. No torch is imported: it runs wherever onnxruntime does.
 
 ``prunekit prune --latency-table table.json`` then plans and aligns from that file
-(:meth:`LatencyTable.from_file`: a shape the file lacks is refused by name, never measured locally).
+(:meth:`LatencyTable.from_file`, which reads the file with :func:`~prunekit.deploy.latency.read_table`: a shape the
+file lacks is refused by name, never measured locally).
 """
 from __future__ import annotations
 
@@ -16,15 +17,13 @@ import os
 import platform
 import time
 
-import numpy as np
 
-from prunekit.deploy.latency import LatencyTable, LayerShape
+from prunekit.deploy.latency import TABLE_FORMAT, LatencyTable, LayerShape
 from prunekit.deploy.runtime import candidate_widths, nchwc_block
 from prunekit.errors import PrunekitError
 from prunekit.files import atomic_write_json
 from prunekit.progress import info
 
-FORMAT = 1
 
 
 def _attr(node, name: str, default):
@@ -154,25 +153,8 @@ def build_table(onnx_path: str, out: str, *, threads: int = 1, batch: int = 1, r
         if i % 50 == 0 or i == len(shapes):
             info(f"latency-table: {i}/{len(shapes)} shapes, {time.perf_counter() - t0:.0f} s", "latency-table",
                  step=i, total=len(shapes))
-    doc = {"prunekit_latency_table": FORMAT, "runtime": "onnxruntime-cpu", "threads": threads, "batch": batch,
+    doc = {"prunekit_latency_table": TABLE_FORMAT, "runtime": "onnxruntime-cpu", "threads": threads, "batch": batch,
            "round_to": step, "source": os.path.basename(onnx_path), "device": dev,
            "seconds": time.perf_counter() - t0, "entries": dict(sorted(entries.items()))}
     atomic_write_json(out, doc)
-    return doc
-
-
-def read_table(path: str) -> dict:
-    """A table file written by :func:`build_table`, checked."""
-    from prunekit.files import read_json
-
-    doc = read_json(path, "latency table")
-    if not isinstance(doc, dict) or doc.get("prunekit_latency_table") != FORMAT or not isinstance(
-            doc.get("entries"), dict):
-        raise PrunekitError(f"{path} is not a prunekit latency table (write one with prunekit latency-table)")
-    try:
-        doc["entries"] = {str(k): float(v) for k, v in doc["entries"].items()}
-    except (TypeError, ValueError):
-        raise PrunekitError(f"{path}: the latency table's entries are not numbers") from None
-    if not all(np.isfinite(v) and v >= 0 for v in doc["entries"].values()):
-        raise PrunekitError(f"{path}: the latency table holds negative or non-finite times")
     return doc
