@@ -92,6 +92,9 @@ from prunekit.cli.output import json_output, logger, say, set_format
               help="scores, retraining and evaluation: auto (CUDA when available), cpu, cuda, cuda:N")
 @click.option("--amp", type=choice("amp"), default=option_default("amp"), show_default=True,
               help="mixed precision for training on CUDA (auto: bf16); the CPU trains in fp32")
+@click.option("--sync-bn", is_flag=True, default=option_default("sync_bn"),
+              help="under torchrun on CUDA: BatchNorm statistics over every rank's images (SyncBatchNorm) while "
+                   "training; the delivered model keeps plain BatchNorm")
 @click.option("--data-mode", type=choice("data_mode"), default=option_default("data_mode"),
               show_default=True,
               help="decode the data into memory, or stream an ImageFolder from disk (auto: by size)")
@@ -111,7 +114,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
           allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          device, amp, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite, trust_code,
+          device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite, trust_code,
           quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
@@ -158,7 +161,7 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
                           val_images=val_images,
                           log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
-                          amp=amp, data_mode=data_mode, workers=workers,
+                          amp=amp, sync_bn=sync_bn, data_mode=data_mode, workers=workers,
                           latency_threads=latency_threads, latency_table=latency_table,
                           speed_batches=() if speed_batches.strip().lower() == "none" else parse_batches(
                               speed_batches, "--speed-batches"))

@@ -4,9 +4,11 @@ Collectives run on the rank's GPU under nccl and on the CPU under gloo (:func:`p
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 from prunekit.compute.device import comm_device
 from prunekit.config.choices import check_device_spec
@@ -36,6 +38,35 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, 0, device=comm_device())
     return box[0]
+
+
+@contextmanager
+def synced_batchnorm(model: nn.Module):
+    """``--sync-bn``: inside, every BatchNorm of ``model`` is a :class:`torch.nn.SyncBatchNorm` that shares its
+    weight, bias and running statistics (the same tensors), so statistics are computed over the global batch of
+    all ranks rather than each rank's share; on exit the original modules are back, holding what training
+    changed. The delivered model never contains SyncBatchNorm (surgery, export and reload see plain BatchNorm).
+    Outside a process group SyncBatchNorm computes what BatchNorm does; PyTorch runs it only on GPUs."""
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+                sync = nn.SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                        child.track_running_stats)
+                if child.affine:
+                    sync.weight, sync.bias = child.weight, child.bias
+                if child.track_running_stats:
+                    sync.running_mean, sync.running_var = child.running_mean, child.running_var
+                    sync.num_batches_tracked = child.num_batches_tracked
+                sync.train(child.training)
+                setattr(parent, name, sync)
+                swapped.append((parent, name, child, sync))
+    try:
+        yield model
+    finally:
+        for parent, name, child, sync in swapped:
+            child.train(sync.training)
+            setattr(parent, name, child)
 
 
 def barrier() -> None:

@@ -35,6 +35,6 @@ def training_schedule(training, epochs: float, seed: int, **overrides) -> TrainS
     ``overrides`` set a search round's own fields (lr, schedule, rewind point…)."""
     fields = dict(epochs=epochs, lr=training.lr, batch_size=training.batch_size, seed=seed,
                   train_fraction=training.train_fraction, distill_temperature=training.distill_temperature,
-                  distill_alpha=training.distill_alpha)
+                  distill_alpha=training.distill_alpha, sync_bn=training.sync_bn)
     fields.update(overrides)
     return TrainSchedule(**fields)

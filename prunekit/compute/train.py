@@ -13,8 +13,10 @@ filters stay removed and receive no update.
 
 Under ``torchrun`` (``torch.distributed`` initialised), each rank reads only its share of every global batch
 and the model is wrapped in DistributedDataParallel (gloo on CPU, nccl on GPU); BatchNorm buffers are
-broadcast from rank 0, so every rank ends with the same weights. ``compute`` (:mod:`prunekit.compute.device`) says
-where: the model goes to that device for the loop (channels_last and autocast on CUDA) and comes back.
+broadcast from rank 0, so every rank ends with the same weights. BatchNorm normalises each rank's share of
+the batch unless ``sync_bn`` (``--sync-bn``) makes it a SyncBatchNorm over the global batch for the loop.
+``compute`` (:mod:`prunekit.compute.device`) says where: the model goes to that device for the loop
+(channels_last and autocast on CUDA) and comes back.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from prunekit.data import ArrayDataset, DataBundle
-from prunekit.compute.ddp import distributed
+from prunekit.compute.ddp import distributed, synced_batchnorm
 from prunekit.compute.device import CPU, Compute, on_device
 from prunekit.compute.distill import distillation_loss
 from prunekit.progress import progress_bar
@@ -51,6 +53,7 @@ class TrainSchedule:
     train_fraction: float = 1.0  # share of the training split used
     distill_temperature: float = 4.0  # with a teacher (train(..., teacher=)): the soft targets' temperature
     distill_alpha: float = 0.9  # with a teacher: weight of the soft (distillation) term
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only)
 
 
 def base_lr(cfg: TrainSchedule, u: float) -> float:
@@ -104,7 +107,9 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
     bar = progress_bar(total, "train")
     teacher_s = 0.0
-    with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()):
+    sync = cfg.sync_bn and world > 1
+    with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()), \
+            (synced_batchnorm(model) if sync else nullcontext()):
         net = model
         if world > 1:  # gradients all-reduced; buffers broadcast from rank 0 at each forward
             net = nn.parallel.DistributedDataParallel(model, device_ids=[compute.device.index] if compute.cuda
@@ -146,7 +151,7 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     bar.close()
     model.eval()
     return {"steps": step, "epochs": cfg.epochs, "images": seen, "seconds": time.perf_counter() - t0,
-            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp,
+            "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp, "sync_bn": sync,
             "distill": None if teacher is None else {"temperature": cfg.distill_temperature,
                                                      "alpha": cfg.distill_alpha, "teacher_s": teacher_s}}
 

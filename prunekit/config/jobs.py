@@ -56,6 +56,7 @@ class TrainingConfig:
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9  # weight of the soft (teacher) term; 1 − α goes to cross-entropy on the labels
     bn_images: int = 1024  # training images BatchNorm statistics are re-estimated on after every surgery (0: off)
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over all ranks' images (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         _int_at_least("batch_size", self.batch_size, 1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prunekit.compute.ddp import distributed
 from prunekit.compute.device import Compute, resolve_compute
 from prunekit.config import JobConfig
 from prunekit.core.graph import ChannelGroup, build_graph, find_groups, frozen_summary
@@ -17,6 +18,7 @@ from prunekit.data import DataBundle, load_data
 from prunekit.data.inputs import check_data_fits, check_input_size
 from prunekit.errors import PrunekitError
 from prunekit.models import ModelSpec, resolve_model
+from prunekit.progress import warn
 
 
 @dataclass
@@ -37,12 +39,24 @@ def prepare_job(cfg: JobConfig, trust_code: bool = True) -> JobSetup:
     """Device, model, data and their fit checks, for either job (``trust_code``: the caller named the model spec;
     False when it was read back from a run folder the caller did not write)."""
     compute = resolve_compute(cfg.training.device, cfg.training.amp)
+    check_sync_bn(cfg.training.sync_bn, compute)
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
     outputs = check_input_size(model, spec.input_size)
     bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
     check_data_fits(bundle, spec.input_size, outputs, cfg.model)
     return JobSetup(compute, model, spec, bundle, outputs)
+
+
+def check_sync_bn(sync_bn: bool, compute: Compute) -> None:
+    """``--sync-bn`` is refused on the CPU (PyTorch's SyncBatchNorm runs only on GPUs) and does nothing without
+    torchrun's ranks (one process already normalises over the whole batch): say so."""
+    if not sync_bn:
+        return
+    if not compute.cuda:
+        raise PrunekitError("--sync-bn needs --device cuda: PyTorch's SyncBatchNorm runs only on GPUs")
+    if distributed()[1] == 1:
+        warn("--sync-bn has no effect in one process: it shares BatchNorm statistics between torchrun's ranks")
 
 
 def prunable_groups(model: torch.nn.Module, spec: ModelSpec, name: str) -> list[ChannelGroup]:

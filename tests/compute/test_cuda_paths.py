@@ -3,6 +3,9 @@
 one-shot refused under torchrun); the ``gpu``-marked tests run them for real where a GPU exists (skipped here)."""
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +96,44 @@ def test_one_shot_under_torchrun_is_refused(monkeypatch, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_synced_batchnorm_trains_like_batchnorm_and_gives_the_modules_back():
+    """--sync-bn swaps every BatchNorm for a SyncBatchNorm on the same tensors for the loop: outside a process
+    group the steps are BatchNorm's bit for bit, what they change stays in the original modules, and no
+    SyncBatchNorm is left for surgery, export or saving."""
+    from prunekit.models import resolve_model
+
+    torch.manual_seed(0)
+    plain, _ = resolve_model("resnet20", num_classes=10)
+    synced = copy.deepcopy(plain)
+    originals = {n: m for n, m in synced.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for model, ctx in ((plain, contextlib.nullcontext()), (synced, ddp.synced_batchnorm(synced))):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model.train()
+        with ctx:
+            if model is synced:
+                assert sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules()) == len(originals)
+            for _ in range(3):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+    assert {n: m for n, m in synced.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)} \
+        == originals and not any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    a, b = plain.state_dict(), synced.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert int(originals["bn1"].num_batches_tracked) == 3 and all(m.training for m in originals.values())
+
+
+def test_sync_bn_is_refused_on_the_cpu_before_any_work(tmp_path):
+    from click.testing import CliRunner
+    from prunekit.cli import main
+
+    res = CliRunner().invoke(main, ["prune", "resnet20", "--data", "random", "--target", "flops=0.3", "--schedule",
+                                    "oneshot", "--device", "cpu", "--sync-bn", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "--sync-bn needs --device cuda" in res.output, res.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_broadcast_object_outside_torchrun_is_the_object():
     plan = {"a": [1, 2]}
     assert ddp.broadcast_object((plan, 0.5)) == (plan, 0.5)
@@ -157,8 +198,8 @@ def test_the_cuda_latency_table_times_positive_and_caches_per_gpu(tmp_path, monk
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("procs", [1, 2])
-def test_a_search_round_under_torchrun_on_nccl(procs, tmp_path):
+@pytest.mark.parametrize("procs,sync_bn", [(1, False), (2, False), (2, True)])
+def test_a_search_round_under_torchrun_on_nccl(procs, sync_bn, tmp_path):
     if torch.cuda.device_count() < procs:
         pytest.skip(f"needs {procs} GPUs")
     from tests.conftest import shared_file
@@ -167,7 +208,9 @@ def test_a_search_round_under_torchrun_on_nccl(procs, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "-m", "prunekit.cli",
            "prune", "resnet20", "--weights", weights, "--data", data, "--target", "flops=0.3", "--device", "cuda",
            "--max-rounds", "1", "--epochs-per-round", "0.05", "--val-images", "500",
-           "--out", str(tmp_path / "run"), "--quiet"]
+           "--out", str(tmp_path / "run"), "--quiet"] + (["--sync-bn"] if sync_bn else [])
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "run" / "run.json").is_file()
+    rounds = [json.loads(line) for line in (tmp_path / "run" / "rounds.jsonl").read_text().splitlines()]
+    assert rounds[-1]["val_accuracy"] is not None
