@@ -17,7 +17,7 @@ from prunekit.core.allocate import plan_to_target
 from prunekit.core.costmodel import CostModel
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.core.metrics import count_model
-from prunekit.progress import info
+from prunekit.progress import info, warn
 from prunekit.jobs.finish import data_section, size_sections, timed_speed, write_run_folder
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
@@ -90,8 +90,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
                 if g.root in bad:
                     g.reason = INEXACT
             scores = {r: v for r, v in scores.items() if r not in bad}
-            info(f"warning: removing channels of {', '.join(bad)} is not exact (the masked and the pruned model "
-                 "differ in float64: a coupling torch-pruning did not record); froze them and planned again")
+            warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
+                 "float64: a coupling torch-pruning did not record); froze them and planned again", groups=bad)
     timings["plan_and_surgery"] = time.perf_counter() - t
     t = time.perf_counter()
     dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)

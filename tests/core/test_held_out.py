@@ -38,14 +38,14 @@ class CSPBlock(nn.Module):
 
 
 class GhostBlock(nn.Module):
-    def __init__(self, c=16):
+    def __init__(self, c=16, classes=5):
         super().__init__()
         self.stem = cbr(3, 8)
         self.primary = cbr(8, c, 1)
         self.cheap = cbr(c, c, 3, groups=c)  # a depthwise copy of the primary output
         self.dw = cbr(2 * c, 2 * c, 3, groups=2 * c)
         self.out = cbr(2 * c, 16, 1)
-        self.head = nn.Linear(16, 5)
+        self.head = nn.Linear(16, classes)
 
     def forward(self, x):
         x1 = self.primary(self.stem(x))

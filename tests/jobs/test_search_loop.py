@@ -178,3 +178,29 @@ def test_search_to_a_speedup_target(folder, tmp_path):
     assert run["target"]["amount"] == pytest.approx(run["dense"]["latency_ms"] / 1.3)
     assert run["target"]["met"] and run["pruned"]["predicted_latency_ms"] <= run["target"]["amount"] * 1.0001
     assert run["pruned"]["latency_ms"] > 0 and run["reduction"]["macs"] > 0
+
+
+def test_a_round_that_is_not_exact_freezes_the_group_and_plans_again(folder, tmp_path, monkeypatch):
+    """Ghost-style coupling (tests/core/test_held_out.py) with its static detection switched off: the first round's
+    verification fails, the float64 probe names the groups, they are frozen for the rest of the search, and the
+    rounds deliver a verified model."""
+    from pathlib import Path
+
+    from prunekit.core import graph
+    from tests.core.test_held_out import GhostBlock
+
+    monkeypatch.setattr(graph, "_inconsistent_mapping", lambda *a: None)
+    src = tmp_path / "ghost.py"
+    root = str(Path(__file__).parents[2])
+    src.write_text(f"import sys\nsys.path.insert(0, {root!r})\nfrom tests.core.test_held_out import GhostBlock\n"
+                   "def make():\n    return GhostBlock(classes=10)\n")
+    dense = sum(p.numel() for p in GhostBlock(classes=10).parameters())
+    run = run_search(config(folder, tmp_path / "run", "flops=0.3", model=f"{src}:make", input_size=(3, 32, 32),
+                            max_rounds=3, max_step=0.15, verify_images=4),
+                     trainer=fake_train, evaluator=fake_eval(dense_params=dense, per_point=1.0))
+    frozen = run["search"]["frozen_inexact"]
+    assert frozen and set(frozen) <= {"primary.0", "cheap.0", "dw.0"}, frozen
+    assert all(c["passed"] for c in run["verification"])
+    r = rows(tmp_path / "run")
+    assert r[-1]["reduction"] > 0  # the rest still prunes
+    assert all(x["channels"][name] == r[0]["channels"][name] for x in r for name in frozen)

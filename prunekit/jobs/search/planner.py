@@ -9,18 +9,19 @@ import numpy as np
 from prunekit.compute.ddp import broadcast_object
 from prunekit.core.allocate import knapsack_plan, plan_to_target
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, VerificationError
 from prunekit.core.costmodel import CostModel
 from prunekit.core.planning import bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
-from prunekit.progress import info
+from prunekit.progress import info, warn
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import SearchContext
-from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
+from prunekit.core.surgery import INEXACT, apply_plan, inexact_groups, verify_masked_equals_pruned
 
 
 class RoundPlanner:
     def __init__(self, ctx: SearchContext):
         self.ctx = ctx
+        self.frozen: set[str] = set()  # groups found inexact in an earlier round: never planned again
 
     def plan(self, scores, cost, T: float):
         return plan_for_threshold(scores, cost, T, self.ctx.cost_by, self.ctx.round_to)
@@ -63,28 +64,51 @@ class RoundPlanner:
         (pruned copy, new history entries, plan, T used, masked == pruned check or None).
 
         T comes from the caller (threshold mode), from ``step`` (size mode), or from the fixed rate; a plan
-        that would remove nothing is raised to the smallest T that removes a channel."""
+        that would remove nothing is raised to the smallest T that removes a channel. A group whose removal
+        turns out inexact (masked ≠ pruned in float64: a coupling torch-pruning did not record) is frozen, by
+        name, for this and every later round, and the round planned again without it."""
         ctx, cfg = self.ctx, self.ctx.cfg
         size = ctx.spec.input_size
         groups = find_groups(base, build_graph(base, size), ctx.spec.classifier)
+        for g in groups:
+            if g.root in self.frozen:
+                g.reason = INEXACT
         scores = score_groups(base, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute=ctx.compute,
                               seed=seed, reference=ctx.info["scales"])
         cost = CostModel.build(base, groups, size)
         cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
         if ctx.table is not None:
             cost.attach_latency(base, size, ctx.table, batch=ctx.latency_batch)
+        for attempt in range(3):
+            plan, T_used = self._plan(scores, cost, T, plan_override, step)
+            try:
+                return self._finish(base, groups, plan, T_used)
+            except VerificationError:
+                bad = inexact_groups(base, groups, plan, ctx.verify_inputs)
+                if not bad or attempt == 2:
+                    raise
+            self.frozen.update(bad)
+            for g in groups:
+                if g.root in bad:
+                    g.reason = INEXACT
+            scores = {r: v for r, v in scores.items() if r not in bad}
+            warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
+                 "float64: a coupling torch-pruning did not record); froze them for the rest of the search and "
+                 "planned the round again", groups=bad)
+
+    def _plan(self, scores, cost, T: float | None, plan_override, step: float | None):
+        """(plan, T) of one round: the override's, a knapsack size step's (T None), or the threshold's."""
+        ctx, cfg = self.ctx, self.ctx.cfg
         if plan_override is not None:
-            plan = plan_override(scores, cost)
-        else:
-            if step is not None and cfg.allocate == "knapsack":
-                return self._finish(base, groups, self.knapsack_step(scores, cost, step), None)
-            if step is not None:
-                T = self.step_threshold(scores, cost, step)
-            elif T is None:
-                T = self.fixed_threshold(scores, cost)
-            T = first_cut(scores, cost, T, ctx.cost_by, ctx.round_to)
-            plan = self.plan(scores, cost, T)
-        return self._finish(base, groups, plan, T)
+            return plan_override(scores, cost), T
+        if step is not None and cfg.allocate == "knapsack":
+            return self.knapsack_step(scores, cost, step), None
+        if step is not None:
+            T = self.step_threshold(scores, cost, step)
+        elif T is None:
+            T = self.fixed_threshold(scores, cost)
+        T = first_cut(scores, cost, T, ctx.cost_by, ctx.round_to)
+        return self.plan(scores, cost, T), T
 
     def _finish(self, base, groups, plan, T):
         plan, T = broadcast_object((plan, T))  # rank 0's plan everywhere: scores or latency tables may differ by rank
