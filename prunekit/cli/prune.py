@@ -114,8 +114,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
           allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite, trust_code,
-          quiet):
+          device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite,
+          trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b

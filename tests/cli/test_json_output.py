@@ -30,13 +30,19 @@ def objects(result) -> dict[str, list[dict]]:
 
 
 def test_every_line_of_every_verb_is_json(tmp_path):
+    from tests.compute.test_device_data import make_folder
+
     run_dir = tmp_path / "run"
-    r = run("prune", "resnet20", "--data", "random", "--target", "params=0.3", "--schedule", "oneshot",
-            "--calib-images", 8, "--speed-batches", "none", "--out", run_dir, cwd=tmp_path)
+    data = make_folder(tmp_path / "ds", 12, classes=10)  # labelled: the fine-tune's progress lines are JSON too
+    r = run("prune", "resnet20", "--data", data, "--target", "params=0.3", "--schedule", "oneshot",
+            "--finetune-epochs", 1, "--batch-size", 4, "--calib-images", 8, "--speed-batches", "none",
+            "--out", run_dir, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     out = objects(r)
     summary = [o for o in out["stdout"] if o["event"] == "summary"]
     assert len(summary) == 1 and summary[0]["reduction"]["params"] >= 0.3 and summary[0]["out"] == str(run_dir)
+    assert summary[0]["accuracy"]["pruned_finetuned"] is not None
+    assert any(o["event"] == "train" and "loss" in o for o in out["stderr"]), out["stderr"][:5]
     r = run("export", run_dir, "--out", tmp_path / "m.onnx", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert any("onnxruntime matches PyTorch" in o["message"] for o in objects(r)["stdout"])

@@ -119,20 +119,6 @@ def test_streaming_memory_does_not_grow_with_the_dataset(tmp_path):
     assert peaks[1] - peaks[0] < 30, peaks  # MB
 
 
-def test_json_log_lines_are_json(tmp_path, monkeypatch):
-    """--log-format json: every line the CLI writes to stderr parses (the progress lines of fine-tuning too)."""
-    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
-    root = make_folder(tmp_path / "ds", 12, classes=10)
-    res = subprocess.run([sys.executable, "-m", "prunekit.cli", "prune", "resnet20", "--data", root, "--target",
-                          "flops=0.3", "--schedule", "oneshot", "--finetune-epochs", "1", "--batch-size", "2",
-                          "--calib-images", "8", "--speed-batches", "none", "--log-format", "json", "--out",
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "PRUNEKIT_CACHE": str(tmp_path / "cache")})
-    assert res.returncode == 0, res.stderr[-2000:]
-    events = [json.loads(line) for line in res.stderr.splitlines() if line.strip()]
-    assert any(e["event"] == "train" and "loss" in e for e in events), events[:5]
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_training_on_cuda_with_bf16(tmp_path, monkeypatch):
