@@ -13,7 +13,12 @@ Rows (``--rows``, comma-separated, run in this order; each row is written to the
 - ``tp``: Torch-Pruning's own pruner (``MetaPruner`` + ``GroupMagnitudeImportance``, global, ``round_to`` the
   same multiple, its ratio bisected until the measured speedup reaches the target), cross-entropy fine-tune;
 - ``tp+bn+kd``: the same pruned model with prunekit's recovery (BN re-estimation + distillation);
-- ``int8``: the dense model quantized (static QDQ, 256 calibration images): the reference a user also weighs.
+- ``int8``: the dense model quantized (static QDQ, 256 calibration images): the reference a user also weighs;
+- ``knapsack+bn+kd+int8``: pruning and INT8 together: the ``knapsack+bn+kd`` model of that (fp32) speedup,
+  quantized like ``int8``; its speedup is over the dense fp32 model, as every row's (``speedup_vs_int8``: over
+  the dense INT8 model; ``speedup_fp32``: the pruned fp32 model's). Planning for ``--runtime
+  onnxruntime-cpu-int8`` directly is refused at 1.5× on ResNet-20 (most of an int8 model's time does not
+  shrink with channels: the refusal says how much).
 
 Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``prunekit.deploy.bench.compare_speed``,
 1 thread) at batch 32 and 1.
@@ -46,7 +51,7 @@ from prunekit.deploy.runtime import resolve_round_to
 from prunekit.compute.train import evaluate, finetune
 
 ROWS = ("knapsack+bn+kd", "knapsack-gn+bn+kd", "tp", "tp+bn+kd", "threshold", "threshold+bn+kd", "int8",
-        "threshold+bn", "search+bn+kd")
+        "threshold+bn", "search+bn+kd", "knapsack+bn+kd+int8")
 ONESHOT = {"threshold": dict(allocate="threshold", bn_images=0, distill="off"),
            "knapsack-gn+bn+kd": dict(allocate="knapsack", distill="on", criterion="group-norm"),
            "threshold+bn": dict(allocate="threshold", distill="off"),
@@ -113,22 +118,47 @@ def tp_row(args, name, speedup, bundle, dense, spec, round_to, cache):
             "reached": peer["reached"], "finetune_s": summary["seconds"]}
 
 
-def int8_row(args, bundle, dense, spec, d):
-    from prunekit.deploy.bench import measure_pair
+def _quantized(args, bundle, model, d, name):
+    """(fp32 ONNX path, INT8 ONNX path, QuantizeReport with test accuracies) of ``model``."""
     from prunekit.deploy.export import export_onnx
     from prunekit.deploy.quantize import quantize_onnx
 
     calib = bundle.to_tensor(bundle.calibration(256, args.seed).images).numpy()
-    fp32, int8 = os.path.join(d, "dense.onnx"), os.path.join(d, "dense.int8.onnx")
-    export_onnx(dense, torch.from_numpy(calib[:4]), fp32)
+    fp32, int8 = os.path.join(d, f"{name}.onnx"), os.path.join(d, f"{name}.int8.onnx")
+    export_onnx(model, torch.from_numpy(calib[:4]), fp32)
     q = quantize_onnx(fp32, int8, calib, calib[:16], test=(bundle.to_tensor(bundle.test.images).numpy(),
                                                            bundle.test.labels))
+    return fp32, int8, q
+
+
+def _speedups(paths: dict, spec, threads: int, over: str, of: str) -> dict:
+    from prunekit.deploy.bench import measure_pair
+
     sp = {}
     for b in (1, 32):
-        st = measure_pair({"dense": fp32, "int8": int8}, spec.input_size, b, args.threads, warmup=3, runs=30)
-        sp[b] = st["dense"].p50_ms / st["int8"].p50_ms
-    return {"acc": q.accuracy["int8"], "acc_fp32": q.accuracy["fp32"], "speedup": sp, "params_reduction": 0.0,
-            "macs_reduction": 0.0}
+        st = measure_pair(paths, spec.input_size, b, threads, warmup=3, runs=30)
+        sp[b] = st[over].p50_ms / st[of].p50_ms
+    return sp
+
+
+def int8_row(args, bundle, dense, spec, d):
+    fp32, int8, q = _quantized(args, bundle, dense, d, "dense")
+    return {"acc": q.accuracy["int8"], "acc_fp32": q.accuracy["fp32"], "params_reduction": 0.0,
+            "macs_reduction": 0.0, "speedup": _speedups({"dense": fp32, "int8": int8}, spec, args.threads,
+                                                         "dense", "int8")}
+
+
+def pruned_int8_row(args, speedup, data, weights, bundle, dense, spec, d):
+    row = oneshot_row(args, "knapsack+bn+kd", speedup, data, weights, d)
+    row["speedup_fp32"] = row.pop("speedup")  # the run's own check: pruned fp32 over dense fp32
+    pruned = prunekit.load(os.path.join(d, "knapsack+bn+kd"))
+    dense_fp32, dense_int8, _ = _quantized(args, bundle, dense, d, "dense")
+    _, pruned_int8, q = _quantized(args, bundle, pruned, d, "pruned")
+    paths = {"dense": dense_fp32, "dense_int8": dense_int8, "pruned_int8": pruned_int8}
+    row.update(acc_fp32=row["acc"], acc=q.accuracy["int8"],
+               speedup=_speedups(paths, spec, args.threads, "dense", "pruned_int8"),
+               speedup_vs_int8=_speedups(paths, spec, args.threads, "dense_int8", "pruned_int8"))
+    return row
 
 
 def markdown(results: dict) -> str:
@@ -233,6 +263,8 @@ def main() -> None:
                                      ours["round_to"] if ours else round_to, cache)
                     elif method == "int8":
                         row = int8_row(args, bundle, dense, spec, d)
+                    elif method == "knapsack+bn+kd+int8":
+                        row = pruned_int8_row(args, speedup, data, weights, bundle, dense, spec, d)
                     else:
                         raise SystemExit(f"unknown row {method!r}: {', '.join(ROWS)}")
                 except PrunekitError as e:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
@@ -205,21 +206,59 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
         raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
                             f"{target.text}): nothing to prune for")
     amount = 1 - goal_ms / dense_ms
-    tries = []
+    tries, points = [], [(cost.dense_latency, dense_ms)]  # (table sum, measured ms) of every model timed
     for _ in range(6):
-        plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to, cfg.round_to == "auto",
-                                       cost_basis(cfg.cost, target), cfg.allocate, cfg.knapsack_value)
+        try:
+            plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to,
+                                           cfg.round_to == "auto", cost_basis(cfg.cost, target), cfg.allocate,
+                                           cfg.knapsack_value)
+        except PrunekitError as e:
+            if "out of reach" not in str(e):
+                raise
+            raise PrunekitError(_out_of_reach(target, cfg.runtime, batch, dense_ms, points, tries)) from None
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
         dense_now, measured = measure(pruned)
         if target.kind == "speedup":  # the goal in this measurement's units
             measured *= dense_ms / dense_now
         predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
         tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured})
+        points.append((cost.predict_latency(plan), measured))
         info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
              f"{dense_ms:.3f} ms, {dense_ms / measured:.2f}×; target {target.text})")
         if measured <= goal_ms or amount >= 0.99:
             break
-        amount += max((measured - goal_ms) / dense_ms, 0.02)  # ask for enough more to change the plan
+        fixed, per = fixed_and_scaled(points)
+        if fixed < goal_ms:  # the table share to remove for the fitted time to reach the goal (a step at least)
+            amount = max(amount + 0.02, 1 - (goal_ms - fixed) / per / cost.dense_latency)
+        elif len(tries) >= 2:  # measured twice: what does not shrink with channels already exceeds the goal
+            raise PrunekitError(_out_of_reach(target, cfg.runtime, batch, dense_ms, points, tries))
+        else:  # one noisy point: step on as the proportional model would
+            amount += max((measured - goal_ms) / dense_ms, 0.02)
     return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
                                       "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
                                       "met": tries[-1]["measured_ms"] <= goal_ms, "tries": tries}
+
+
+def fixed_and_scaled(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``ms = fixed + per · table_sum`` over the models timed so far (the dense model first): the
+    part of a model's time that pruning channels does not shrink (per-call costs, element-wise ops, an int8
+    model's quantize / dequantize steps) and the ms per unit of the table. With no usable slope, the
+    proportional model (fixed 0) that :func:`prunekit.deploy.latency.predict_ms` assumes."""
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    if len(points) >= 2 and np.ptp(x) > 0:
+        per, fixed = np.polyfit(x, y, 1)
+        if per > 0:
+            return max(float(fixed), 0.0), float(per)
+    return 0.0, float(y[0] / x[0]) if x[0] > 0 else 1.0
+
+
+def _out_of_reach(target: Target, runtime: str, batch: int, dense_ms: float, points, tries) -> str:
+    best = max((t["speedup"] for t in tries), default=None)
+    fixed, _ = fixed_and_scaled(points)
+    text = f"{target.text} is out of reach on {runtime} at batch {batch}"
+    if best is not None:
+        text += f": the closest plan measured {best:.2f}× ({len(tries)} tr{'y' if len(tries) == 1 else 'ies'})"
+    if fixed > 0:
+        text += (f"; about {fixed:.2f} ms of the dense model's {dense_ms:.2f} ms does not shrink with channels, "
+                 f"which caps pruning near {dense_ms / fixed:.2f}×")
+    return text + " (ask for less, or prune for another runtime)"

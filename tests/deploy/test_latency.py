@@ -3,6 +3,7 @@ latency-weighted thresholds and one-shot latency targets. CUDA parts skip withou
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -89,6 +90,47 @@ def test_oneshot_latency_target_replans_until_the_measurement_fits(tmp_path, mon
     assert run["cost"] == "latency" and lat["dense_ms"] == pytest.approx(4.055104)
     assert run["target"]["met"] and lat["measured_ms"] <= 3.0 and run["target"]["reached"] == lat["measured_ms"]
     assert [t["measured_ms"] <= 3.0 for t in lat["tries"]][-1] and all(t["predicted_ms"] > 0 for t in lat["tries"])
+
+
+def test_the_fixed_part_of_a_models_time_is_fitted():
+    from prunekit.jobs.oneshot import fixed_and_scaled
+
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6)]) == pytest.approx((6.0, 0.6))
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6), (3.0, 7.8)]) == pytest.approx((6.0, 0.6))
+    assert fixed_and_scaled([(10.0, 12.0)]) == pytest.approx((0.0, 1.2))  # one point: proportional
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 12.5)]) == pytest.approx((0.0, 1.2))  # no slope: proportional
+
+
+def _fake_runtime(monkeypatch, fixed_ms: float):
+    """Whole-model time = a fixed part that pruning cannot shrink + MACs / 1e7 ms (deterministic)."""
+    import prunekit.deploy.bench as bench
+    from prunekit.core.metrics import count_model
+
+    monkeypatch.setattr(bench, "model_latency_ms",
+                        lambda model, size, *a, **k: fixed_ms + count_model(model, size).macs / 1e7)
+
+
+def test_a_fixed_cost_is_learnt_from_the_first_measurement(tmp_path, monkeypatch):
+    """2 ms that do not scale with channels: the proportional prediction misses, the fitted one reaches the
+    goal on the next plan instead of creeping towards it."""
+    _fake_runtime(monkeypatch, 2.0)
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=4.5",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=()))
+    lat = run["latency"]
+    assert run["target"]["met"] and lat["measured_ms"] <= 4.5 and len(lat["tries"]) <= 3, lat["tries"]
+
+
+def test_a_target_under_the_fixed_cost_is_refused_with_the_cap(tmp_path, monkeypatch):
+    _fake_runtime(monkeypatch, 5.0)  # dense ≈ 9.06 ms, of which 5 never shrink: 4.5 ms cannot be reached
+    with pytest.raises(prunekit.PrunekitError, match=r"latency=4.5 is out of reach.*closest plan measured .*"
+                                                     r"does not shrink with channels, which caps pruning near") as e:
+        prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=4.5",
+                                            out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                            speed_batches=()))
+    best, fixed = re.search(r"measured ([\d.]+)×.*about ([\d.]+) ms", str(e.value)).groups()
+    assert float(best) < 9.06 / 4.5 and 3.5 <= float(fixed) <= 6.0, str(e.value)  # the table is not MACs: about
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args,match", [
