@@ -178,6 +178,23 @@ def test_search_to_a_speedup_target(folder, tmp_path):
     assert run["target"]["amount"] == pytest.approx(run["dense"]["latency_ms"] / 1.3)
     assert run["target"]["met"] and run["pruned"]["predicted_latency_ms"] <= run["target"]["amount"] * 1.0001
     assert run["pruned"]["latency_ms"] > 0 and run["reduction"]["macs"] > 0
+    # the prediction judged the rounds; the delivered model's measurement is recorded beside it
+    assert run["target"]["measured_ms"] == run["pruned"]["latency_ms"]
+    assert run["target"]["measured_met"] == (run["pruned"]["latency_ms"] <= run["target"]["amount"])
+
+
+def test_a_delivered_model_that_measures_over_the_target_is_said(folder, tmp_path, monkeypatch, caplog):
+    """The runtime measures slower than the table predicts (a fixed 5 ms per call: an int8 model's case): the
+    rounds meet the target on prediction, the delivered model misses it, and the run says so."""
+    import prunekit.jobs.search.context as context
+
+    real = context.model_latency_ms
+    monkeypatch.setattr(context, "model_latency_ms", lambda model, *a, **k: real(model, *a, **k) + (
+        5.0 if count_model(model, (3, 32, 32)).params < 269_722 else 0.0))
+    run = run_search(config(folder, tmp_path / "run", "speedup=1.3", speed_batches=(2,), max_step=0.3, max_rounds=4),
+                     trainer=fake_train, evaluator=fake_eval())
+    assert run["target"]["met"] and run["target"]["measured_met"] is False
+    assert any("over the target's" in r.getMessage() for r in caplog.records)
 
 
 def test_a_round_that_is_not_exact_freezes_the_group_and_plans_again(folder, tmp_path, monkeypatch):
