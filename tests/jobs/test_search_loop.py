@@ -221,3 +221,5 @@ def test_a_round_that_is_not_exact_freezes_the_group_and_plans_again(folder, tmp
     r = rows(tmp_path / "run")
     assert r[-1]["reduction"] > 0  # the rest still prunes
     assert all(x["channels"][name] == r[0]["channels"][name] for x in r for name in frozen)
+    state = json.loads((tmp_path / "run" / "search" / "state.json").read_text())
+    assert state["dense"]["frozen_inexact"] == frozen  # a resumed search starts with them frozen

@@ -21,7 +21,8 @@ from prunekit.core.surgery import INEXACT, apply_plan, inexact_groups, verify_ma
 class RoundPlanner:
     def __init__(self, ctx: SearchContext):
         self.ctx = ctx
-        self.frozen: set[str] = set()  # groups found inexact in an earlier round: never planned again
+        # groups found inexact in an earlier round: never planned again (kept in the saved state, so --resume too)
+        self.frozen: set[str] = set(ctx.info.get("frozen_inexact", ()))
 
     def plan(self, scores, cost, T: float):
         return plan_for_threshold(scores, cost, T, self.ctx.cost_by, self.ctx.round_to)
@@ -88,6 +89,7 @@ class RoundPlanner:
                 if not bad or attempt == 2:
                     raise
             self.frozen.update(bad)
+            ctx.info["frozen_inexact"] = sorted(self.frozen)
             for g in groups:
                 if g.root in bad:
                     g.reason = INEXACT
