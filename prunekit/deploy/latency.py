@@ -262,6 +262,19 @@ def table_goal(dense_ms: float, table_dense: float, target_ms: float) -> float:
     return target_ms / dense_ms * table_dense
 
 
+def fixed_and_scaled(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``ms = fixed + per · table_sum`` over the models timed so far (the dense model first): the
+    part of a model's time that pruning channels does not shrink (per-call costs, element-wise ops, an int8
+    model's quantize / dequantize steps) and the ms per unit of the table. With no usable slope, the
+    proportional model (fixed 0) that :func:`predict_ms` assumes."""
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    if len(points) >= 2 and np.ptp(x) > 0:
+        per, fixed = np.polyfit(x, y, 1)
+        if per > 0:
+            return max(float(fixed), 0.0), float(per)
+    return 0.0, float(y[0] / x[0]) if x[0] > 0 else 1.0
+
+
 def shapes_to_dict(shapes: dict[str, LayerShape]) -> dict[str, dict]:
     return {k: asdict(v) for k, v in shapes.items()}
 

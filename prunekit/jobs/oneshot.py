@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import PrunekitError, VerificationError
 from prunekit.data.inputs import sample_images, sample_inputs, spread
-from prunekit.deploy.latency import predict_ms, table_for
+from prunekit.deploy.latency import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.costmodel import CostModel
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
@@ -237,19 +236,6 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
                                       "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms, **tries[-1],
                                       "met": tries[-1]["measured_ms"] <= goal_ms, "tries": tries}
-
-
-def fixed_and_scaled(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares ``ms = fixed + per · table_sum`` over the models timed so far (the dense model first): the
-    part of a model's time that pruning channels does not shrink (per-call costs, element-wise ops, an int8
-    model's quantize / dequantize steps) and the ms per unit of the table. With no usable slope, the
-    proportional model (fixed 0) that :func:`prunekit.deploy.latency.predict_ms` assumes."""
-    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-    if len(points) >= 2 and np.ptp(x) > 0:
-        per, fixed = np.polyfit(x, y, 1)
-        if per > 0:
-            return max(float(fixed), 0.0), float(per)
-    return 0.0, float(y[0] / x[0]) if x[0] > 0 else 1.0
 
 
 def _out_of_reach(target: Target, runtime: str, batch: int, dense_ms: float, points, tries) -> str:

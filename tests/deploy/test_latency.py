@@ -93,7 +93,7 @@ def test_oneshot_latency_target_replans_until_the_measurement_fits(tmp_path, mon
 
 
 def test_the_fixed_part_of_a_models_time_is_fitted():
-    from prunekit.jobs.oneshot import fixed_and_scaled
+    from prunekit.deploy.latency import fixed_and_scaled
 
     assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6)]) == pytest.approx((6.0, 0.6))
     assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6), (3.0, 7.8)]) == pytest.approx((6.0, 0.6))

@@ -81,7 +81,7 @@ class SearchContext:
         c = count_model(model, self.spec.input_size)
         size = c.params if self.by == "params" else c.macs
         if self.target.kind == "latency":
-            lat = self.predicted_latency(model)
+            lat = broadcast_value(self.predicted_latency(model))  # one figure for every rank's controller
             return size, 1 - lat / self.info["latency_ms"], lat, c
         kind = self.by if self.target.kind == "accuracy" else self.target.kind
         return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
@@ -127,7 +127,8 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
                      "alignment": alignment.to_dict()})
         figures["latency_ms"] = ctx.latency(dense) if timed else None
         if table is not None:
-            figures["latency_table_ms"] = table.total(layer_shapes(dense, size, ctx.latency_batch).values())
+            figures["latency_table_ms"] = broadcast_value(  # rank 0's: every rank predicts from the same sums
+                table.total(layer_shapes(dense, size, ctx.latency_batch).values()))
             table.save()
     if ctx.speedup is not None:  # X times faster = the dense latency at the speed batch / X
         ctx.target = Target("latency", figures["latency_ms"] / ctx.speedup, target.text)
