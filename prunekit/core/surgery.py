@@ -79,6 +79,15 @@ INEXACT = ("removing its channels alone makes the masked and the pruned model di
            "torch-pruning did not record (e.g. a Ghost module's concat of a tensor and its depthwise copy)")
 
 
+def freeze_inexact(groups, scores: dict, roots) -> dict:
+    """Freeze the groups rooted at ``roots`` (reason :data:`INEXACT`); the scores without them, for the next plan."""
+    roots = set(roots)
+    for g in groups:
+        if g.root in roots:
+            g.reason = INEXACT
+    return {r: v for r, v in scores.items() if r not in roots}
+
+
 def _alone(dense, groups, plan, inputs, limit: int):
     """(root, its plan alone, the dense model with only that group pruned, or None when torch-pruning refuses it)
     for the first ``limit`` planned groups."""

@@ -23,7 +23,7 @@ from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
-from prunekit.core.surgery import INEXACT, apply_plan, inexact_groups, verify_masked_equals_pruned
+from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
 from prunekit.compute.train import evaluate, finetune
 
 
@@ -86,10 +86,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
             bad = inexact_groups(model, groups, plan, inputs)
             if not bad or attempt == 2:
                 raise
-            for g in groups:
-                if g.root in bad:
-                    g.reason = INEXACT
-            scores = {r: v for r, v in scores.items() if r not in bad}
+            scores = freeze_inexact(groups, scores, bad)
             warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
                  "float64: a coupling torch-pruning did not record); froze them and planned again", groups=bad)
     timings["plan_and_surgery"] = time.perf_counter() - t
@@ -219,9 +216,10 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
         dense_now, measured = measure(pruned)
         if target.kind == "speedup":  # the goal in this measurement's units
             measured *= dense_ms / dense_now
-        predicted = predict_ms(dense_ms, cost.dense_latency, cost.predict_latency(plan))
+        table_ms = cost.predict_latency(plan)
+        predicted = predict_ms(dense_ms, cost.dense_latency, table_ms)
         tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured})
-        points.append((cost.predict_latency(plan), measured))
+        points.append((table_ms, measured))
         info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
              f"{dense_ms:.3f} ms, {dense_ms / measured:.2f}×; target {target.text})")
         if measured <= goal_ms or amount >= 0.99:

@@ -15,7 +15,7 @@ from prunekit.core.planning import bisect_threshold, first_cut, plan_for_thresho
 from prunekit.progress import info, warn
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import SearchContext
-from prunekit.core.surgery import INEXACT, apply_plan, inexact_groups, verify_masked_equals_pruned
+from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
 
 
 class RoundPlanner:
@@ -71,9 +71,7 @@ class RoundPlanner:
         ctx, cfg = self.ctx, self.ctx.cfg
         size = ctx.spec.input_size
         groups = find_groups(base, build_graph(base, size), ctx.spec.classifier)
-        for g in groups:
-            if g.root in self.frozen:
-                g.reason = INEXACT
+        freeze_inexact(groups, {}, self.frozen)
         scores = score_groups(base, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute=ctx.compute,
                               seed=seed, reference=ctx.info["scales"])
         cost = CostModel.build(base, groups, size)
@@ -90,10 +88,7 @@ class RoundPlanner:
                     raise
             self.frozen.update(bad)
             ctx.info["frozen_inexact"] = sorted(self.frozen)
-            for g in groups:
-                if g.root in bad:
-                    g.reason = INEXACT
-            scores = {r: v for r, v in scores.items() if r not in bad}
+            scores = freeze_inexact(groups, scores, bad)
             warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
                  "float64: a coupling torch-pruning did not record); froze them for the rest of the search and "
                  "planned the round again", groups=bad)
