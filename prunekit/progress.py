@@ -113,6 +113,13 @@ class _Bar:
         info(f"{self.desc} step {step}/{self.total} ({step / self.total:.0%}) {extra}, {spent / 60:.1f} min so far, "
              f"ETA {eta / 60:.1f} min", self.desc, step=step, total=self.total, eta_s=eta, **postfix)
 
+    def retotal(self, total: int) -> None:
+        """A new estimate of the number of steps (a loop that ends on a time budget learns it as it goes)."""
+        self.total = max(int(total), 1)
+        if self.tqdm is not None:
+            self.tqdm.total = self.total
+            self.tqdm.refresh()
+
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()

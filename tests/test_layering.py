@@ -19,15 +19,16 @@ PKG = Path(__file__).resolve().parents[1] / "prunekit"
 
 # layer → the layers it may import (besides itself and the shared base: errors, files, progress)
 ALLOWED = {
-    "config": set(),
+    "runtimes": set(),  # the runtime registry: only the shared base (what ships is below everything else)
+    "config": {"runtimes"},
     "models": {"config", "core"},
     "data": {"config"},
-    "core": {"config", "compute", "data", "models", "deploy"},  # deploy: the latency table is a cost source
-    "compute": {"config", "data"},
+    "core": {"config", "compute", "data", "models", "deploy", "runtimes"},  # deploy: the latency table
+    "compute": {"config", "data", "runtimes"},
     "runs": {"config", "core", "models", "data"},
-    "deploy": {"config", "core", "data", "models", "runs"},
-    "jobs": {"config", "core", "compute", "data", "models", "runs", "deploy"},
-    "cli": {"config", "core", "data", "models", "runs", "deploy", "jobs", "compute", "__init__"},
+    "deploy": {"config", "core", "data", "models", "runs", "runtimes"},
+    "jobs": {"config", "core", "compute", "data", "models", "runs", "deploy", "runtimes"},
+    "cli": {"config", "core", "data", "models", "runs", "deploy", "jobs", "compute", "runtimes", "__init__"},
     "base": set(),
 }
 BASE = {"errors", "files", "progress"}
@@ -120,6 +121,7 @@ def test_deploy_verbs_do_not_import_torch():
     code = ("import sys; from prunekit import cli, files; "
             "from prunekit.deploy import gate, report, bench, fastpath, quantize, artifacts, compare; "
             "from prunekit.config import choices, jobs; from prunekit.runs import record; "
+            "from prunekit.deploy import latency_table; import prunekit.runtimes; "
             "from prunekit.cli import main; "
             "print('torch' in sys.modules, 'torch_pruning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

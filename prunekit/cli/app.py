@@ -18,6 +18,26 @@ def choice(name: str) -> click.Choice:
     return click.Choice(list(choices(name)))
 
 
+class ChoiceList(click.ParamType):
+    """A comma-separated list of one list's choices (``--runtimes onnxruntime-cpu,openvino-cpu``)."""
+    name = "list"
+
+    def __init__(self, list_name: str):
+        self.choices = tuple(choices(list_name))
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "[" + "|".join(self.choices) + "],…"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        bad = [v for v in items if v not in self.choices]
+        if bad or not items:
+            self.fail(f"{', '.join(bad) or repr(value)} is not one of {', '.join(self.choices)}", param, ctx)
+        return items
+
+
 def _usage_error(e: click.UsageError) -> None:
     verb = e.ctx.command_path if e.ctx is not None else "prunekit"
     say(f"error: {e.format_message()} (see: {verb} --help)", err=True)

@@ -76,6 +76,9 @@ from prunekit.cli.output import json_output, logger, say, set_format
               show_default=True, help="calibration images for scores")
 @click.option("--finetune-epochs", type=float, default=option_default("finetune_epochs"),
               show_default=True, help="fine-tune after pruning")
+@click.option("--finetune-minutes", type=float, default=option_default("finetune_minutes"), show_default=True,
+              help="fine-tune for this wall-clock time (the schedule spans it; with --finetune-epochs: whichever "
+                   "ends first)")
 @click.option("--lr", type=float, default=option_default("lr"), show_default=True, help="fine-tuning learning rate")
 @click.option("--batch-size", type=int, default=option_default("batch_size"), show_default=True)
 @click.option("--seed", type=int, default=option_default("seed"), show_default=True)
@@ -91,7 +94,8 @@ from prunekit.cli.output import json_output, logger, say, set_format
 @click.option("--device", default=option_default("device"), show_default=True,
               help="scores, retraining and evaluation: auto (CUDA when available), cpu, cuda, cuda:N")
 @click.option("--amp", type=choice("amp"), default=option_default("amp"), show_default=True,
-              help="mixed precision for training on CUDA (auto: bf16); the CPU trains in fp32")
+              help="training precision (auto: bf16 autocast + channels_last on CUDA and on a CPU with native bf16 "
+                   "units, AMX or AVX-512 BF16; fp32 elsewhere)")
 @click.option("--sync-bn", is_flag=True, default=option_default("sync_bn"),
               help="under torchrun on CUDA: BatchNorm statistics over every rank's images (SyncBatchNorm) while "
                    "training; the delivered model keeps plain BatchNorm")
@@ -113,9 +117,9 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
           allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
           final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
-          log_format, criterion, p, calib_images, finetune_epochs, lr, batch_size, seed, round_to, runtime,
-          device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches, overwrite,
-          trust_code, quiet):
+          log_format, criterion, p, calib_images, finetune_epochs, finetune_minutes, lr, batch_size, seed, round_to,
+          runtime, device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches,
+          overwrite, trust_code, quiet):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -148,7 +152,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)} (or use --resume RUN_DIR)")
         cfg = PruneConfig(model=model, data=data, target=target, out=out, schedule=schedule, weights=weights,
-                          criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs, lr=lr,
+                          criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs,
+                          finetune_minutes=finetune_minutes, lr=lr,
                           batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
                           trust_pickle=trust_pickle, seed=seed, overwrite=overwrite,
                           epochs_per_round=epochs_per_round, train_fraction=train_fraction,

@@ -10,6 +10,7 @@ module's mode and momentum are restored. Weights, biases and every other buffer 
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -38,7 +39,9 @@ def reestimate_bn(model: nn.Module, bundle, images: int, batch_size: int = 256, 
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average
             m.train()
-        with on_device(model, compute), torch.no_grad(), compute.autocast():
+        # fp32 on the CPU (the statistics of the model that is delivered); CUDA keeps its autocast
+        with on_device(model, compute), torch.no_grad(), (compute.autocast() if compute.cuda else
+                                                           contextlib.nullcontext()):
             for x, _ in bundle.batches(calib, batch_size, device=compute.device, memory_format=compute.memory_format):
                 model(x)
     finally:

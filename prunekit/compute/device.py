@@ -2,9 +2,16 @@
 
 The pruned model lives on the CPU between stages (graph tracing, surgery, verification and export are CPU work, and
 masked == pruned is checked in fp32 there); :mod:`prunekit.compute.train` and :mod:`prunekit.core.scoring` move it
-to the :class:`Compute` device for the heavy loops and back. On CUDA, training uses autocast (bf16 by default; fp16
-with a gradient scaler) and channels_last; uint8 images travel to the GPU and are normalised and augmented there.
-Under ``torchrun`` each rank takes the GPU of its ``LOCAL_RANK``.
+to the :class:`Compute` device (and memory format) for the heavy loops and back. On CUDA, training uses autocast
+(bf16 by default; fp16 with a gradient scaler) and channels_last; uint8 images travel to the GPU and are
+normalised and augmented there. Under ``torchrun`` each rank takes the GPU of its ``LOCAL_RANK``.
+
+**On the CPU**, ``--amp auto`` trains in bf16 autocast with channels_last where the CPU computes bf16 in hardware
+(AMX or AVX-512 BF16: the ``amx_bf16`` / ``avx512_bf16`` flags of ``/proc/cpuinfo``, read by
+:func:`prunekit.runtimes.cpu_info`), and in fp32 elsewhere: oneDNN would emulate bf16 on other CPUs, slower than
+fp32. ``--amp bf16`` is refused there with that reason. Weights stay fp32 (autocast computes in bf16, the
+optimiser updates fp32 parameters); scores, BatchNorm re-estimation, verification and every reported accuracy
+run in fp32.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ import torch
 
 from prunekit.config.choices import CHOICES, check_choice, check_device_spec
 from prunekit.errors import PrunekitError
+from prunekit.runtimes import cpu_info
 
 AMP = CHOICES["amp"]
 
@@ -35,15 +43,28 @@ class Compute:
 
     @property
     def memory_format(self):
-        return torch.channels_last if self.cuda else torch.contiguous_format
+        return torch.channels_last if self.cuda or self.amp == "bf16" else torch.contiguous_format
+
+    @property
+    def amp_words(self) -> str:
+        """``bf16 autocast, channels_last on cpu`` / ``fp32 on cpu``: how training runs, for messages."""
+        where = str(self.device)
+        if self.amp == "off":
+            return f"fp32 on {where}"
+        layout = ", channels_last" if self.memory_format == torch.channels_last else ""
+        return f"{self.amp} autocast{layout} on {where}"
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp != "off")
 
     def to_dict(self) -> dict:
-        d = {"device": str(self.device), "amp": self.amp}
+        d = {"device": str(self.device), "amp": self.amp,
+             "memory_format": "channels_last" if self.memory_format == torch.channels_last else "contiguous"}
         if self.cuda:
             d["gpu"] = torch.cuda.get_device_name(self.device)
+        else:
+            cpu = cpu_info()
+            d.update(cpu=cpu.model, native_bf16=cpu.native_bf16)
         return d
 
 
@@ -72,8 +93,22 @@ def resolve_compute(device: str = "auto", amp: str = "auto") -> Compute:
         torch.backends.cuda.matmul.allow_tf32 = amp != "off" and torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = amp != "off"
         return Compute(torch.device("cuda", index), amp)
-    if amp in ("fp16", "bf16"):
-        raise PrunekitError(f"--amp {amp} needs a CUDA device: on the CPU prunekit trains in fp32 (--amp off)")
+    return cpu_compute(amp)
+
+
+def cpu_compute(amp: str = "auto") -> Compute:
+    """Training on the CPU: bf16 autocast + channels_last where the CPU has native bf16 (``auto`` or ``bf16``),
+    fp32 otherwise (``auto`` or ``off``)."""
+    cpu = cpu_info()
+    if amp == "fp16":
+        raise PrunekitError("--amp fp16 needs a CUDA device: on the CPU prunekit trains in bf16 (where the CPU has "
+                            "it) or fp32 (--amp off)")
+    if amp == "bf16" and not cpu.native_bf16:
+        raise PrunekitError(f"--amp bf16: this CPU ({cpu.model}) has no native bf16 units (no amx_bf16 or "
+                            "avx512_bf16 flag in /proc/cpuinfo), so bf16 would be emulated, slower than fp32; use "
+                            "--amp off (or auto)")
+    if amp == "bf16" or (amp == "auto" and cpu.native_bf16):
+        return Compute(torch.device("cpu"), "bf16")
     return CPU
 
 
@@ -101,8 +136,9 @@ def comm_device() -> torch.device:
 
 @contextlib.contextmanager
 def on_device(model, compute: Compute):
-    """Move ``model`` to the compute device (channels_last on CUDA) for the block, then back to the CPU."""
-    if not compute.cuda:
+    """Move ``model`` to the compute device and memory format (channels_last on CUDA and for CPU bf16) for the
+    block, then back to the CPU, contiguous."""
+    if not compute.cuda and compute.memory_format == torch.contiguous_format:
         yield model
         return
     model.to(compute.device, memory_format=compute.memory_format)

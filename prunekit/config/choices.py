@@ -1,20 +1,22 @@
 """Every list of choices prunekit accepts, defined once.
 
 The CLI's ``click.Choice`` lists and help texts, the configs' ``__post_init__`` checks and the registries
-that implement each choice (scoring criteria, runtimes, AMP modes, data modes) all read this module; a test
-(``tests/config/test_choices.py``) checks that every registry and every CLI option agree with it. Plain
-tuples, no torch: the CLI imports this to build its options.
+that implement each choice (scoring criteria, AMP modes, data modes) all read this module; a test
+(``tests/config/test_choices.py``) checks that every registry and every CLI option agree with it. The runtimes
+are the one list that comes from its registry (:mod:`prunekit.runtimes`, where a runtime is one registered
+object). Plain tuples, no torch: the CLI imports this to build its options.
 """
 from __future__ import annotations
 
 from prunekit.errors import PrunekitError
+from prunekit.runtimes import runtime_names
 
 CHOICES: dict[str, tuple[str, ...]] = {
     # filter importance criteria (prunekit.core.scoring registers one implementation per name)
     "criterion": ("attention-mean", "attention-max", "attention-sum", "l1", "l2", "group-norm", "random"),
-    # where the pruned model ships (prunekit.deploy.runtime aligns channels for each)
-    "runtime": ("onnxruntime-cpu", "onnxruntime-cpu-int8", "cuda"),
-    # mixed precision on CUDA (prunekit.compute.device)
+    # where the pruned model ships: the runtimes registered in prunekit.runtimes (one object each)
+    "runtime": runtime_names(),
+    # mixed precision of training (prunekit.compute.device): bf16 on a CPU with native bf16, bf16/fp16 on CUDA
     "amp": ("auto", "bf16", "fp16", "off"),
     # how an ImageFolder is read (prunekit.data)
     "data_mode": ("auto", "memory", "stream"),
@@ -23,6 +25,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "threshold_scale": ("total", "per-layer"),
     "allocate": ("knapsack", "threshold"),
     "knapsack_value": ("layers", "score"),
+    # one-shot: may the knapsack drop whole residual branches (prunekit.core.branches), and how are they valued
+    "depth": ("auto", "on", "off"),
+    "branch_criterion": ("ablation", "share", "channels"),
     "distill": ("auto", "on", "off"),
     "cost": ("auto", "params", "flops", "latency"),
     "rewind": ("auto", "lr", "weights"),

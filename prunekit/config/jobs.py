@@ -49,7 +49,7 @@ class TrainingConfig:
     lr: float = 0.01  # fine-tuning learning rate (cosine): one-shot's fine-tune, a search's final fine-tune
     train_fraction: float = 1.0  # share of the training split one epoch visits (rounds and fine-tunes)
     device: str = "auto"  # where scores, training and evaluation run: auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # mixed precision on CUDA: auto (bf16) | bf16 | fp16 | off
+    amp: str = "auto"  # training: auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | off
     data_mode: str = "auto"  # auto | memory | stream (ImageFolder read batch by batch)
     workers: int | None = None  # DataLoader workers for streamed data (None: min(4, cores - 1))
     distill: str = "auto"  # distil every retraining from the dense model: auto (when there are labels) | on | off
@@ -152,15 +152,35 @@ class JobConfig:
 class OneShotConfig(JobConfig):
     """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
     finetune_epochs: float = 0.0
+    finetune_minutes: float = 0.0  # > 0: the fine-tune's wall-clock budget (the epochs, when > 0, cap it)
+    depth: str = "auto"  # drop whole residual branches: on | off | auto (knapsack with a latency / speedup target)
+    branch_criterion: str = "ablation"  # how a dropped branch is valued: ablation | share | channels
 
     schedule: ClassVar[str] = "oneshot"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_choices(self, "depth", "branch_criterion")
+        if self.depth == "on" and self.allocate != "knapsack":
+            raise PrunekitError("--depth on needs --allocate knapsack (a branch is dropped as a width of 0)")
         if require_finite("--finetune-epochs", self.finetune_epochs) < 0:
             raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
+        if require_finite("--finetune-minutes", self.finetune_minutes) < 0:
+            raise PrunekitError(f"--finetune-minutes must be ≥ 0, got {self.finetune_minutes}")
         if self.parsed_target.kind == "accuracy":
             raise PrunekitError(f"target {self.target} needs a search: use --schedule adaptive (or fixed)")
+
+    @property
+    def finetunes(self) -> bool:
+        return self.finetune_epochs > 0 or self.finetune_minutes > 0
+
+    @property
+    def drops_branches(self) -> bool:
+        """Whether the plan may drop residual branches: ``on``, or ``auto`` with the knapsack planning for a
+        latency / speedup target (the runtime's table prices a layer's fixed cost, which only depth removes)."""
+        if self.depth != "auto":
+            return self.depth == "on"
+        return self.allocate == "knapsack" and self.parsed_target.kind in ("latency", "speedup")
 
 
 @dataclass
@@ -275,8 +295,6 @@ def check_paths(cfg: JobConfig) -> None:
     if cfg.latency_table and cfg.parsed_target.kind == "latency":
         raise PrunekitError("latency= is milliseconds on the machine that measures it; with --latency-table (another "
                             "device's layer times) give the goal as speedup=X")
-    if cfg.latency_table and cfg.runtime != "onnxruntime-cpu":
-        raise PrunekitError("--latency-table holds onnxruntime CPU timings: use it with --runtime onnxruntime-cpu")
     rewind = getattr(cfg, "rewind_checkpoint", None)
     if rewind and not os.path.isfile(rewind):
         raise PrunekitError(f"rewind checkpoint not found: {rewind}")

@@ -80,7 +80,7 @@ class _Problem:
     """The groups, their sorted scores and the exact cost of any choice of widths."""
 
     def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, by: str, round_to: int, max_options: int,
-                 value: str = "layers"):
+                 value: str = "layers", branch_values: dict[str, float] | None = None):
         self.cost, self.by, self.round_to = cost, by, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
         self.order = {r: np.argsort(scores[r], kind="stable") for r in self.roots}  # lowest score first
@@ -92,10 +92,17 @@ class _Problem:
         cap = cost.group_cap
         self.widths = {r: candidate_widths(c, round_to, math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1,
                                            max_options) for r, c in self.channels.items()}
+        # a group that opens a residual branch may also take width 0: the branch dropped, valued as all its
+        # channels times the branch's importance relative to the other branches (mean 1)
+        self.branch_values = {r: float(v) for r, v in (branch_values or {}).items() if r in cost.branch_layers}
+        for r in self.roots:
+            if r in cost.branch_layers:
+                self.widths[r] = [0] + self.widths[r]
         self._memo: dict[tuple, float] = {}
 
     def loss(self, root: str, width: int) -> float:
-        return float(self.loss_prefix[root][self.channels[root] - width])
+        full = float(self.loss_prefix[root][self.channels[root] - width])
+        return full * self.branch_values.get(root, 1.0) if width == 0 else full
 
     def plan(self, widths: dict[str, int]) -> Plan:
         return {r: sorted(int(i) for i in self.order[r][:self.channels[r] - w])
@@ -110,14 +117,17 @@ class _Problem:
 
 
 def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int = 1,
-                  bins: int = 2000, iters: int = 3, max_options: int = 64, value: str = "layers") -> Plan:
+                  bins: int = 2000, iters: int = 3, max_options: int = 64, value: str = "layers",
+                  branch_values: dict[str, float] | None = None) -> Plan:
     """The plan that loses the least score while removing at least ``amount`` of ``by`` (params, macs or
-    latency, as :func:`prunekit.core.costmodel.reduction` predicts it), every pruned group on the ``round_to`` grid."""
+    latency, as :func:`prunekit.core.costmodel.reduction` predicts it), every pruned group on the ``round_to`` grid
+    (or, for a group that opens a residual branch the cost model knows, at width 0: the branch dropped;
+    ``branch_values`` weigh each such drop)."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
-    pb = _Problem(scores, cost, by, round_to, max_options, value)
+    pb = _Problem(scores, cost, by, round_to, max_options, value, branch_values)
     full = {r: pb.channels[r] for r in pb.roots}
     widths = dict(full)
     for _ in range(iters):
@@ -179,8 +189,8 @@ def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[s
 
 
 def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int,
-                   relax: bool, cost_by: str | None = None,
-                   method: str = "threshold", value: str = "layers") -> tuple[Plan, float | None, int]:
+                   relax: bool, cost_by: str | None = None, method: str = "threshold", value: str = "layers",
+                   branch_values: dict[str, float] | None = None) -> tuple[Plan, float | None, int]:
     """The plan for a one-shot target by ``method``: ``threshold`` (Algorithm 3's global threshold, bisected,
     then rounded to the grid) or ``knapsack`` (:func:`knapsack_plan`). With ``relax`` (``--round-to auto``), a
     target out of reach on the grid is retried on half the multiple until it is reachable.
@@ -190,7 +200,8 @@ def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amou
     while True:
         try:
             if method == "knapsack":
-                return knapsack_plan(scores, cost, by, amount, round_to, value=value), None, round_to
+                return (knapsack_plan(scores, cost, by, amount, round_to, value=value, branch_values=branch_values),
+                        None, round_to)
             plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
             return plan, T, round_to
         except PrunekitError as e:

@@ -3,7 +3,9 @@ latency table. :class:`CostModel` holds one :class:`LayerCost` per conv / linear
 prunable group, what its channels cost in params, MACs and (table) latency: the weights Algorithm 3 scales
 thresholds by (the cost basis, :class:`~prunekit.config.targets.CostBasis`) and the knapsack's costs.
 
-A *plan* maps each group's root conv name to the sorted root-channel indices to remove.
+A *plan* maps each group's root conv name to the sorted root-channel indices to remove. Removing every channel
+of a group that opens a residual branch (``ChannelGroup.branch``) drops the branch: every layer of it costs
+nothing then (:mod:`prunekit.core.branches`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch.nn as nn
 
 from prunekit.config.targets import CostBasis
+from prunekit.core.branches import branch_layers
 from prunekit.core.graph import ChannelGroup
 from prunekit.core.metrics import output_positions
 
@@ -48,6 +51,7 @@ class CostModel:
     table: object | None = None  # prunekit.deploy.latency.LatencyTable
     dense_latency: float = 0.0  # Σ table(dense layers), ms
     group_layers: dict[str, int] = field(default_factory=dict)  # conv / linear layers each group touches
+    branch_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root → the layers its width 0 drops
     # planning rules (issue: one coupled group must not take the whole cut):
     threshold_scale: str = "total"  # C_g = the group's whole cost ("total", Algorithm 3) or per member layer
     group_cap: float = 1.0  # at most this share of a group's channels goes in one plan
@@ -87,6 +91,8 @@ class CostModel:
                 p_total += full_p * share
                 m_total += full_m * share
                 index.append((mem.module, mem.kind, np.asarray(mem.root_idxs)))
+            if g.branch:
+                self.branch_layers[g.root] = tuple(n for n in branch_layers(model, g.branch) if n in layers)
             self.group_params[g.root] = p_total
             self.group_macs[g.root] = m_total
             self.group_layers[g.root] = max(1, len({m for m, _, _ in index}))
@@ -118,7 +124,15 @@ class CostModel:
                 n = int(removed[roots[roots < len(removed)]].sum())
                 target = r_out if kind == "out" else r_in
                 target[module] = target.get(module, 0) + n
+        for root, idxs in plan.items():  # a dropped branch: every layer of it is gone
+            if root in self.branch_layers and len(set(idxs)) >= self.channels_of(root):
+                for name in self.branch_layers[root]:
+                    r_out[name], r_in[name] = self.layers[name].out_c, self.layers[name].in_c
         return r_out, r_in
+
+    def channels_of(self, root: str) -> int:
+        layer = self.layers[root]
+        return layer.out_c
 
     def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> CostModel:
         """Measure (or look up) every layer's latency: enables ``by="latency"`` thresholds and

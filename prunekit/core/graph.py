@@ -56,6 +56,7 @@ class ChannelGroup:
     channels: int
     members: list[Member] = field(default_factory=list)
     reason: str | None = None  # why the group is frozen; None = prunable
+    branch: str | None = None  # the residual block whose branch this group opens (width 0 drops it), if any
 
     @property
     def prunable(self) -> bool:

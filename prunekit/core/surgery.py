@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import PrunekitError, VerificationError
+from prunekit.core.branches import drop_branches
 from prunekit.core.graph import ChannelGroup, build_graph
 from prunekit.core.costmodel import Plan
 from prunekit.core.masking import masked
@@ -30,20 +31,28 @@ def _validate(plan: Plan, groups: dict[str, ChannelGroup]) -> None:
             raise PrunekitError(f"duplicate channel indices for {root}")
         if any(i < 0 or i >= g.channels for i in idxs):
             raise PrunekitError(f"channel index out of range for {root} ({g.channels} channels)")
-        if len(idxs) >= g.channels:
+        if len(idxs) >= g.channels and not g.branch:
             raise PrunekitError(f"plan removes all {g.channels} channels of {root}")
+
+
+def dropped_by(plan: Plan, groups: dict[str, ChannelGroup]) -> list[str]:
+    """The blocks whose residual branch ``plan`` drops (every channel of the group that opens it removed)."""
+    return [groups[r].branch for r, idxs in plan.items() if groups[r].branch and len(idxs) >= groups[r].channels]
 
 
 def apply_plan(model: nn.Module, groups: list[ChannelGroup], plan: Plan,
                input_size: tuple[int, int, int]) -> tuple[nn.Module, list]:
-    """Return ``(pruned copy of model, torch-pruning history)``; ``model`` itself is not changed."""
+    """Return ``(pruned copy of model, torch-pruning history)``; ``model`` itself is not changed. A group whose
+    every channel goes drops its residual branch (:mod:`prunekit.core.branches`) once torch-pruning has removed
+    the rest: the pruned model knows its dropped blocks (``dropped_blocks``), the history holds the rest."""
     by_root = {g.root: g for g in groups}
     _validate(plan, by_root)
+    drop = dropped_by(plan, by_root)
     pruned = copy.deepcopy(model)
     dg = build_graph(pruned, input_size)
     named = dict(pruned.named_modules())
     for root, idxs in plan.items():
-        if not idxs:
+        if not idxs or by_root[root].branch in drop:
             continue
         module = named[root]
         pruner = dg.get_pruner_of_module(module)
@@ -52,18 +61,23 @@ def apply_plan(model: nn.Module, groups: list[ChannelGroup], plan: Plan,
             group.prune()
         except Exception as e:
             raise PrunekitError(f"torch-pruning failed to remove channels of {root}: {type(e).__name__}: {e}") from e
-    return pruned.eval(), [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    drop_branches(pruned, drop)
+    return pruned.eval(), history
 
 
-def replay(model: nn.Module, history: list, input_size: tuple[int, int, int]) -> nn.Module:
-    """Apply a recorded pruning history to a freshly built dense ``model`` (in place) and return it."""
-    if not history:
-        return model
-    dg = build_graph(model, input_size)
-    try:
-        dg.load_pruning_history([(name, bool(is_out), list(idxs)) for name, is_out, idxs in history])
-    except Exception as e:
-        raise PrunekitError(f"cannot replay the pruning history on this architecture: {type(e).__name__}: {e}") from e
+def replay(model: nn.Module, history: list, input_size: tuple[int, int, int],
+           dropped: list[str] | None = None) -> nn.Module:
+    """Apply a recorded pruning history to a freshly built dense ``model`` (in place), then drop the ``dropped``
+    blocks' branches, and return it."""
+    if history:
+        dg = build_graph(model, input_size)
+        try:
+            dg.load_pruning_history([(name, bool(is_out), list(idxs)) for name, is_out, idxs in history])
+        except Exception as e:
+            raise PrunekitError(f"cannot replay the pruning history on this architecture: {type(e).__name__}: "
+                                f"{e}") from e
+    drop_branches(model, dropped or [])
     return model
 
 

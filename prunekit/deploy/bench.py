@@ -1,112 +1,112 @@
-"""Latency measurement of ONNX models in onnxruntime: fixed intra-op threads, sequential execution, full graph
-optimisation, warm-up runs, then timed runs reported as percentiles.
+"""Latency of models on a deployment runtime (:mod:`prunekit.runtimes`): an ONNX file timed on its own
+(:func:`measure_onnx`), several interleaved (:func:`measure_pair`), a PyTorch model on the runtime it ships to
+(:func:`model_latency_ms`), dense vs pruned at the end of a prune (:func:`compare_speed`), and what an ONNX file
+holds (:func:`onnx_info`: input size, parameters, MACs).
 
-The statistics are computed from a list of timings by :func:`summarize`, so they can be tested on a fake
-timer; :func:`measure_onnx` is what the search (``latency=`` targets) and ``prunekit bench`` call.
+Runtimes that run ONNX files get the model exported (TorchScript exporter, fast) to a temporary folder and, for
+an int8 runtime, quantized (:func:`deployables`). The statistics come from :mod:`prunekit.runtimes.timing`, so
+they are tested on a fake clock.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
 
 import numpy as np
 
-from prunekit.deploy.ortsession import session
-
-
-@dataclass
-class LatencyStats:
-    batch: int
-    runs: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    max_ms: float
-
-    @property
-    def throughput(self) -> float:
-        """Images per second at the median latency."""
-        return self.batch / (self.p50_ms / 1000) if self.p50_ms > 0 else float("inf")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "throughput_ips": self.throughput}
-
-
-def summarize(times_s: list[float], batch: int) -> LatencyStats:
-    if not times_s:
-        raise ValueError("no timings")
-    ms = np.asarray(times_s, dtype=np.float64) * 1000
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return LatencyStats(batch, len(ms), float(p50), float(p90), float(p99), float(ms.mean()), float(ms.std()),
-                        float(ms.min()), float(ms.max()))
-
-
-def time_calls(fn: Callable[[], object], warmup: int, runs: int,
-               clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        t0 = clock()
-        fn()
-        out.append(clock() - t0)
-    return out
+from prunekit.errors import PrunekitError
+from prunekit.runtimes import LatencyStats, get_runtime
+from prunekit.runtimes.base import time_runners
+from prunekit.runtimes.onnxruntime_cpu import session
+from prunekit.runtimes.timing import interleaved, summarize
 
 
 def measure_onnx(path: str, input_size: tuple[int, int, int], batch: int = 1, threads: int = 1, warmup: int = 10,
-                 runs: int = 100, provider: str = "cpu") -> LatencyStats:
-    sess = session(path, threads, provider)
-    name = sess.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
-    return summarize(time_calls(lambda: sess.run(None, {name: x}), warmup, runs), batch)
+                 runs: int = 100, runtime: str = "onnxruntime-cpu") -> LatencyStats:
+    return get_runtime(runtime).measure({"m": path}, input_size, batch, threads, warmup, runs).stats["m"]
 
 
 def measure_pair(paths: dict[str, str], input_size: tuple[int, int, int], batch: int, threads: int = 1,
                  warmup: int = 10, runs: int = 100, provider: str = "cpu",
-                 clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
-    """Several ONNX models in one process, interleaved (A B A B …) so machine drift hits all of them alike."""
-    sessions = {k: session(p, threads, provider) for k, p in paths.items()}
-    x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for _ in range(warmup):
-        for k, s in sessions.items():
-            s.run(None, feeds[k])
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(runs):
-        for k, s in sessions.items():
-            t0 = clock()
-            s.run(None, feeds[k])
-            times[k].append(clock() - t0)
-    return {k: summarize(v, batch) for k, v in times.items()}
+                 clock: Callable[[], float] = time.perf_counter,
+                 runtime: str = "onnxruntime-cpu") -> dict[str, LatencyStats]:
+    """Several ONNX models in one process, interleaved (A B A B …) so machine drift hits all of them alike, on
+    ``runtime`` (``provider`` cuda: onnxruntime's CUDA execution provider)."""
+    if provider == "cuda":
+        sessions = {k: session(p, threads, provider) for k, p in paths.items()}
+        x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
+        calls = {k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for k, s in sessions.items()}
+        return {k: summarize(v, batch) for k, v in interleaved(calls, warmup, runs, clock).items()}
+    return get_runtime(runtime).measure(paths, input_size, batch, threads, warmup, runs, clock).stats
 
 
-def measure_torch_pair(models: dict, input_size: tuple[int, int, int], batch: int, threads: int = 1,
-                       warmup: int = 5, runs: int = 30) -> dict[str, LatencyStats]:
-    """PyTorch eager latency of several models, interleaved, with ``threads`` intra-op threads."""
+@contextlib.contextmanager
+def deployables(runtime, models: dict, input_size: tuple[int, ...], calibration: np.ndarray | None = None):
+    """What ``runtime`` runs for each PyTorch model: the module itself (PyTorch runtimes), else its ONNX export
+    in a temporary folder (the INT8 QDQ file for an int8 runtime, calibrated on ``calibration``, else on random
+    inputs: calibration values do not change the time)."""
+    rt = get_runtime(runtime).require()
+    if rt.artifact == "torch":
+        yield dict(models)
+        return
+    import tempfile
+
     import torch
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = torch.randn(batch, *input_size)
-        with torch.inference_mode():
-            for _ in range(warmup):
-                for m in models.values():
-                    m(x)
-            times: dict[str, list[float]] = {k: [] for k in models}
-            for _ in range(runs):
-                for k, m in models.items():
-                    t0 = time.perf_counter()
-                    m(x)
-                    times[k].append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old)
-    return {k: summarize(v, batch) for k, v in times.items()}
+    from prunekit.deploy.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="prunekit-speed-") as d:
+        paths = {}
+        for tag, model in models.items():
+            paths[tag] = os.path.join(d, f"{tag}.onnx")
+            export_onnx(model, torch.randn(2, *input_size), paths[tag], exporter="torchscript")
+            if rt.quantized:
+                from prunekit.deploy.quantize import int8_path, quantize_onnx
+
+                calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+                    (32, *input_size)).astype(np.float32)
+                quantize_onnx(paths[tag], int8_path(paths[tag]), calib, calib[:8])
+                paths[tag] = int8_path(paths[tag])
+        yield paths
+
+
+def budgeted_runs(runners: dict, shape: tuple[int, ...], budget_s: float, least: int, most: int) -> int:
+    """How many interleaved rounds fit ``budget_s``, from one probe round (at least ``least``, at most ``most``)."""
+    probe = time_runners(runners, shape, 1, 1)
+    per_round = sum(st.p50_ms for st in probe.stats.values()) / 1000
+    return int(min(most, max(least, budget_s / max(per_round, 1e-6))))
+
+
+def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
+                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0,
+                  calibration: np.ndarray | None = None, least: int = 3, most: int = 30) -> dict:
+    """Dense vs pruned on the deployment runtime, interleaved, ``budget_s`` seconds per batch size: what
+    ``prune`` reports at its end and measures its speedup targets with. The speedup is the median of the
+    paired ratios, with its 90 % interval (``low``, ``high``): how far another measurement could land."""
+    rt = get_runtime(runtime)
+    result = {"runtime": rt.name, "threads": threads, "batches": []}
+    if rt.missing():
+        if rt.artifact == "torch":  # a GPU runtime on a machine without one: time it where it ships
+            return {**result, "skipped": f"{rt.missing()}: time it where it ships (prunekit bench)"}
+        rt.require()
+    with deployables(rt, {"dense": dense, "pruned": pruned}, input_size, calibration) as artifacts:
+        for b in batches:
+            shape = (b, *input_size)
+            runners = {k: rt.load(a, threads, shape) for k, a in artifacts.items()}
+            runs = budgeted_runs(runners, shape, budget_s, least, most)
+            measured = time_runners(runners, shape, 2, runs)
+            result["batches"].append(speed_row(b, measured))
+            result["precision"] = measured.precision["pruned"]
+    return result
+
+
+def speed_row(batch: int, measured, reference: str = "dense", model: str = "pruned") -> dict:
+    sp = measured.speedup(reference, model)
+    return {"batch": batch, "dense_ms": measured.stats[reference].p50_ms, "pruned_ms": measured.stats[model].p50_ms,
+            "speedup": sp.value, "speedup_low": sp.low, "speedup_high": sp.high,
+            "runs": measured.stats[reference].runs}
 
 
 def _is_channel_selection(w: np.ndarray) -> bool:
@@ -146,8 +146,6 @@ def onnx_info(path: str) -> dict:
     selections excluded) of an ONNX file."""
     import onnx
     from onnx import shape_inference
-
-    from prunekit.errors import PrunekitError
 
     try:
         model = onnx.load(path)
@@ -193,48 +191,6 @@ def onnx_info(path: str) -> dict:
     return {"input_size": tuple(dims[1:]), "params": params, "int8_params": int8, "macs": macs}
 
 
-def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
-                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0,
-                  calibration: np.ndarray | None = None) -> dict:
-    """Dense vs pruned on the deployment runtime, interleaved, a few seconds per batch size: what ``prune``
-    reports at its end. onnxruntime-cpu exports both models (TorchScript exporter, fast) to a temporary folder
-    (onnxruntime-cpu-int8: then quantizes both, calibrated on ``calibration``); cuda times PyTorch eager on the
-    GPU (bf16 autocast, channels_last) when one is there."""
-    import tempfile
-
-    import torch
-
-    result = {"runtime": runtime, "threads": threads, "batches": []}
-    if runtime == "cuda":
-        if not torch.cuda.is_available():
-            return {**result, "skipped": "no CUDA GPU on this machine: time it where it ships (prunekit bench)"}
-        models = {"dense": dense, "pruned": pruned}
-        for b in batches:
-            stats = measure_torch_cuda(models, input_size, b, dtype="bf16", channels_last=True, runs=20, warmup=5)
-            result["batches"].append(_speed_row(b, stats))
-        return result
-    from prunekit.deploy.export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="prunekit-speed-") as d:
-        paths = {}
-        for tag, model in (("dense", dense), ("pruned", pruned)):
-            paths[tag] = os.path.join(d, f"{tag}.onnx")
-            export_onnx(model, torch.randn(2, *input_size), paths[tag], exporter="torchscript")
-            if runtime == "onnxruntime-cpu-int8":
-                from prunekit.deploy.quantize import int8_path, quantize_onnx
-
-                calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
-                    (32, *input_size)).astype(np.float32)
-                quantize_onnx(paths[tag], int8_path(paths[tag]), calib, calib[:8])
-                paths[tag] = int8_path(paths[tag])
-        for b in batches:
-            probe = measure_pair(paths, input_size, b, threads, warmup=1, runs=1)
-            per_pair = sum(st.p50_ms for st in probe.values()) / 1000
-            runs = int(min(30, max(3, budget_s / max(per_pair, 1e-6))))
-            result["batches"].append(_speed_row(b, measure_pair(paths, input_size, b, threads, warmup=2, runs=runs)))
-    return result
-
-
 def cuda_rows(models: dict, input_size, batch: int, warmup: int = 10, runs: int = 50) -> list[dict]:
     """Dense vs pruned in PyTorch eager on CUDA, in fp32 and bf16 autocast, contiguous and channels_last."""
     rows = []
@@ -243,37 +199,20 @@ def cuda_rows(models: dict, input_size, batch: int, warmup: int = 10, runs: int 
             st = measure_torch_cuda(models, input_size, batch, dtype=dtype, channels_last=channels_last,
                                     warmup=warmup, runs=runs)
             rows.append({"dtype": dtype, "layout": "channels_last" if channels_last else "contiguous",
-                         **{k: v for k, v in _speed_row(batch, st).items() if k != "batch"}})
+                         **{k: v for k, v in _cuda_row(st).items()}})
     return rows
 
 
 def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu", threads: int = 1,
                      batch: int = 1, runs: int = 50) -> float:
-    """p50 latency (ms) of a PyTorch model on the deployment runtime: onnxruntime CPU (exported with the
-    TorchScript exporter to a temporary file) or PyTorch eager on CUDA."""
-    import tempfile
-
-    import torch
-
-    if runtime == "cuda":
-        return measure_torch_cuda({"m": model}, input_size, batch, dtype="bf16", channels_last=True,
-                                  runs=runs)["m"].p50_ms
-    from prunekit.deploy.export import export_onnx
-
-    with tempfile.TemporaryDirectory(prefix="prunekit-latency-") as d:
-        path = os.path.join(d, "model.onnx")
-        export_onnx(model, torch.randn(2, *input_size), path, exporter="torchscript")
-        if runtime == "onnxruntime-cpu-int8":  # calibration values do not change the time
-            from prunekit.deploy.quantize import int8_path, quantize_onnx
-
-            calib = np.random.default_rng(0).standard_normal((16, *input_size)).astype(np.float32)
-            quantize_onnx(path, int8_path(path), calib, calib[:4])
-            path = int8_path(path)
-        return measure_onnx(path, input_size, batch, threads, warmup=10, runs=runs).p50_ms
+    """p50 latency (ms) of a PyTorch model on the deployment runtime (exported, and quantized for an int8 one,
+    when the runtime runs ONNX files)."""
+    with deployables(runtime, {"m": model}, input_size) as artifacts:
+        return get_runtime(runtime).measure(artifacts, input_size, batch, threads, 10, runs).stats["m"].p50_ms
 
 
-def _speed_row(batch: int, stats: dict[str, LatencyStats]) -> dict:
-    return {"batch": batch, "dense_ms": stats["dense"].p50_ms, "pruned_ms": stats["pruned"].p50_ms,
+def _cuda_row(stats: dict[str, LatencyStats]) -> dict:
+    return {"dense_ms": stats["dense"].p50_ms, "pruned_ms": stats["pruned"].p50_ms,
             "speedup": stats["dense"].p50_ms / stats["pruned"].p50_ms, "runs": stats["dense"].runs}
 
 
@@ -297,8 +236,6 @@ def measure_torch_cuda(models: dict, input_size: tuple[int, int, int], batch: in
     import torch
 
     if not torch.cuda.is_available():
-        from prunekit.errors import PrunekitError
-
         raise PrunekitError("no CUDA GPU is available to PyTorch on this machine (use --device cpu)")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     placed = {k: copy.deepcopy(m).eval().to(device).to(memory_format=fmt) for k, m in models.items()}

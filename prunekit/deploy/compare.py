@@ -1,14 +1,23 @@
 """What ``prunekit bench`` measures, as one function returning one record: an ONNX model (or a run folder's
-pruned vs dense model, with their INT8 siblings) timed in onnxruntime, optionally in PyTorch eager on the CPU
-or CUDA, with the speedups, MAC ratios and INT8 ratios derived from those timings. The CLI only renders it.
+pruned vs dense model, with their INT8 siblings) on every runtime × precision this machine has (onnxruntime fp32
+and int8, OpenVINO default and int8 when installed; PyTorch eager on request), all timed in one interleaved
+loop, with test accuracy through each runtime when labelled data is given. Each pruned row gets two speedups:
+over the same runtime's dense model and over the fastest dense deployment measured (:mod:`.frontier`). MAC
+ratios and the INT8 ratios of onnxruntime come with it; CUDA rows on request. The CLI only renders it.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from prunekit.deploy.artifacts import int8_siblings, run_onnx
+from prunekit.deploy.frontier import frontier_rows, key, runner_accuracy, split
+from prunekit.deploy.quantize import int8_path
 from prunekit.errors import PrunekitError
+from prunekit.runtimes import get_runtime
+from prunekit.runtimes.base import time_runners
 
 
 @dataclass
@@ -20,7 +29,9 @@ class BenchResult:
     warmup: int
     runs: int
     models: dict  # tag → path, input size, MACs, initializer elements, fast-path summary
-    batches: list = field(default_factory=list)  # per batch: onnxruntime stats, speedup, int8, pytorch…
+    runtimes: list = field(default_factory=list)  # the runtimes timed, in order
+    skipped: dict = field(default_factory=dict)  # runtime → why it was not timed
+    batches: list = field(default_factory=list)  # per batch: the frontier, onnxruntime stats, speedup, int8, …
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,11 +76,45 @@ def check_bench_options(source: str, runs: int, warmup: int, threads: int, provi
                                 "for onnxruntime on ONNX files)")
 
 
+def choose_runtimes(requested: tuple[str, ...] | None, with_int8: bool, with_torch: bool, have_torch: bool,
+                    int8_ok: bool) -> tuple[list[str], dict[str, str]]:
+    """(runtimes to time, runtime → why skipped): ``requested`` as given (every one must be usable), else every
+    ONNX runtime this machine has — int8 ones when INT8 files exist or can be made (``--int8`` insists on them) —
+    and PyTorch eager with ``with_torch``."""
+    from prunekit.runtimes import available_runtimes, get_runtime
+
+    if requested:
+        chosen = [get_runtime(r).require().name for r in requested]
+        for name in chosen:
+            rt = get_runtime(name)
+            if rt.quantized and not int8_ok:
+                raise PrunekitError(f"--runtimes {name} times INT8 files: none beside the model (prunekit quantize "
+                                    "NAME.onnx --out NAME.int8.onnx --data …, or bench a run folder)")
+            if rt.artifact == "torch" and not have_torch:
+                raise PrunekitError(f"--runtimes {name} times PyTorch models: give a run folder")
+        return chosen, {}
+    chosen, skipped = [], {}
+    for rt in available_runtimes("onnx"):
+        if rt.precision == "fp32" and rt.family == "openvino":
+            continue  # OpenVINO's default precision is the one users ship; f32 on request
+        if rt.quantized and not int8_ok:
+            skipped[rt.name] = "no INT8 files beside the models (prunekit quantize, or bench a run folder)"
+            continue
+        chosen.append(rt.name)
+    if with_int8 and not int8_ok:
+        raise PrunekitError("--int8: no INT8 model beside the ONNX files: run prunekit quantize first")
+    if with_torch and have_torch:
+        chosen.append("torch-cpu")
+    return chosen, skipped
+
+
 def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1, 32), threads: int = 1,
-          warmup: int = 10, runs: int = 100, provider: str = "cpu", device: str = "cpu", with_torch: bool = True,
-          with_int8: bool = False, data: str | None = None, trust_code: bool = False) -> BenchResult:
-    """Time SOURCE (and its dense model) at every batch size, interleaved in one process."""
-    from prunekit.deploy.bench import cuda_rows, measure_pair, measure_torch_pair, onnx_info
+          warmup: int = 10, runs: int = 100, provider: str = "cpu", device: str = "cpu", with_torch: bool = False,
+          with_int8: bool = False, data: str | None = None, trust_code: bool = False,
+          runtimes: tuple[str, ...] | None = None, eval_images: int | None = 0) -> BenchResult:
+    """Time SOURCE (and its dense model) at every batch size on every chosen runtime, interleaved in one process;
+    with labelled ``data`` and ``eval_images`` ≠ 0, the test accuracy of each (runtime, model) as well."""
+    from prunekit.deploy.bench import cuda_rows, measure_pair, onnx_info
 
     check_bench_options(source, runs, warmup, threads, provider, device)
     pruned_path, dense_path, torch_models = bench_sources(source, vs, trust_code)
@@ -81,9 +126,13 @@ def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1,
         if info["dense"]["input_size"] != info["pruned"]["input_size"]:
             raise PrunekitError(f"the models take different inputs: {info['dense']['input_size']} vs "
                                 f"{info['pruned']['input_size']}")
-    if with_int8:
-        if not dense_path:
-            raise PrunekitError("--int8 compares dense and pruned: give --vs DENSE.onnx or a run folder")
+    int8_ok = bool(dense_path) and (os.path.isdir(source) or all(os.path.isfile(int8_path(p))
+                                                                  for p in paths.values()))
+    if with_int8 and not dense_path:
+        raise PrunekitError("--int8 compares dense and pruned: give --vs DENSE.onnx or a run folder")
+    chosen, skipped = (["onnxruntime-cpu"] + (["onnxruntime-cpu-int8"] if with_int8 else []), {}) \
+        if provider == "cuda" else choose_runtimes(runtimes, with_int8, with_torch, torch_models is not None, int8_ok)
+    if any(get_runtime(r).quantized for r in chosen):
         for k, p in int8_siblings(source, paths, data).items():
             paths[f"{k}-int8"] = p
             info[f"{k}-int8"] = onnx_info(p)
@@ -94,25 +143,89 @@ def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1,
             info[k]["fast_path"] = fast_path(p).to_dict()
     size = info["pruned"]["input_size"]
     result = BenchResult(source, dense_path, threads, provider, warmup, runs,
-                         {k: {"path": p, **info[k]} for k, p in paths.items()})
+                         {k: {"path": p, **info[k]} for k, p in paths.items()}, chosen, skipped)
+    artifacts = _artifacts(chosen, paths, torch_models)
+    accuracy = _accuracies(artifacts, data, size, eval_images, threads) if provider == "cpu" else {}
     for b in batch_sizes:
-        ort_stats = measure_pair(paths, size, b, threads, warmup, runs, provider)
-        row = {"batch": b, "onnxruntime": {k: v.to_dict() for k, v in ort_stats.items()}}
-        if dense_path:
-            speedup = ort_stats["dense"].p50_ms / ort_stats["pruned"].p50_ms
+        if provider == "cuda":
+            stats = measure_pair({k: p for k, p in paths.items()}, size, b, threads, warmup, runs, provider)
+            row = {"batch": b, "onnxruntime": {k: v.to_dict() for k, v in stats.items()}}
+        else:
+            shape = (b, *size)
+            runners = {k: get_runtime(split(k)[0]).load(a, threads, shape) for k, a in artifacts.items()}
+            measured = time_runners(runners, shape, warmup, runs)
+            rows, fastest = frontier_rows(measured, accuracy)
+            stats = _by_tag(measured, "onnxruntime")
+            row = {"batch": b, "frontier": rows, "fastest_dense": fastest,
+                   "onnxruntime": {k: v.to_dict() for k, v in stats.items()}, **_pytorch(measured)}
+        if dense_path and "dense" in stats and "pruned" in stats:
+            speedup = stats["dense"].p50_ms / stats["pruned"].p50_ms
             mac_ratio = info["dense"]["macs"] / max(info["pruned"]["macs"], 1)
             row.update(speedup=speedup, mac_ratio=mac_ratio, speedup_efficiency=speedup / mac_ratio)
-        if with_int8:
-            d8, p8 = ort_stats["dense-int8"].p50_ms, ort_stats["pruned-int8"].p50_ms
-            row["int8"] = {"dense_int8_vs_dense": ort_stats["dense"].p50_ms / d8,
-                           "pruned_int8_vs_dense": ort_stats["dense"].p50_ms / p8,
+        if "dense-int8" in stats and "pruned-int8" in stats and "dense" in stats:
+            d8, p8 = stats["dense-int8"].p50_ms, stats["pruned-int8"].p50_ms
+            row["int8"] = {"dense_int8_vs_dense": stats["dense"].p50_ms / d8,
+                           "pruned_int8_vs_dense": stats["dense"].p50_ms / p8,
                            "pruned_int8_vs_dense_int8": d8 / p8,
                            "efficiency_over_int8": d8 / p8 / row["mac_ratio"]}
-        if torch_models and with_torch and device == "cpu":
-            t_stats = measure_torch_pair(torch_models, size, b, threads, runs=max(5, runs // 3))
-            row["pytorch"] = {k: v.to_dict() for k, v in t_stats.items()}
-            row["pytorch_speedup"] = t_stats["dense"].p50_ms / t_stats["pruned"].p50_ms
         if torch_models and device == "cuda":
             row["pytorch_cuda"] = cuda_rows(torch_models, size, b, warmup, runs)
         result.batches.append(row)
     return result
+
+
+def _artifacts(chosen: list[str], paths: dict[str, str], torch_models: dict | None) -> dict:
+    """``runtime|model`` → what that runtime runs for that model (fp32 file, INT8 file or PyTorch module)."""
+    out = {}
+    for name in chosen:
+        rt = get_runtime(name)
+        for model in ("dense", "pruned"):
+            tag = f"{model}-int8" if rt.quantized else model
+            if rt.artifact == "torch":
+                if torch_models and model in torch_models:
+                    out[key(name, model)] = torch_models[model]
+            elif tag in paths:
+                out[key(name, model)] = paths[tag]
+    return out
+
+
+def _by_tag(measured, family: str) -> dict:
+    """One runtime family's statistics by model tag (``dense``, ``pruned``, ``dense-int8``, …)."""
+    out = {}
+    for k, st in measured.stats.items():
+        runtime, model = split(k)
+        rt = get_runtime(runtime)
+        if rt.family == family and rt.precision in ("fp32", "int8"):
+            out[f"{model}-int8" if rt.quantized else model] = st
+    return out
+
+
+def _pytorch(measured) -> dict:
+    """PyTorch eager rows as bench always gave them (``pytorch``, ``pytorch_speedup``), when timed."""
+    stats = _by_tag(measured, "torch")
+    if not stats:
+        return {}
+    out = {"pytorch": {k: v.to_dict() for k, v in stats.items()}}
+    if {"dense", "pruned"} <= set(stats):
+        out["pytorch_speedup"] = stats["dense"].p50_ms / stats["pruned"].p50_ms
+    return out
+
+
+def _accuracies(artifacts: dict, data: str | None, input_size, eval_images: int | None, threads: int) -> dict:
+    """Test accuracy of every (runtime, model) through the runtime itself, when ``data`` has labelled tests."""
+    if not data or data == "random" or eval_images == 0:
+        return {}
+    from prunekit.data import load_data
+    from prunekit.data.inputs import spread
+    from prunekit.progress import info
+
+    bundle = load_data(data, tuple(input_size))
+    if not bundle.has_labels or bundle.test is None:
+        return {}
+    ds = bundle.test if eval_images is None else bundle.test.subset(spread(len(bundle.test), eval_images))
+    images, labels = bundle.tensor(ds).numpy(), np.asarray(ds.labels)
+    out = {}
+    for k, artifact in artifacts.items():
+        info(f"test accuracy of {k.replace('|', ' ')} on {len(images)} images")
+        out[k] = runner_accuracy(split(k)[0], artifact, images, labels, threads)
+    return out

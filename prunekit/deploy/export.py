@@ -22,7 +22,7 @@ import torch.nn as nn
 from prunekit.errors import PrunekitError, VerificationError
 from prunekit.deploy.fastpath import fast_path
 from prunekit.files import default_mode
-from prunekit.deploy.ortsession import session
+from prunekit.runtimes.onnxruntime_cpu import session
 from prunekit.core.surgery import compare_outputs
 
 

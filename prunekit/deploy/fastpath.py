@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 
 from prunekit.errors import PrunekitError
-from prunekit.deploy.ortsession import session
+from prunekit.runtimes.onnxruntime_cpu import session
 
 NCHWC = "com.microsoft.nchwc"
 CONV_OPS = ("Conv", "FusedConv")

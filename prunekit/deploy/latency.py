@@ -1,59 +1,34 @@
 """Per-layer latency lookup table: what one conv / linear layer of a given shape costs on the runtime the
 model ships to, measured once per machine and cached on disk.
 
-A :class:`LayerShape` is everything that decides a layer's time (input channels, output channels, input
-height and width, kernel, stride, padding, groups, batch). :class:`LatencyTable` times a layer of that shape
-alone (onnxruntime CPU: a one-node ONNX model, the bench's session settings; CUDA: the PyTorch layer on the
-GPU) and remembers it in ``$PRUNEKIT_CACHE/latency/<machine>.json``, keyed by CPU, onnxruntime version,
-runtime and threads.
+A :class:`~prunekit.runtimes.layers.LayerShape` is everything that decides a layer's time (input channels,
+output channels, input height and width, kernel, stride, padding, groups, batch). :class:`LatencyTable` asks
+the runtime (:mod:`prunekit.runtimes`: onnxruntime, OpenVINO, CUDA, … each times a one-layer model its own way)
+for a layer of that shape alone and remembers it in ``$PRUNEKIT_CACHE/latency/<fingerprint>.json``, keyed by the
+runtime's fingerprint (CPU or GPU, library versions, precision, threads). A shape with no channels (a layer a
+dropped residual branch removes) costs nothing.
 
 Uses (NVIDIA HALP's idea, on our cost model):
 
 - ``--cost latency``: Algorithm 3 scales a group's threshold by the latency its channels cost, not by params;
-- ``latency=`` targets: a candidate's latency is *predicted* from its layer shapes (:func:`predict_ms`), so the
-  search never exports and times a probe; the delivered model is still measured for real and reported beside
-  the prediction.
+- ``latency=`` / ``speedup=`` targets: a candidate's latency is *predicted* from its layer shapes
+  (:func:`predict_ms`), so planning never exports and times a probe; the delivered model is still measured for
+  real and reported beside the prediction.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import tempfile
-import time
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from prunekit.errors import PrunekitError
 from prunekit.files import atomic_write_json, read_json
-from prunekit.deploy.ortsession import session
+from prunekit.runtimes import get_runtime
+from prunekit.runtimes.layers import LayerShape
 
 
 TABLE_FORMAT = 1  # version of a target-device table file (prunekit latency-table)
-
-
-@dataclass(frozen=True)
-class LayerShape:
-    kind: str  # "conv" or "linear"
-    in_c: int
-    out_c: int
-    h: int = 1  # input height / width (conv); tokens (linear: h)
-    w: int = 1
-    k: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    pad: tuple[int, int] = (0, 0)
-    groups: int = 1
-    batch: int = 1
-
-    def key(self) -> str:
-        return (f"{self.kind}:{self.in_c}>{self.out_c}@{self.h}x{self.w}:k{self.k[0]}x{self.k[1]}"
-                f":s{self.stride[0]}x{self.stride[1]}:p{self.pad[0]}x{self.pad[1]}:g{self.groups}:b{self.batch}")
-
-    def resized(self, in_c: int, out_c: int) -> LayerShape:
-        groups = in_c if self.groups > 1 and self.groups == self.in_c == self.out_c else self.groups  # depthwise
-        return LayerShape(self.kind, in_c, out_c, self.h, self.w, self.k, self.stride, self.pad, groups, self.batch)
 
 
 def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, LayerShape]:
@@ -76,51 +51,41 @@ def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dic
     return shapes
 
 
-def machine_key(runtime: str, threads: int) -> str:
-    """What a cached table is valid for: the CPU (or, for ``cuda``, the GPU with torch's CUDA and cuDNN
-    versions), the runtime's version and the threads. Another machine or library version gets a new table."""
-    import onnxruntime
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}|{os.cpu_count()}|onnxruntime {onnxruntime.__version__}|{runtime}|{threads} threads"
-    if runtime == "cuda":
-        text += "|" + cuda_identity()
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def cuda_identity() -> str:
-    """The current GPU and the libraries that decide its kernels (name, capability, torch, CUDA, cuDNN)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no cuda"
-    d = torch.cuda.current_device()
-    return (f"{torch.cuda.get_device_name(d)}|sm{''.join(map(str, torch.cuda.get_device_capability(d)))}|"
-            f"torch {torch.__version__}|cuda {torch.version.cuda}|cudnn {torch.backends.cudnn.version()}")
-
-
 class LatencyTable:
-    """Layer shape → median latency in ms on ``runtime`` with ``threads`` intra-op threads, cached on disk."""
+    """Layer shape → latency in ms on ``runtime`` with ``threads`` intra-op threads, cached on disk. A runtime
+    with a ``table_proxy`` (an int8 one) is timed by that runtime's layers, and says so in :attr:`timed_on`."""
+
+    fixed: str | None = None  # the file of a target-device table (lookups only)
+    device: dict | None = None
+    grid: tuple[int, str] | None = None  # a target-device table's channel grid (multiple, how it was found)
 
     def __init__(self, runtime: str = "onnxruntime-cpu", threads: int = 1, path: str | None = None,
                  budget_ms: float = 60.0):
         from prunekit.files import cache_dir
 
-        if runtime == "onnxruntime-cpu-int8":
-            runtime = "onnxruntime-cpu"  # layers are timed in fp32: an approximation for int8 deployments
-        if runtime not in ("onnxruntime-cpu", "cuda"):
-            raise PrunekitError(f"no latency table for runtime {runtime!r}")
-        self.runtime, self.threads, self.budget_ms = runtime, threads, budget_ms
-        self.path = path or os.path.join(cache_dir(), "latency", f"{machine_key(runtime, threads)}.json")
+        rt = get_runtime(runtime)
+        self.runtime, self.threads, self.budget_ms = rt.name, threads, budget_ms
+        self.timer = get_runtime(rt.table_proxy or rt.name)
+        self.timed_on = self.timer.name
+        self._path = path
+        self._cache_dir = cache_dir()
         self.entries: dict[str, float] = {}
         self.measured = 0  # shapes timed by this object (the rest came from the cache)
         self._dirty = False
+        if path and path != os.devnull:
+            self._load(path)
+        self._loaded = path is not None
+
+    @property
+    def path(self) -> str:
+        """The cache file: named by the timing runtime's fingerprint (computed on first use)."""
+        if self._path is None:
+            self._path = os.path.join(self._cache_dir, "latency", f"{self.timer.require().key(self.threads)}.json")
+        return self._path
+
+    def _load(self, path: str) -> None:
         try:
-            with open(self.path) as f:
+            with open(path) as f:
                 data = json.load(f)
             self.entries = {k: float(v) for k, v in data.get("entries", {}).items()}
         except (OSError, ValueError, AttributeError):
@@ -132,14 +97,19 @@ class LatencyTable:
         here; a shape it lacks is an error naming it."""
         doc = read_table(path)
         table = cls(doc.get("runtime", "onnxruntime-cpu"), int(doc.get("threads", 1)), path=os.devnull)
-        table.entries, table.fixed, table.device = doc["entries"], path, doc.get("device", {})
-        table.nchwc = doc.get("device", {}).get("nchwc_block"), doc.get("device", {}).get("detected", "")
+        device = doc.get("device", {})
+        table.entries, table.fixed, table.device = doc["entries"], path, device
+        grid = device.get("grid") or {}
+        multiple = grid.get("multiple", device.get("nchwc_block"))
+        table.grid = (int(multiple), grid.get("detected", device.get("detected", ""))) if multiple else None
         return table
 
-    fixed: str | None = None  # the file of a target-device table (lookups only)
-    device: dict | None = None
-
     def ms(self, shape: LayerShape) -> float:
+        if shape.empty:
+            return 0.0
+        if not self._loaded:
+            self._load(self.path)
+            self._loaded = True
         key = shape.key()
         if key not in self.entries and self.fixed:
             raise PrunekitError(f"the latency table {self.fixed} has no entry for the layer shape {key}: build it "
@@ -156,99 +126,29 @@ class LatencyTable:
     def save(self) -> None:
         if self._dirty and not self.fixed:
             try:
-                atomic_write_json(self.path, {"runtime": self.runtime, "threads": self.threads,
+                atomic_write_json(self.path, {"runtime": self.runtime, "timed_on": self.timed_on,
+                                              "threads": self.threads,
+                                              "fingerprint": self.timer.fingerprint(self.threads),
                                               "entries": dict(sorted(self.entries.items()))})
             except OSError:
                 pass  # a cache we cannot write only costs re-measuring
             self._dirty = False
 
-    # ------------------------------------------------------------------------------------ measuring
     def _measure(self, shape: LayerShape) -> float:
-        if self.runtime == "cuda":
-            return self._measure_cuda(shape)
-        x = np.random.default_rng(0).standard_normal(_input_dims(shape)).astype(np.float32)
-        times = {}
-        with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:
-            for what in ("layer", "call"):  # the layer, and the cost of a call that does nothing with x
-                path = os.path.join(d, f"{what}.onnx")
-                _save_layer_onnx(shape, path, identity=what == "call")
-                sess = session(path, self.threads)
-                times[what] = _time(lambda sess=sess: sess.run(None, {"x": x}), self.budget_ms)
-        # a model runs its layers in one call: count each layer's own time, not the call's fixed cost
-        return max(times["layer"] - times["call"], 0.05 * times["layer"])
-
-    def _measure_cuda(self, shape: LayerShape) -> float:
-        """The layer as the whole model runs on CUDA (bf16 autocast, channels_last: what
-        :func:`prunekit.deploy.bench.model_latency_ms` times), less the fixed cost of one such call."""
-        import torch
-
-        if not torch.cuda.is_available():
-            raise PrunekitError("a CUDA latency table needs a CUDA GPU on this machine")
-        fmt = torch.channels_last if shape.kind == "conv" else torch.contiguous_format
-        layer = _torch_layer(shape).cuda().eval().to(memory_format=fmt)
-        x = torch.randn(*_input_dims(shape), device="cuda").contiguous(memory_format=fmt)
-        times = {}
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            for what, fn in (("layer", layer), ("call", torch.amax)):
-                def call(fn=fn):
-                    fn(x)
-                    torch.cuda.synchronize()
-                times[what] = _time(call, self.budget_ms)
-        return max(times["layer"] - times["call"], 0.05 * times["layer"])
+        return self.timer.require().layer_ms(shape, self.threads, self.budget_ms)
 
 
 def table_for(runtime: str, threads: int, path: str | None = None) -> LatencyTable:
-    """The table a job plans with: the target device's file (``--latency-table``), else this machine's cache."""
-    return LatencyTable.from_file(path) if path else LatencyTable(runtime, threads)
-
-
-def _input_dims(s: LayerShape) -> tuple[int, ...]:
-    return (s.batch, s.in_c, s.h, s.w) if s.kind == "conv" else (s.batch * s.h, s.in_c)
-
-
-def _time(fn, budget_ms: float) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < 5 or (len(times) < 200 and (time.perf_counter() - start) * 1000 < budget_ms):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
-
-
-def _save_layer_onnx(s: LayerShape, path: str, identity: bool = False) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(_input_dims(s)))
-    if identity:  # reads x, returns one number: the fixed cost of a call
-        graph = helper.make_graph([helper.make_node("ReduceMax", ["x"], ["y"], keepdims=0)], "call", [x_info],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-        return
-    if s.kind == "conv":
-        w = rng.standard_normal((s.out_c, s.in_c // s.groups, *s.k)).astype(np.float32)
-        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=list(s.k), strides=list(s.stride),
-                                pads=[s.pad[0], s.pad[1], s.pad[0], s.pad[1]], group=s.groups)
-    else:
-        w = rng.standard_normal((s.out_c, s.in_c)).astype(np.float32)
-        node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(s.out_c, np.float32), "b")]
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                              list(_input_dims(s)))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-
-
-def _torch_layer(s: LayerShape):
-    import torch.nn as nn
-
-    if s.kind == "conv":
-        return nn.Conv2d(s.in_c, s.out_c, s.k, s.stride, s.pad, groups=s.groups)
-    return nn.Linear(s.in_c, s.out_c)
+    """The table a job plans with: the target device's file (``--latency-table``), else this machine's cache.
+    A file measured on another runtime than ``runtime`` (or the runtime whose layers time it) is refused."""
+    if not path:
+        return LatencyTable(runtime, threads)
+    table = LatencyTable.from_file(path)
+    rt = get_runtime(runtime)
+    if table.runtime not in (rt.name, rt.table_proxy):
+        raise PrunekitError(f"{path} holds {table.runtime} timings: use it with --runtime {table.runtime} (or "
+                            f"measure a table for {rt.name} with prunekit latency-table --runtime {rt.name})")
+    return table
 
 
 def predict_ms(dense_ms: float, table_dense: float, table_model: float) -> float:
@@ -273,10 +173,6 @@ def fixed_and_scaled(points: list[tuple[float, float]]) -> tuple[float, float]:
         if per > 0:
             return max(float(fixed), 0.0), float(per)
     return 0.0, float(y[0] / x[0]) if x[0] > 0 else 1.0
-
-
-def shapes_to_dict(shapes: dict[str, LayerShape]) -> dict[str, dict]:
-    return {k: asdict(v) for k, v in shapes.items()}
 
 
 def read_table(path: str) -> dict:

@@ -1,11 +1,12 @@
-"""Latency tables measured on the target device (``prunekit latency-table``), with onnx + onnxruntime alone.
+"""Latency tables measured on the target device (``prunekit latency-table``): onnx and the runtime, no torch.
 
 A user who prunes on an x86 workstation for an ARM board needs the board's layer timings and channel block,
 not the workstation's (NVIDIA HALP measures its lookup table on the target). This module reads the layer
 shapes of an fp32 ONNX model (Conv and Gemm nodes, spatial sizes from ONNX shape inference), adds every
-width a plan may give those layers on the channel grid (``--round-to``), times each shape in onnxruntime
-exactly as :class:`~prunekit.deploy.latency.LatencyTable` does, and writes one JSON file with the device's
-CPU, onnxruntime version and NCHWc block. No torch is imported: it runs wherever onnxruntime does.
+width a plan may give those layers on the channel grid (``--round-to``), times each shape on ``--runtime``
+(onnxruntime or OpenVINO) exactly as :class:`~prunekit.deploy.latency.LatencyTable` does, and writes one JSON
+file with the device's CPU, the runtime's fingerprint and its channel grid (measured there, for OpenVINO). No
+torch is imported: it runs wherever the runtime does.
 
 ``prunekit prune --latency-table table.json`` then plans and aligns from that file
 (:meth:`LatencyTable.from_file`, which reads the file with :func:`~prunekit.deploy.latency.read_table`: a shape the
@@ -14,16 +15,14 @@ file lacks is refused by name, never measured locally).
 from __future__ import annotations
 
 import os
-import platform
 import time
 
-
 from prunekit.deploy.latency import TABLE_FORMAT, LatencyTable, LayerShape
-from prunekit.deploy.runtime import candidate_widths, nchwc_block
+from prunekit.deploy.runtime import candidate_widths
 from prunekit.errors import PrunekitError
 from prunekit.files import atomic_write_json
 from prunekit.progress import info
-
+from prunekit.runtimes import cpu_info, get_runtime
 
 
 def _attr(node, name: str, default):
@@ -94,17 +93,13 @@ def candidate_shapes(shapes: list[LayerShape], round_to: int) -> list[LayerShape
     return list(out.values())
 
 
-def device_info() -> dict:
-    import onnxruntime
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    block, how = nchwc_block()
-    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
-            "nchwc_block": block, "detected": how}
+def device_info(runtime: str = "onnxruntime-cpu", threads: int = 1) -> dict:
+    """This device as a table records it: the CPU, the runtime's fingerprint and its channel grid."""
+    rt = get_runtime(runtime).require()
+    timer = get_runtime(rt.table_proxy or rt.name)
+    grid = rt.grid(threads)
+    return {**cpu_info().to_dict(), "fingerprint": timer.fingerprint(threads), "grid": grid.to_dict(),
+            **timer.versions()}
 
 
 def source_onnx(source: str, tmp_dir: str) -> str:
@@ -129,31 +124,33 @@ def source_onnx(source: str, tmp_dir: str) -> str:
     return path
 
 
-def build_table(onnx_path: str, out: str, *, threads: int = 1, batch: int = 1, round_to: int | str = "auto",
-                budget_ms: float = 60.0, max_shapes: int = 5000) -> dict:
-    """Time every candidate shape of ``onnx_path``'s layers here and write the table to ``out``."""
+def build_table(onnx_path: str, out: str, *, runtime: str = "onnxruntime-cpu", threads: int = 1, batch: int = 1,
+                round_to: int | str = "auto", budget_ms: float = 60.0, max_shapes: int = 5000) -> dict:
+    """Time every candidate shape of ``onnx_path``'s layers here on ``runtime`` and write the table to ``out``."""
     from prunekit.config.choices import parse_round_to
 
     if threads < 1 or batch < 1 or budget_ms <= 0:
         raise PrunekitError("--threads and --batch must be positive integers and --budget-ms positive")
-    dev = device_info()
+    if get_runtime(runtime).artifact != "onnx":
+        raise PrunekitError(f"--runtime {runtime} runs PyTorch modules: prunekit latency-table times ONNX runtimes")
+    dev = device_info(runtime, threads)
     step = parse_round_to(round_to)
-    step = dev["nchwc_block"] if step == "auto" else step
+    step = dev["grid"]["multiple"] if step == "auto" else step
     shapes = candidate_shapes(onnx_layer_shapes(onnx_path, batch), step)
     if len(shapes) > max_shapes:
         raise PrunekitError(f"{len(shapes)} layer shapes to time (more than --max-shapes {max_shapes}): use a "
                             "coarser --round-to")
-    table = LatencyTable("onnxruntime-cpu", threads, path=os.devnull, budget_ms=budget_ms)
-    table.entries = {}
+    table = LatencyTable(runtime, threads, path=os.devnull, budget_ms=budget_ms)
     info(f"timing {len(shapes)} layer shapes of {onnx_path} at batch {batch} on this device ({dev['cpu']}, "
-         f"onnxruntime {dev['onnxruntime']}, widths on a grid of {step})")
+         f"{table.timed_on}, widths on a grid of {step})")
     t0, entries = time.perf_counter(), {}
     for i, s in enumerate(shapes, 1):
         entries[s.key()] = table._measure(s)
         if i % 50 == 0 or i == len(shapes):
             info(f"latency-table: {i}/{len(shapes)} shapes, {time.perf_counter() - t0:.0f} s", "latency-table",
                  step=i, total=len(shapes))
-    doc = {"prunekit_latency_table": TABLE_FORMAT, "runtime": "onnxruntime-cpu", "threads": threads, "batch": batch,
+    doc = {"prunekit_latency_table": TABLE_FORMAT, "runtime": table.runtime, "timed_on": table.timed_on,
+           "threads": threads, "batch": batch,
            "round_to": step, "source": os.path.basename(onnx_path), "device": dev,
            "seconds": time.perf_counter() - t0, "entries": dict(sorted(entries.items()))}
     atomic_write_json(out, doc)

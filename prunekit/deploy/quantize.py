@@ -19,7 +19,7 @@ import numpy as np
 
 from prunekit.errors import PrunekitError, VerificationError, describe
 from prunekit.files import check_writable_location, default_mode
-from prunekit.deploy.ortsession import session
+from prunekit.runtimes.onnxruntime_cpu import session
 from prunekit.progress import info
 
 METHODS = ("minmax", "entropy", "percentile")

@@ -11,9 +11,34 @@ from prunekit.errors import PrunekitError, user_input
 DEFAULT_IMAGENET_SIZE = (3, 224, 224)
 
 
+def _torchvision_branches() -> None:
+    """torchvision's residual blocks whose branch a plan may drop (:mod:`prunekit.core.branches`)."""
+    from torchvision.models import mobilenetv2, resnet
+
+    from prunekit.core.branches import BRANCH_KINDS, BranchSpec, register_branch
+
+    if resnet.BasicBlock in BRANCH_KINDS:
+        return
+    register_branch(resnet.BasicBlock, lambda b: BranchSpec(
+        inner="conv1", layers=("conv1", "bn1", "conv2", "bn2"), tail=("conv2", "bn2"),
+        shortcut="downsample" if b.downsample is not None else None, post="relu"))
+    register_branch(resnet.Bottleneck, lambda b: BranchSpec(
+        inner="conv1", layers=("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"),
+        tail=("conv2", "bn2", "relu", "conv3", "bn3"),
+        shortcut="downsample" if b.downsample is not None else None, post="relu"))
+
+    def inverted(b):
+        if not b.use_res_connect or len(b.conv) != 4:  # identity shortcut and an expand conv that opens the branch
+            return None
+        return BranchSpec(inner="conv.0.0", layers=("conv.0.0", "conv.0.1", "conv.1.0", "conv.1.1", "conv.2", "conv.3"),
+                          tail=("conv.2", "conv.3"), shortcut=None, post="none")
+    register_branch(mobilenetv2.InvertedResidual, inverted)
+
+
 def build_torchvision(name: str, num_classes: int | None) -> nn.Module:
     import torchvision
 
+    _torchvision_branches()
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise PrunekitError(f"unknown torchvision classification model {name!r}")
     kwargs = {"weights": None}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from prunekit.core.branches import BranchSpec, register_branch
 from prunekit.models.registry import register_model
 
 # (expansion, out_channels, blocks, stride)
@@ -35,6 +36,17 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
         return x + out if self.use_residual else out
+
+
+def _branch(block: InvertedResidual) -> BranchSpec | None:
+    """The residual branch of an expanding block with an identity shortcut (its expand conv opens it)."""
+    if not block.use_residual or len(block.conv) != 3:
+        return None
+    return BranchSpec(inner="conv.0.0", layers=("conv.0.0", "conv.0.1", "conv.1.0", "conv.1.1", "conv.2.0", "conv.2.1"),
+                      tail=("conv.2.0", "conv.2.1"), shortcut=None, post="none")
+
+
+register_branch(InvertedResidual, _branch)
 
 
 class CifarMobileNetV2(nn.Module):

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
+from prunekit.core.branches import BranchSpec, register_branch
 from prunekit.core.graph import register_pruner
 from prunekit.models.registry import register_model
 
@@ -97,6 +98,10 @@ class BasicBlock(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
+
+
+register_branch(BasicBlock, lambda block: BranchSpec(
+    inner="conv1", layers=("conv1", "bn1", "conv2", "bn2"), tail=("conv2", "bn2"), shortcut="shortcut", post="relu"))
 
 
 class CifarResNet(nn.Module):

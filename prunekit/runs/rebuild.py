@@ -35,7 +35,7 @@ def load(path: str, *, trust_pickle: bool = False, trust_code: bool = False) -> 
     spec = spec_of(payload, path)
     model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code, named_by=path).eval()
     with user_input(f"cannot rebuild the pruned model of {path}"):
-        replay(model, payload["history"], tuple(int(d) for d in payload["input_size"]))
+        replay(model, payload["history"], tuple(int(d) for d in payload["input_size"]), payload.get("dropped", []))
     state = OrderedDict(payload["state_dict"])
     meta = payload.get("metadata")
     if isinstance(meta, dict):

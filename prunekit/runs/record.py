@@ -43,6 +43,7 @@ class RunRecord:
     cost: str | None = None  # one-shot: what Algorithm 3 scaled thresholds by
     latency: dict | None = None  # one-shot latency target: predicted and measured tries
     groups: list | None = None  # one-shot: each coupled group's channels and removals
+    depth: dict | None = None  # one-shot: residual branches the plan could drop, how they were valued, dropped
     timings_s: dict | None = None  # one-shot: seconds per step
     recovery: dict | None = None  # BatchNorm re-estimation, distillation, width allocation used
     int8: dict | None = None  # prunekit quantize on the run folder: the int8 model's checks and accuracy

@@ -5,6 +5,7 @@ images of a run folder. File I/O only; rebuilding a model from them is :mod:`pru
 
     {"format": "prunekit.pruned/1", "spec": ModelSpec dict, "input_size": [C, H, W],
      "history": torch-pruning pruning history [[module, is_out_channels, [idx, ...]], ...],
+     "dropped": [residual blocks whose branch was removed (replayed after the history)],
      "state_dict": pruned weights, "metadata": {module prefix: {"version": n}}}
 
 A run folder may also hold ``check_inputs.npz`` (uint8 images and their normalisation, read with
@@ -29,11 +30,13 @@ CHECK_INPUTS = "check_inputs.npz"
 
 def save_pruned(path: str, model: nn.Module, spec, history: list) -> None:
     """Write ``pruned.pt`` atomically (``spec``: the :class:`~prunekit.models.ModelSpec` of the dense model)."""
+    from prunekit.core.branches import dropped_blocks
+
     state = model.state_dict()
     metadata = {k: dict(v) for k, v in getattr(state, "_metadata", {}).items()}
     payload = {"format": FORMAT, "spec": spec.to_dict(), "input_size": list(spec.input_size),
-               "history": history, "state_dict": {k: v.detach().cpu() for k, v in state.items()},
-               "metadata": metadata}
+               "history": history, "dropped": dropped_blocks(model),
+               "state_dict": {k: v.detach().cpu() for k, v in state.items()}, "metadata": metadata}
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix="tmp-", suffix=".pt")  # torch.save rejects some names
@@ -68,7 +71,9 @@ def read_pruned(path: str) -> dict:
         raise PrunekitError(f"{path} is not a prunekit pruned model ({FORMAT})")
     ok = (isinstance(payload.get("spec"), dict) and isinstance(payload.get("history"), list)
           and isinstance(payload.get("state_dict"), dict) and isinstance(payload.get("input_size"), (list, tuple))
-          and all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()))
+          and all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
+          and isinstance(payload.get("dropped", []), list)
+          and all(isinstance(b, str) for b in payload.get("dropped", [])))
     if not ok:
         raise PrunekitError(f"{path} is a damaged prunekit file (spec, history, state_dict or input_size missing)")
     return payload

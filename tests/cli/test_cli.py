@@ -60,7 +60,8 @@ def test_prune_then_export(tmp_path):
     assert r.exit_code == 0, r.output
     assert onnx_path.exists() and "onnxruntime matches PyTorch" in r.output
     # bench a run folder: exports its pruned and dense models, times both runtimes, interleaved
-    r = run("bench", out, "--runs", 3, "--warmup", 1, "--batch-sizes", 1, "--json")
+    r = run("bench", out, "--runs", 3, "--warmup", 1, "--batch-sizes", 1, "--runtimes", "onnxruntime-cpu,torch-cpu",
+            "--json")
     assert r.exit_code == 0, r.output
     row = json.loads(r.output)["batches"][0]
     assert {"onnxruntime", "pytorch", "speedup", "speedup_efficiency"} <= set(row)

@@ -140,13 +140,15 @@ def test_broadcast_object_outside_torchrun_is_the_object():
 
 
 def test_the_cuda_latency_table_key_names_the_gpu_and_libraries(monkeypatch):
-    from prunekit.deploy import latency
+    from prunekit.runtimes import get_runtime, torch_eager
 
-    monkeypatch.setattr(latency, "cuda_identity", lambda: "GPU-A|sm90|torch x|cuda y|cudnn z")
-    a = latency.machine_key("cuda", 1)
-    monkeypatch.setattr(latency, "cuda_identity", lambda: "GPU-B|sm80|torch x|cuda y|cudnn z")
-    assert latency.machine_key("cuda", 1) != a
-    assert latency.machine_key("onnxruntime-cpu", 1) == latency.machine_key("onnxruntime-cpu", 1)
+    cuda = get_runtime("cuda")
+    monkeypatch.setattr(torch_eager, "cuda_identity", lambda: "GPU-A|sm90|torch x|cuda y|cudnn z")
+    a = cuda.key(1)
+    monkeypatch.setattr(torch_eager, "cuda_identity", lambda: "GPU-B|sm80|torch x|cuda y|cudnn z")
+    assert cuda.key(1) != a
+    ort = get_runtime("onnxruntime-cpu")
+    assert ort.key(1) == ort.key(1) != ort.key(2)
 
 
 # ------------------------------------------------------------------------------------------- on a GPU

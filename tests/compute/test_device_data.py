@@ -49,11 +49,16 @@ def test_device_mistakes(tmp_path, args, match):
 def test_auto_is_the_cpu_here_and_recorded(tmp_path):
     if CUDA:
         pytest.skip("a GPU is present")
-    assert resolve_compute("auto").device.type == "cpu" and resolve_compute("auto").amp == "off"
+    from prunekit.runtimes import cpu_info
+
+    native = cpu_info().native_bf16
+    assert resolve_compute("auto").device.type == "cpu" and resolve_compute("auto").amp == ("bf16" if native else "off")
     r = CliRunner().invoke(main, ["prune", "resnet20", "--data", "random", "--target", "flops=0.3", "--schedule",
                                   "oneshot", "--speed-batches", "none", "--out", str(tmp_path / "run"), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["compute"] == {"device": "cpu", "amp": "off"}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["compute"] == {
+        "device": "cpu", "amp": "bf16" if native else "off",
+        "memory_format": "channels_last" if native else "contiguous", "cpu": cpu_info().model, "native_bf16": native}
 
 
 def test_vectorised_crop_flip_is_a_crop_of_the_padded_image():

@@ -21,17 +21,18 @@ def test_registries_match_the_choices():
     from prunekit.compute.device import AMP
     from prunekit.core.scoring import CRITERIA
     from prunekit.data import MODES
-    from prunekit.deploy.runtime import RUNTIMES
+    from prunekit.runtimes import RUNTIMES
 
     assert set(CRITERIA) == set(CHOICES["criterion"])
-    assert tuple(RUNTIMES) == CHOICES["runtime"]
+    assert tuple(RUNTIMES) == CHOICES["runtime"]  # the one list that is its registry's
     assert tuple(AMP) == CHOICES["amp"]
     assert tuple(MODES) == CHOICES["data_mode"]
     assert set(JOBS) == set(CHOICES["schedule"])
 
 
 @pytest.mark.parametrize("verb,option,choice", [
-    ("prune", "criterion", "criterion"), ("prune", "runtime", "runtime"), ("prune", "amp", "amp"),
+    ("prune", "criterion", "criterion"), ("prune", "runtime", "runtime"), ("latency-table", "runtime", "runtime"),
+    ("prune", "amp", "amp"),
     ("prune", "data_mode", "data_mode"), ("prune", "schedule", "schedule"), ("prune", "allocate", "allocate"),
     ("prune", "distill", "distill"), ("prune", "cost", "cost"), ("prune", "rewind", "rewind"),
     ("prune", "minimize", "minimize"), ("prune", "step_mode", "step_mode"),

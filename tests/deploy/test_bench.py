@@ -1,4 +1,4 @@
-"""Latency statistics on a fake timer (never wall-clock speed), ONNX MAC counting, and the bench verb."""
+"""ONNX MAC counting and the bench verb (the timing statistics: tests/runtimes/test_timing.py)."""
 from __future__ import annotations
 
 import json
@@ -7,25 +7,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from prunekit.deploy.bench import onnx_info, summarize, time_calls
+from prunekit.deploy.bench import onnx_info
 from prunekit.cli import main
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
 from prunekit.models import resolve_model
-
-
-def test_summary_statistics_on_known_timings():
-    st = summarize([0.001 * i for i in range(1, 101)], batch=4)  # 1 … 100 ms
-    assert st.runs == 100 and st.min_ms == pytest.approx(1) and st.max_ms == pytest.approx(100)
-    assert st.p50_ms == pytest.approx(50.5) and st.p90_ms == pytest.approx(90.1) and st.p99_ms == pytest.approx(99.01)
-    assert st.mean_ms == pytest.approx(50.5) and st.throughput == pytest.approx(4 / 0.0505)
-
-
-def test_time_calls_uses_the_clock_and_skips_warmup():
-    ticks = iter(range(0, 1000, 2))  # each call to the clock advances 2 s
-    calls = []
-    times = time_calls(lambda: calls.append(1), warmup=3, runs=5, clock=lambda: next(ticks))
-    assert len(calls) == 8 and times == [2] * 5
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,8 @@ def test_candidates_cover_every_width_on_the_grid():
 def test_a_table_reads_back_to_the_same_predictions(dense_onnx, table_file):
     model, spec, _ = dense_onnx
     doc = read_table(table_file)
-    assert doc["device"]["onnxruntime"] and doc["device"]["nchwc_block"] in (8, 16) and doc["round_to"] == 16
+    assert doc["device"]["onnxruntime"] and doc["device"]["grid"]["multiple"] in (8, 16) and doc["round_to"] == 16
+    assert doc["runtime"] == doc["timed_on"] == doc["device"]["fingerprint"]["runtime"] == "onnxruntime-cpu"
     groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
     plan = {g.root: list(range(16)) for g in groups if g.prunable and g.channels >= 32}
     local = LatencyTable("onnxruntime-cpu", 1, path=str(table_file) + ".local")

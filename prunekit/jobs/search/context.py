@@ -109,9 +109,10 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
         figures = resume["dense"]
         alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(
-            cfg.round_to, cfg.runtime, getattr(table, "nchwc", None))
+            cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)
     else:
-        alignment, figures = resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "nchwc", None)), {}
+        alignment = resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)
+        figures = {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         job.calibration_batches(cfg), check_images,
                         bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
