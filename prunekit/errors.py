@@ -23,6 +23,16 @@ class VerificationError(PrunekitError):
     exit_code = 1
 
 
+class OutOfReach(PrunekitError):
+    """A target no plan can meet (on the channel grid in use): ``closest`` is the most the best plan reaches, in
+    the target's own units (a fraction removed, a speedup). Callers relax the grid or report it; they never read
+    the message to decide."""
+
+    def __init__(self, message: str, closest: float | None = None):
+        super().__init__(message)
+        self.closest = closest
+
+
 class Interrupted(PrunekitError):
     """Ctrl-C: the message says what exists on disk (nothing, or a resumable search). Exit code 130."""
 

@@ -41,6 +41,11 @@ from prunekit.cli.output import json_output, logger, say, set_format
 @click.option("--knapsack-value", type=choice("knapsack_value"), default=option_default("knapsack_value"),
               show_default=True, help="knapsack: a channel's value is its score × the layers its group touches "
                                       "(layers) or its score alone")
+@click.option("--depth", type=choice("depth"), default=option_default("depth"), show_default=True,
+              help="one-shot: the knapsack may drop whole residual branches (auto: with a latency / speedup target)")
+@click.option("--branch-criterion", type=choice("branch_criterion"), default=option_default("branch_criterion"),
+              show_default=True, help="how a droppable branch is valued: the output change without it (ablation), "
+                                      "its share of the block's output (share), or its channels' scores (channels)")
 @click.option("--distill", type=choice("distill"), default=option_default("distill"), show_default=True,
               help="distil every retraining from the dense model (auto: whenever there is labelled data)")
 @click.option("--distill-temperature", type=float, default=option_default("distill_temperature"), show_default=True)
@@ -115,8 +120,8 @@ from prunekit.cli.output import json_output, logger, say, set_format
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
           epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
-          allocate, knapsack_value, distill, distill_temperature, distill_alpha, bn_images, group_cap, budget_epochs,
-          final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
+          allocate, knapsack_value, depth, branch_criterion, distill, distill_temperature, distill_alpha, bn_images,
+          group_cap, budget_epochs, final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
           log_format, criterion, p, calib_images, finetune_epochs, finetune_minutes, lr, batch_size, seed, round_to,
           runtime, device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches,
           overwrite, trust_code, quiet):
@@ -160,7 +165,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
                           max_rounds=option_default("max_rounds") if max_rounds is None else max_rounds,
                           time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
                           max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
-                          allocate=allocate, knapsack_value=knapsack_value, distill=distill,
+                          allocate=allocate, knapsack_value=knapsack_value, depth=depth,
+                          branch_criterion=branch_criterion, distill=distill,
                           distill_temperature=distill_temperature, distill_alpha=distill_alpha, bn_images=bn_images,
                           budget_epochs=budget_epochs, final_epochs=final_epochs,
                           rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,

@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from prunekit.deploy.runtime import candidate_widths
-from prunekit.errors import PrunekitError
+from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.core.costmodel import CostModel, Plan, reduction
 
 
@@ -174,9 +174,9 @@ def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[s
                 moves.append(((pb.loss(r, w) - pb.loss(r, widths[r])) / gain, r, w))
         if not moves:
             grid = f" with every group a multiple of {pb.round_to} channels" if pb.round_to > 1 else ""
-            raise PrunekitError(
+            raise OutOfReach(
                 f"{pb.by} target {amount:.1%} is out of reach: the best plan{grid} removes {now:.1%}"
-                + (" (try a smaller --round-to)" if pb.round_to > 1 else ""))
+                + (" (try a smaller --round-to)" if pb.round_to > 1 else ""), closest=now)
         _, r, w = min(moves)
         widths[r] = w
     while True:  # more than needed: give back what restores the most score and still meets the target
@@ -204,7 +204,7 @@ def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amou
                         None, round_to)
             plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
             return plan, T, round_to
-        except PrunekitError as e:
-            if not relax or round_to <= 1 or "out of reach" not in str(e):
+        except OutOfReach:
+            if not relax or round_to <= 1:
                 raise
             round_to //= 2

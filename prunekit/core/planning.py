@@ -15,7 +15,7 @@ import numpy as np
 
 from prunekit.config.targets import CostBasis
 from prunekit.core.costmodel import CostModel, Plan, reduction
-from prunekit.errors import PrunekitError
+from prunekit.errors import OutOfReach, PrunekitError
 
 
 def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "params") -> dict[str, float]:
@@ -100,9 +100,9 @@ def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amo
     if T is None:
         best = reduction(cost, plan(1e12), by)
         aligned = f" with every group a multiple of {round_to} channels" if round_to > 1 else ""
-        raise PrunekitError(
+        raise OutOfReach(
             f"{by} target {amount:.1%} is out of reach: pruning every prunable group as far as it goes{aligned} "
-            f"removes {best:.1%}" + (" (try a smaller --round-to)" if round_to > 1 else ""))
+            f"removes {best:.1%}" + (" (try a smaller --round-to)" if round_to > 1 else ""), closest=best)
     return plan(T), T
 
 

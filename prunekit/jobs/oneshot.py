@@ -10,7 +10,7 @@ import time
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
-from prunekit.errors import PrunekitError, VerificationError
+from prunekit.errors import OutOfReach, PrunekitError, VerificationError
 from prunekit.data.inputs import sample_images, sample_inputs, spread
 from prunekit.deploy.latency import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
@@ -218,52 +218,104 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     if dense_ms <= goal_ms:
         raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
                             f"{target.text}): nothing to prune for")
-    amount = 1 - goal_ms / dense_ms
-    tries, points = [], [(cost.dense_latency, dense_ms)]  # (table sum, measured ms) of every model timed
-    for _ in range(6):
+    search = _LatencySearch(target, goal_ms, dense_ms, cost.dense_latency, f"{cfg.runtime} at batch {batch}")
+    amount, best = 1 - goal_ms / dense_ms, None
+    for _ in range(7):
         try:
             plan, T, used = plan_to_target(scores, cost, "latency", min(amount, 0.99), round_to,
                                            cfg.round_to == "auto", cost_basis(cfg.cost, target), cfg.allocate,
                                            cfg.knapsack_value, branch_values)
-        except PrunekitError as e:
-            if "out of reach" not in str(e):
-                raise
-            raise PrunekitError(_out_of_reach(target, cfg.runtime, batch, dense_ms, points, tries)) from None
+        except OutOfReach:
+            raise PrunekitError(_out_of_reach(target, search.where, dense_ms, search.points, search.tries)) from None
+        if search.seen(plan):  # the grid gives the same plan again: nothing new to measure
+            break
         pruned, history = apply_plan(model, groups, plan, spec.input_size)
         measured, interval = measure(pruned)
         table_ms = cost.predict_latency(plan)
-        predicted = predict_ms(dense_ms, cost.dense_latency, table_ms)
-        # a miss inside the measurement's own spread is no evidence of a miss: planning again would follow noise
-        within = interval is not None and measured > goal_ms and interval[1] >= target.amount
-        tries.append({"T": T, "predicted_ms": predicted, "measured_ms": measured, "speedup": dense_ms / measured,
-                      **({"speedup_low": interval[0], "speedup_high": interval[1]} if interval else {})})
-        points.append((table_ms, measured))
-        spread = f", 90 % interval {interval[0]:.2f}–{interval[1]:.2f}×" if interval else ""
-        info(f"latency at batch {batch}: predicted {predicted:.3f} ms, measured {measured:.3f} ms (dense "
-             f"{dense_ms:.3f} ms, {dense_ms / measured:.2f}×{spread}; target {target.text})"
-             + ("; within the measurement's spread: kept" if within else ""))
-        if measured <= goal_ms or within or amount >= 0.99:
+        attempt = search.record(amount, T, plan, measured, interval, table_ms)
+        info(f"latency at batch {batch}: predicted {attempt['predicted_ms']:.3f} ms, measured {measured:.3f} ms "
+             f"(dense {dense_ms:.3f} ms, {dense_ms / measured:.2f}×"
+             + (f", 90 % interval {interval[0]:.2f}–{interval[1]:.2f}×" if interval else "") + f"; target "
+             f"{target.text})" + ("; within the measurement's spread: kept" if attempt["within_spread"] else ""))
+        if attempt["met"] and (best is None or amount < best[0]):
+            best = (amount, plan, T, used, pruned, history, attempt)
+        amount = search.next_amount(amount, attempt["met"])
+        if amount is None:
             break
-        fixed, per = fixed_and_scaled(points)
-        if fixed < goal_ms:  # the table share to remove for the fitted time to reach the goal (a step at least)
-            amount = max(amount + 0.02, 1 - (goal_ms - fixed) / per / cost.dense_latency)
-        elif len(tries) >= 2:  # measured twice: what does not shrink with channels already exceeds the goal
-            raise PrunekitError(_out_of_reach(target, cfg.runtime, batch, dense_ms, points, tries))
-        else:  # one noisy point: step on as the proportional model would
-            amount += max((measured - goal_ms) / dense_ms, 0.02)
-    last = tries[-1]
-    strict = last["measured_ms"] <= goal_ms
+    amount, plan, T, used, pruned, history, last = best or (amount, plan, T, used, pruned, history, attempt)
     return plan, T, pruned, history, {"runtime": cfg.runtime, "threads": cfg.latency_threads, "batch": batch,
-                                      "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms, **last,
-                                      "met": strict or last.get("speedup_high", 0) >= target.amount,
-                                      "within_spread": not strict and last.get("speedup_high", 0) >= target.amount,
-                                      "tries": tries}
+                                      "round_to": used, "dense_ms": dense_ms, "goal_ms": goal_ms,
+                                      **{k: v for k, v in last.items() if k != "amount"}, "tries": search.tries}
 
 
-def _out_of_reach(target: Target, runtime: str, batch: int, dense_ms: float, points, tries) -> str:
+class _LatencySearch:
+    """The one-shot search for a latency / speedup goal, as numbers: every plan measured so far, the fit of the
+    time that does not shrink with channels, and the next amount of the table to remove. A miss asks for more
+    (from the fit); a plan that overshoots by more than its spread and 5 % is followed by one between it and the
+    last miss (bisection), so the delivered plan is the least-pruned one that meets the goal. A miss inside the
+    measurement's own spread counts as met: planning again would follow the machine's noise."""
+
+    def __init__(self, target: Target, goal_ms: float, dense_ms: float, table_dense: float, where: str):
+        self.target, self.goal_ms, self.dense_ms, self.table_dense = target, goal_ms, dense_ms, table_dense
+        self.where = where  # "openvino-cpu at batch 32", for the refusal
+        self.tries: list[dict] = []
+        self.points = [(table_dense, dense_ms)]  # (table sum, measured ms) of every model timed
+        self.missed = 0.0  # the largest amount whose plan missed
+        self.met_at: float | None = None  # the smallest amount whose plan met
+        self._plans: set = set()
+
+    def seen(self, plan) -> bool:
+        key = tuple(sorted((r, len(i)) for r, i in plan.items()))
+        if key in self._plans:
+            return True
+        self._plans.add(key)
+        return False
+
+    def record(self, amount, T, plan, measured: float, interval, table_ms: float) -> dict:
+        strict = measured <= self.goal_ms
+        within = interval is not None and not strict and interval[1] >= self.target.amount
+        attempt = {"amount": amount, "T": T, "predicted_ms": predict_ms(self.dense_ms, self.table_dense, table_ms),
+                   "measured_ms": measured, "speedup": self.dense_ms / measured, "met": strict or within,
+                   "within_spread": within, **({"speedup_low": interval[0], "speedup_high": interval[1]}
+                                               if interval else {})}
+        self.tries.append(attempt)
+        self.points.append((table_ms, measured))
+        return attempt
+
+    def next_amount(self, amount: float, met: bool) -> float | None:
+        """The next share of the table to remove, or None to stop."""
+        last = self.tries[-1]
+        if met:
+            self.met_at = amount if self.met_at is None else min(self.met_at, amount)
+            low = last.get("speedup_low", last["speedup"])
+            if low <= self.target_speedup * 1.05 or self.met_at - self.missed < 0.01:
+                return None  # close enough, or nothing left between a miss and this
+            return (self.missed + self.met_at) / 2 if self.missed else None
+        self.missed = max(self.missed, amount)
+        if amount >= 0.99:
+            return None
+        fixed, per = fixed_and_scaled(self.points)
+        if fixed < self.goal_ms:  # the table share to remove for the fitted time to reach the goal (a step at least)
+            nxt = max(amount + 0.02, 1 - (self.goal_ms - fixed) / per / self.table_dense)
+        elif len(self.tries) >= 2:  # measured twice: what does not shrink with channels already exceeds the goal
+            raise PrunekitError(_out_of_reach(self.target, self.where, self.dense_ms, self.points, self.tries))
+        else:  # one noisy point: step on as the proportional model would
+            nxt = amount + max((last["measured_ms"] - self.goal_ms) / self.dense_ms, 0.02)
+        if self.met_at is not None:  # never past a plan that already met: between the two
+            nxt = min(nxt, (self.missed + self.met_at) / 2)
+            if self.met_at - self.missed < 0.01:
+                return None
+        return nxt
+
+    @property
+    def target_speedup(self) -> float:
+        return self.dense_ms / self.goal_ms
+
+
+def _out_of_reach(target: Target, where: str, dense_ms: float, points, tries) -> str:
     best = max((t["speedup"] for t in tries), default=None)
     fixed, _ = fixed_and_scaled(points)
-    text = f"{target.text} is out of reach on {runtime} at batch {batch}"
+    text = f"{target.text} is out of reach on {where}"
     if best is not None:
         text += f": the closest plan measured {best:.2f}× ({len(tries)} tr{'y' if len(tries) == 1 else 'ies'})"
     if fixed > 0:
