@@ -24,6 +24,9 @@ Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``
 1 thread) at batch 32 and 1.
 
     python benchmarks/pareto.py --speedups 1.5,2.0 --epochs 1 --out benchmarks/results
+
+With ``--runtime R`` it is the Pareto on the runtime that ships instead (``benchmarks/runtime_pareto.py``: rows
+planned for R, x = speedup over the fastest dense deployment measured in one final interleaved loop).
 """
 from __future__ import annotations
 
@@ -216,6 +219,12 @@ def plot(results: dict, path: str) -> None:
 
 
 def main() -> None:
+    import sys
+
+    if "--runtime" in sys.argv:  # the runtime that ships (issue 24): its own rows and one final timing loop
+        import runtime_pareto
+
+        return runtime_pareto.main(sys.argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet56")
     ap.add_argument("--speedups", default="1.5,2.0")

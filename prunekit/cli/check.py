@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from prunekit.cli.app import main
+from prunekit.cli.app import choice, main
 from prunekit.cli.output import log_format_option, say, say_json
 
 
@@ -20,6 +20,11 @@ from prunekit.cli.output import log_format_option, say, say_json
               help="write this model's figures as a baseline (and exit 0)")
 @click.option("--vs", default=None, help="reference ONNX model for a relative latency gate")
 @click.option("--min-speedup", type=float, default=None, help="with --vs: required p50 speedup over it")
+@click.option("--runtime", type=choice("runtime"), default="onnxruntime-cpu", show_default=True,
+              help="the runtime MODEL is timed on for --min-speedup (an ONNX runtime)")
+@click.option("--against", type=click.Choice(["same", "fastest"]), default="same", show_default=True,
+              help="--vs on the same --runtime, or on every runtime installed here, the fastest of them (int8 "
+                   "runtimes on NAME.int8.onnx beside it)")
 @click.option("--require-fast-path", is_flag=True,
               help="fail when a Conv runs off onnxruntime's NCHWc kernels (with --vs: more than in that model)")
 @click.option("--runs", type=int, default=100, show_default=True)
@@ -28,7 +33,7 @@ from prunekit.cli.output import log_format_option, say, say_json
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None,
               help="also write a Markdown summary (for a CI job to post)")
 def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tolerance, write_baseline, vs,
-          min_speedup, require_fast_path, runs, threads, as_json, md_path):
+          min_speedup, runtime, against, require_fast_path, runs, threads, as_json, md_path):
     """CI gate: fail (exit 1) when MODEL.onnx grows past its budget or baseline, or is not fast enough.
 
     \b
@@ -37,6 +42,7 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
       prunekit check model.onnx --write-baseline size-baseline.json
       prunekit check model.onnx --baseline size-baseline.json --tolerance 2%
       prunekit check model.onnx --max-macs 60e6 --vs dense.onnx --min-speedup 1.5 --markdown summary.md
+      prunekit check model.onnx --vs dense.onnx --min-speedup 1.2 --runtime openvino-cpu --against fastest
     """
     from prunekit.deploy import gate
     from prunekit.files import atomic_write_bytes, atomic_write_json
@@ -48,7 +54,7 @@ def check(model, max_params, max_macs, max_bytes, max_latency_ms, baseline, tole
             f"bytes {actual['bytes']:,}")
         return
     rows, actual = gate.run_checks(model, gate.Budgets(max_params, max_macs, max_bytes, max_latency_ms), baseline,
-                                   tolerance, vs, min_speedup, require_fast_path, runs, threads)
+                                   tolerance, vs, min_speedup, require_fast_path, runs, threads, runtime, against)
     if md_path:
         atomic_write_bytes(md_path, gate.markdown(model, rows).encode())
     if as_json:

@@ -199,6 +199,8 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
              params={"dense": run["dense"]["params"], "pruned": run["pruned"]["params"]},
              macs={"dense": run["dense"]["macs"], "pruned": run["pruned"]["macs"]}, accuracy=acc or None,
              speedup={str(r["batch"]): r["speedup"] for r in (run.get("speed") or {}).get("batches", [])},
+             over_fastest_dense={str(r["batch"]): {"speedup": r["over_fastest_dense"], **r["fastest_dense"]}
+                                 for r in (run.get("speed") or {}).get("batches", []) if "over_fastest_dense" in r},
              search={k: sr[k] for k in ("schedule", "rounds", "chosen_round", "stopped", "wall_s")} if sr else None)
         return
     for line in lines:

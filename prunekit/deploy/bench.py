@@ -43,33 +43,33 @@ def measure_pair(paths: dict[str, str], input_size: tuple[int, int, int], batch:
 
 
 @contextlib.contextmanager
-def deployables(runtime, models: dict, input_size: tuple[int, ...], calibration: np.ndarray | None = None):
-    """What ``runtime`` runs for each PyTorch model: the module itself (PyTorch runtimes), else its ONNX export
-    in a temporary folder (the INT8 QDQ file for an int8 runtime, calibrated on ``calibration``, else on random
-    inputs: calibration values do not change the time)."""
-    rt = get_runtime(runtime).require()
-    if rt.artifact == "torch":
-        yield dict(models)
-        return
+def deployables(runtimes, models: dict, input_size: tuple[int, ...], calibration: np.ndarray | None = None):
+    """runtime name → {tag → what that runtime runs for each PyTorch model}: the module itself (PyTorch runtimes),
+    else its ONNX export in a temporary folder (TorchScript exporter, fast), or for an int8 runtime the INT8 QDQ
+    file, calibrated on ``calibration``, else on random inputs (calibration values do not change the time).
+    Each model is exported (and quantized) once, whatever the number of runtimes."""
+    rts = [get_runtime(r).require() for r in ([runtimes] if isinstance(runtimes, str) else runtimes)]
     import tempfile
 
-    import torch
-
-    from prunekit.deploy.export import export_onnx
-
     with tempfile.TemporaryDirectory(prefix="prunekit-speed-") as d:
-        paths = {}
-        for tag, model in models.items():
-            paths[tag] = os.path.join(d, f"{tag}.onnx")
-            export_onnx(model, torch.randn(2, *input_size), paths[tag], exporter="torchscript")
-            if rt.quantized:
-                from prunekit.deploy.quantize import int8_path, quantize_onnx
+        fp32, int8 = {}, {}
+        if any(rt.artifact == "onnx" for rt in rts):
+            import torch
 
-                calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
-                    (32, *input_size)).astype(np.float32)
-                quantize_onnx(paths[tag], int8_path(paths[tag]), calib, calib[:8])
-                paths[tag] = int8_path(paths[tag])
-        yield paths
+            from prunekit.deploy.export import export_onnx
+
+            for tag, model in models.items():
+                fp32[tag] = os.path.join(d, f"{tag}.onnx")
+                export_onnx(model, torch.randn(2, *input_size), fp32[tag], exporter="torchscript")
+        if any(rt.quantized for rt in rts):
+            from prunekit.deploy.quantize import int8_path, quantize_onnx
+
+            calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+                (32, *input_size)).astype(np.float32)
+            for tag, path in fp32.items():
+                int8[tag] = int8_path(path)
+                quantize_onnx(path, int8[tag], calib, calib[:8])
+        yield {rt.name: dict(models) if rt.artifact == "torch" else int8 if rt.quantized else fp32 for rt in rts}
 
 
 def budgeted_runs(runners: dict, shape: tuple[int, ...], budget_s: float, least: int, most: int) -> int:
@@ -79,26 +79,51 @@ def budgeted_runs(runners: dict, shape: tuple[int, ...], budget_s: float, least:
     return int(min(most, max(least, budget_s / max(per_round, 1e-6))))
 
 
+def baseline_runtimes(runtime: str) -> list[str]:
+    """The other dense deployments a pruned model is compared with: every ONNX runtime installed here (OpenVINO
+    at its default precision, the one its users ship), besides ``runtime`` itself."""
+    from prunekit.runtimes import available_runtimes
+
+    return [r.name for r in available_runtimes("onnx", frontier=True) if r.name != runtime]
+
+
 def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
                   batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0,
-                  calibration: np.ndarray | None = None, least: int = 3, most: int = 30) -> dict:
+                  calibration: np.ndarray | None = None, least: int = 3, most: int = 30,
+                  baselines: bool = False) -> dict:
     """Dense vs pruned on the deployment runtime, interleaved, ``budget_s`` seconds per batch size: what
     ``prune`` reports at its end and measures its speedup targets with. The speedup is the median of the
-    paired ratios, with its 90 % interval (``low``, ``high``): how far another measurement could land."""
+    paired ratios, with its 90 % interval (``low``, ``high``): how far another measurement could land. With
+    ``baselines``, the dense model also runs on every other ONNX runtime here, in the same loop, and each batch
+    says which dense deployment was fastest and the pruned model's speedup over it."""
+    from prunekit.deploy.frontier import fastest_dense, key
+
     rt = get_runtime(runtime)
     result = {"runtime": rt.name, "threads": threads, "batches": []}
     if rt.missing():
         if rt.artifact == "torch":  # a GPU runtime on a machine without one: time it where it ships
             return {**result, "skipped": f"{rt.missing()}: time it where it ships (prunekit bench)"}
         rt.require()
-    with deployables(rt, {"dense": dense, "pruned": pruned}, input_size, calibration) as artifacts:
+    others = baseline_runtimes(rt.name) if baselines and rt.artifact == "onnx" else []
+    with deployables([rt.name, *others], {"dense": dense, "pruned": pruned}, input_size, calibration) as files:
+        artifacts = {key(rt.name, tag): a for tag, a in files[rt.name].items()}
+        artifacts.update({key(o, "dense"): files[o]["dense"] for o in others})
         for b in batches:
             shape = (b, *input_size)
-            runners = {k: rt.load(a, threads, shape) for k, a in artifacts.items()}
+            runners = {k: get_runtime(k.partition("|")[0]).load(a, threads, shape) for k, a in artifacts.items()}
             runs = budgeted_runs(runners, shape, budget_s, least, most)
             measured = time_runners(runners, shape, 2, runs)
-            result["batches"].append(speed_row(b, measured))
-            result["precision"] = measured.precision["pruned"]
+            row = speed_row(b, measured, key(rt.name, "dense"), key(rt.name, "pruned"))
+            if others:
+                best = fastest_dense(measured)
+                sp = measured.speedup(best, key(rt.name, "pruned"))
+                row.update(fastest_dense={"runtime": best.partition("|")[0], "precision": measured.precision[best],
+                                          "ms": measured.stats[best].p50_ms},
+                           over_fastest_dense=sp.value, over_fastest_low=sp.low, over_fastest_high=sp.high,
+                           dense_ms_by_runtime={k.partition("|")[0]: st.p50_ms for k, st in measured.stats.items()
+                                                if k.endswith("|dense")})
+            result["batches"].append(row)
+            result["precision"] = measured.precision[key(rt.name, "pruned")]
     return result
 
 
@@ -207,8 +232,9 @@ def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "on
                      batch: int = 1, runs: int = 50) -> float:
     """p50 latency (ms) of a PyTorch model on the deployment runtime (exported, and quantized for an int8 one,
     when the runtime runs ONNX files)."""
-    with deployables(runtime, {"m": model}, input_size) as artifacts:
-        return get_runtime(runtime).measure(artifacts, input_size, batch, threads, 10, runs).stats["m"].p50_ms
+    with deployables(runtime, {"m": model}, input_size) as files:
+        return get_runtime(runtime).measure(files[get_runtime(runtime).name], input_size, batch, threads, 10,
+                                            runs).stats["m"].p50_ms
 
 
 def _cuda_row(stats: dict[str, LatencyStats]) -> dict:
@@ -223,7 +249,13 @@ def speed_summary(speed: dict | None) -> str:
     parts = ", ".join(f"{r['speedup']:.2f}× (batch {r['batch']})" for r in speed["batches"])
     slower = [r["batch"] for r in speed["batches"] if r["speedup"] < 1]
     text = f"speedup {parts} on {speed['runtime']}"
-    return text + (f" — SLOWER than dense at batch {', '.join(map(str, slower))}" if slower else "")
+    text += f" — SLOWER than dense at batch {', '.join(map(str, slower))}" if slower else ""
+    over = [r for r in speed["batches"] if "over_fastest_dense" in r]
+    if over:
+        text += "; over the fastest dense deployment " + ", ".join(
+            f"{r['over_fastest_dense']:.2f}× (batch {r['batch']}: {r['fastest_dense']['runtime']}, "
+            f"{r['fastest_dense']['precision']})" for r in over)
+    return text
 
 
 def measure_torch_cuda(models: dict, input_size: tuple[int, int, int], batch: int, *, dtype: str = "fp32",

@@ -94,9 +94,7 @@ def choose_runtimes(requested: tuple[str, ...] | None, with_int8: bool, with_tor
                 raise PrunekitError(f"--runtimes {name} times PyTorch models: give a run folder")
         return chosen, {}
     chosen, skipped = [], {}
-    for rt in available_runtimes("onnx"):
-        if rt.precision == "fp32" and rt.family == "openvino":
-            continue  # OpenVINO's default precision is the one users ship; f32 on request
+    for rt in available_runtimes("onnx", frontier=True):
         if rt.quantized and not int8_ok:
             skipped[rt.name] = "no INT8 files beside the models (prunekit quantize, or bench a run folder)"
             continue

@@ -75,14 +75,47 @@ def check_figures(actual: dict, budgets: dict[str, float | None], baseline: dict
     return rows
 
 
-def check_speedup(path: str, reference: str, min_speedup: float, runs: int, threads: int) -> Verdict:
-    from prunekit.deploy.bench import measure_pair, onnx_info
+def reference_runtimes(reference: str, runtime: str, against: str) -> dict[str, str]:
+    """runtime → the reference file it runs: ``same`` the ``--vs`` file on ``runtime``; ``fastest`` the ``--vs``
+    file on every ONNX runtime installed here (int8 runtimes on ``NAME.int8.onnx`` beside it, when there is one)."""
+    from prunekit.deploy.quantize import int8_path
+    from prunekit.runtimes import available_runtimes, get_runtime
 
+    if against == "same":
+        return {get_runtime(runtime).require().name: reference}
+    out = {}
+    for rt in available_runtimes("onnx", frontier=True):
+        path = int8_path(reference) if rt.quantized else reference
+        if os.path.isfile(path):
+            out[rt.name] = path
+    return out
+
+
+def check_speedup(path: str, reference: str, min_speedup: float, runs: int, threads: int,
+                  runtime: str = "onnxruntime-cpu", against: str = "same", batch: int = 1) -> Verdict:
+    """MODEL on ``runtime`` vs the reference (``--vs``) on the same runtime, or on whichever runtime runs it
+    fastest (``against="fastest"``): median of the paired ratios of interleaved calls, with its 90 % interval."""
+    from prunekit.deploy.bench import onnx_info
+    from prunekit.deploy.frontier import key, split
+    from prunekit.runtimes import get_runtime
+    from prunekit.runtimes.base import time_runners
+
+    if against not in ("same", "fastest"):
+        raise PrunekitError(f"--against must be same or fastest, got {against!r}")
     size = onnx_info(path)["input_size"]
-    stats = measure_pair({"model": path, "reference": reference}, size, 1, threads, warmup=10, runs=runs)
-    speedup = stats["reference"].p50_ms / stats["model"].p50_ms
-    return Verdict("speedup (batch 1, p50)", f"≥ {min_speedup:g}×", speedup, speedup >= min_speedup,
-                   f"{stats['model'].p50_ms:.3f} ms vs {stats['reference'].p50_ms:.3f} ms, {runs} runs interleaved")
+    shape = (batch, *size)
+    rt = get_runtime(runtime).require()
+    artifacts = {key(r, "reference"): p for r, p in reference_runtimes(reference, runtime, against).items()}
+    artifacts[key(rt.name, "model")] = path
+    runners = {k: get_runtime(split(k)[0]).load(a, threads, shape) for k, a in artifacts.items()}
+    measured = time_runners(runners, shape, 10, runs)
+    refs = [k for k in measured.stats if split(k)[1] == "reference"]
+    best = min(refs, key=lambda k: measured.stats[k].p50_ms)
+    sp = measured.speedup(best, key(rt.name, "model"))
+    where = rt.name if against == "same" else f"{rt.name}, vs the fastest of {len(refs)} runtimes: {split(best)[0]}"
+    return Verdict(f"speedup (batch {batch}, p50)", f"≥ {min_speedup:g}×", sp.value, sp.value >= min_speedup,
+                   f"{measured.stats[key(rt.name, 'model')].p50_ms:.3f} ms vs {measured.stats[best].p50_ms:.3f} ms "
+                   f"on {where}; 90 % interval {sp.low:.2f}–{sp.high:.2f}×, {runs} runs interleaved")
 
 
 def check_fast_path(path: str, reference: str | None = None) -> Verdict:
@@ -141,7 +174,8 @@ class Budgets:
 
 def run_checks(model: str, budgets: Budgets, baseline: str | None = None, tolerance: str | None = "0%",
                vs: str | None = None, min_speedup: float | None = None, require_fast_path: bool = False,
-               runs: int = 100, threads: int = 1) -> tuple[list[Verdict], dict]:
+               runs: int = 100, threads: int = 1, runtime: str = "onnxruntime-cpu",
+               against: str = "same") -> tuple[list[Verdict], dict]:
     """Every check ``prunekit check`` was asked for, in order: (verdicts, the model's figures)."""
     from prunekit.files import require_finite
 
@@ -167,7 +201,7 @@ def run_checks(model: str, budgets: Budgets, baseline: str | None = None, tolera
     if require_fast_path:
         rows.append(check_fast_path(model, vs))
     if vs and min_speedup is not None:
-        rows.append(check_speedup(model, vs, min_speedup, runs, threads))
+        rows.append(check_speedup(model, vs, min_speedup, runs, threads, runtime, against))
     if not rows:
         raise PrunekitError("nothing to check: give a budget (--max-…), --baseline, --require-fast-path, "
                             "or --vs with --min-speedup")

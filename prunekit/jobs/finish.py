@@ -48,7 +48,9 @@ def layer_channels(before, after) -> list[dict]:
 
 
 def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | None = None) -> dict | None:
-    """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds); warns when pruned is slower."""
+    """Dense vs pruned on ``cfg.runtime`` at ``cfg.speed_batches`` (a few seconds), with the dense model on every
+    other ONNX runtime here in the same loop (the fastest dense deployment, and what pruning adds over it: not
+    with a latency table of another device, whose runtime this machine is not); warns when pruned is slower."""
     if not cfg.speed_batches:
         return None
     from prunekit.deploy.bench import compare_speed, speed_summary
@@ -56,7 +58,7 @@ def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | 
     info(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")
     calib = bundle.tensor(bundle.calibration(64, cfg.seed)).numpy() if bundle is not None else None
     speed = compare_speed(dense, pruned, input_size, cfg.runtime, cfg.speed_batches, cfg.latency_threads,
-                          calibration=calib)
+                          calibration=calib, baselines=not cfg.latency_table)
     if cfg.latency_table:
         speed["measured_on"] = "this machine, not the latency table's device"
         info(f"the speed check times this machine; the plan was made for the device of {cfg.latency_table}")

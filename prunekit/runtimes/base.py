@@ -58,6 +58,7 @@ class Runtime:
     artifact: str = "onnx"  # what it runs: an exported ONNX file ("onnx") or the PyTorch module ("torch")
     quantized: bool = False  # runs the INT8 (QDQ) file prunekit quantize writes from the fp32 export
     table_proxy: str | None = None  # the runtime whose layer timings its latency table uses (None: its own)
+    frontier: bool = True  # a deployment users ship by default (bench's frontier, the fastest dense baseline)
 
     # ---------------------------------------------------------------------------------------------- availability
     def missing(self) -> str | None:
@@ -160,6 +161,8 @@ def get_runtime(name: str | Runtime) -> Runtime:
     return RUNTIMES[name]
 
 
-def available_runtimes(artifact: str | None = None) -> list[Runtime]:
-    """The registered runtimes this machine can run (those that run ``artifact`` files, if given)."""
-    return [r for r in RUNTIMES.values() if (artifact is None or r.artifact == artifact) and r.missing() is None]
+def available_runtimes(artifact: str | None = None, frontier: bool = False) -> list[Runtime]:
+    """The registered runtimes this machine can run (those that run ``artifact`` files, if given; with
+    ``frontier``, only the deployments users ship by default, not a precision variant such as OpenVINO f32)."""
+    return [r for r in RUNTIMES.values() if (artifact is None or r.artifact == artifact)
+            and (r.frontier or not frontier) and r.missing() is None]

@@ -49,9 +49,9 @@ class OpenVINOCPU(Runtime):
     extra = "openvino"
 
     def __init__(self, name: str, precision: str, help: str, hint: str | None, quantized: bool = False,
-                 table_proxy: str | None = None):
+                 table_proxy: str | None = None, frontier: bool = True):
         self.name, self.precision, self.help, self.hint = name, precision, help, hint
-        self.quantized, self.table_proxy = quantized, table_proxy
+        self.quantized, self.table_proxy, self.frontier = quantized, table_proxy, frontier
 
     def versions(self) -> dict:
         import openvino as ov
@@ -151,7 +151,7 @@ def measure_grid(layer_ms, what: str, widths=GRID_WIDTHS) -> Grid:
 register(OpenVINOCPU("openvino-cpu", "auto", "OpenVINO on the CPU, its default precision (bf16 where the CPU has "
                      "it, else f32)", hint=None))
 register(OpenVINOCPU("openvino-cpu-f32", "fp32", "OpenVINO on the CPU, f32 (INFERENCE_PRECISION_HINT=f32)",
-                     hint="f32"))
+                     hint="f32", frontier=False))  # a variant on request: OpenVINO users ship its default
 register(OpenVINOCPU("openvino-cpu-int8", "int8", "OpenVINO on the CPU, the INT8 QDQ file of prunekit quantize "
                      "(latency tables time the float layers)", hint=None, quantized=True,
                      table_proxy="openvino-cpu"))

@@ -107,3 +107,22 @@ def test_fast_path_counts_convs_off_nchwc(tmp_path):
     r = run(odd, "--require-fast-path", "--json")
     assert r.exit_code == 1 and json.loads(r.output)["checks"][0]["actual"] == len(fp31.off_path)
     assert run(odd, "--require-fast-path", "--vs", odd).exit_code == 0  # no worse than its reference
+
+
+HAS_OPENVINO = __import__("importlib").util.find_spec("openvino") is not None
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="needs the openvino extra")
+def test_speedup_gate_on_openvino_same_and_fastest(onnx_pair):
+    small, big, _ = onnx_pair
+    r = run(small, "--vs", big, "--min-speedup", 0.01, "--runs", 5, "--runtime", "openvino-cpu", "--json")
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.output)["checks"][0]
+    assert "on openvino-cpu;" in row["detail"] and "90 % interval" in row["detail"] and row["actual"] > 0
+    # against the fastest dense deployment: the reference on every runtime here, the fastest of them
+    r = run(small, "--vs", big, "--min-speedup", 0.01, "--runs", 5, "--runtime", "onnxruntime-cpu", "--against",
+            "fastest", "--json")
+    assert r.exit_code == 0, r.output
+    detail = json.loads(r.output)["checks"][0]["detail"]
+    assert "vs the fastest of 2 runtimes" in detail  # onnxruntime-cpu and openvino-cpu (no int8 file beside it)
+    assert run(small, "--vs", big, "--min-speedup", 1000, "--runs", 3, "--runtime", "openvino-cpu").exit_code == 1
