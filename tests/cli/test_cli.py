@@ -19,9 +19,20 @@ def run(*args):
 
 def test_version_and_help():
     assert run("--version").output.strip().endswith(__version__)
-    for verb in ("inspect", "prune", "export", "quantize", "bench", "check", "report", "models"):
+    for verb in ("inspect", "prune", "export", "quantize", "bench", "check", "report", "models", "latency-table",
+                 "runtimes"):
         r = run(verb, "--help")
         assert r.exit_code == 0 and "Example" in r.output
+
+
+def test_runtimes_lists_the_registry():
+    from prunekit.runtimes import RUNTIMES
+
+    r = run("runtimes", "--json")
+    assert r.exit_code == 0, r.output
+    listed = json.loads(r.output)
+    assert [x["name"] for x in listed["runtimes"]] == list(RUNTIMES) and listed["cpu"]["cpu"]
+    assert next(x for x in listed["runtimes"] if x["name"] == "onnxruntime-cpu")["available"]
 
 
 def test_models_lists_builtins():
