@@ -289,7 +289,13 @@ def config_dict(cfg: JobConfig) -> dict:
 
 
 def check_paths(cfg: JobConfig) -> None:
-    """The files a job reads exist and its output folder can be written; called before any work."""
+    """The files a job reads exist, the runtime it times is installed, and its output folder can be written;
+    called before any work."""
+    from prunekit.runtimes import get_runtime
+
+    runtime = get_runtime(cfg.runtime)
+    if runtime.artifact == "onnx":  # a GPU runtime may be planned for on a machine without one (its speed is skipped)
+        runtime.require()
     if cfg.latency_table and not os.path.isfile(cfg.latency_table):
         raise PrunekitError(f"latency table not found: {cfg.latency_table}")
     if cfg.latency_table and cfg.parsed_target.kind == "latency":

@@ -115,6 +115,8 @@ def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1,
     from prunekit.deploy.bench import cuda_rows, measure_pair, onnx_info
 
     check_bench_options(source, runs, warmup, threads, provider, device)
+    for name in runtimes or ():  # a runtime asked for and not installed: one error, before any work
+        get_runtime(name).require()
     pruned_path, dense_path, torch_models = bench_sources(source, vs, trust_code)
     info = {"pruned": onnx_info(pruned_path)}
     paths = {"pruned": pruned_path}

@@ -12,7 +12,7 @@ from prunekit.config import JobConfig
 from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError, VerificationError
 from prunekit.files import make_temp_dir
-from prunekit.progress import info
+from prunekit.progress import info, warn
 from prunekit.runs.rebuild import load
 from prunekit.deploy.report import write_report
 from prunekit.runs.record import RunRecord
@@ -63,7 +63,7 @@ def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | 
         speed["measured_on"] = "this machine, not the latency table's device"
         info(f"the speed check times this machine; the plan was made for the device of {cfg.latency_table}")
     if any(r["speedup"] < 1 for r in speed.get("batches", [])):
-        info(f"warning: the pruned model is slower than the dense one: {speed_summary(speed)}")
+        warn(f"the pruned model is slower than the dense one: {speed_summary(speed)}")
     return speed
 
 

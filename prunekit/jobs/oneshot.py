@@ -80,7 +80,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
                                                    cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value,
                                                    branch_values)
             if used != alignment.round_to:
-                info(f"warning: {target.text} is out of reach with every group a multiple of {alignment.round_to} "
+                warn(f"{target.text} is out of reach with every group a multiple of {alignment.round_to} "
                     f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
                     "block on this runtime)")
                 alignment = alignment.relaxed(used, target.text)

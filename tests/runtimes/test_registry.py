@@ -59,3 +59,21 @@ def test_cpuinfo_is_read_once_and_closed(tmp_path):
     assert info.native_bf16 and info.isa == "AVX-512 BF16"
     assert not machine.CpuInfo("x", "x86_64", 2, frozenset({"avx512f"})).native_bf16  # emulated bf16 is not native
     assert machine._read_cpuinfo(str(tmp_path / "none")) == (None, set())
+
+
+def test_prune_for_a_runtime_that_is_not_installed_is_one_error_line(monkeypatch, tmp_path):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from prunekit.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    r = CliRunner().invoke(main, ["prune", "resnet20", "--data", "random", "--target", "speedup=1.3", "--schedule",
+                                  "oneshot", "--runtime", "openvino-cpu", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and r.output == ("error: runtime openvino-cpu needs openvino, which is not installed "
+                                             "(pip install 'prunekit[openvino]')\n"), r.output
+    assert not (tmp_path / "run").exists()
+    r = CliRunner().invoke(main, ["bench", str(tmp_path), "--runtimes", "openvino-cpu"])
+    assert r.exit_code == 2 and "pip install 'prunekit[openvino]'" in r.output

@@ -12,7 +12,7 @@ from prunekit.core.graph import build_graph, find_groups
 from prunekit.errors import PrunekitError, VerificationError
 from prunekit.core.costmodel import CostModel
 from prunekit.core.planning import bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
-from prunekit.progress import info, warn
+from prunekit.progress import warn
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import SearchContext
 from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
@@ -55,7 +55,7 @@ class RoundPlanner:
                                            ctx.cfg.round_to == "auto", ctx.cost_by, ctx.cfg.allocate,
                                            ctx.cfg.knapsack_value)
             if used != ctx.round_to:
-                info(f"warning: {ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
+                warn(f"{ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
                      f"top-up aligns to {used}", "alignment")
             return plan
         return plan_fn
