@@ -46,9 +46,10 @@ def export(source, weights, input_size, num_classes, trust_pickle, out, atol, da
             say(render_checklist(done.int8.checks), err=True)
         say(f"{done.int8_out}: {done.int8.bytes:,} bytes, INT8 (QDQ), calibrated on {done.int8.calibration_images} "
             "images")
-    parity = next(c for c in report.checks if c["check"] == "onnxruntime == pytorch")
-    say(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch "
-        f"(max abs diff {parity['max_abs_diff']:.2g} on {done.inputs})")
+    parity = [c for c in report.checks if c["check"].startswith("onnxruntime == pytorch")]
+    outputs = f"{len(parity)} outputs, " if len(parity) > 1 else ""
+    say(f"{out}: {report.bytes:,} bytes, onnxruntime matches PyTorch ({outputs}max abs diff "
+        f"{max(c['max_abs_diff'] for c in parity):.2g} on {done.inputs})")
     fp = next((c for c in report.checks if "fast_path" in c), None)
     if fp and fp["warning"]:
         say(f"warning: {fp['detail']}: those layers run slower than aligned ones (prune with --round-to auto)",

@@ -118,13 +118,7 @@ from prunekit.cli.output import json_output, logger, say, set_format
 @click.option("--overwrite", is_flag=True, help="replace an existing run folder")
 @click.option("--trust-code", is_flag=True, help="--resume: " + TRUST_CODE_HELP)
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
-def prune(model, weights, input_size, num_classes, trust_pickle, data, target, schedule, out, resume_dir,
-          epochs_per_round, train_fraction, max_rounds, time_limit, lam, rate, step_mode, max_step, threshold_scale,
-          allocate, knapsack_value, depth, branch_criterion, distill, distill_temperature, distill_alpha, bn_images,
-          group_cap, budget_epochs, final_epochs, rewind, rewind_checkpoint, train_lr, minimize, val_images,
-          log_format, criterion, p, calib_images, finetune_epochs, finetune_minutes, lr, batch_size, seed, round_to,
-          runtime, device, amp, sync_bn, data_mode, workers, cost, latency_table, latency_threads, speed_batches,
-          overwrite, trust_code, quiet):
+def prune(**options):
     """Prune MODEL to a target; write RUN_DIR/pruned.pt, run.json (and for a search rounds.jsonl, model.onnx).
 
     \b
@@ -145,39 +139,27 @@ def prune(model, weights, input_size, num_classes, trust_pickle, data, target, s
     from prunekit.config import PruneConfig
     from prunekit.jobs.pipeline import prune as run_prune
 
+    # every option is a PruneConfig field of the same name, but for these few
+    resume_dir, trust_code, quiet = (options.pop(k) for k in ("resume_dir", "trust_code", "quiet"))
+    log_format, max_rounds, speed_batches = options["log_format"], options["max_rounds"], options["speed_batches"]
     logger(quiet, log_format)
-    init_from_env(device)
+    init_from_env(options["device"])
+    out = options["out"] or resume_dir
     if resume_dir:
         from prunekit.jobs.search.loop import resume_search
 
-        run = resume_search(resume_dir, max_rounds=max_rounds, time_limit=time_limit, log_format=log_format,
-                            trust_pickle=trust_pickle, trust_code=trust_code)
+        run = resume_search(resume_dir, max_rounds=max_rounds, time_limit=options["time_limit"],
+                            log_format=log_format, trust_pickle=options["trust_pickle"], trust_code=trust_code)
     else:
-        missing = [n for n, v in (("MODEL", model), ("--data", data), ("--target", target), ("--out", out)) if not v]
+        missing = [n for n, k in (("MODEL", "model"), ("--data", "data"), ("--target", "target"), ("--out", "out"))
+                   if not options[k]]
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)} (or use --resume RUN_DIR)")
-        cfg = PruneConfig(model=model, data=data, target=target, out=out, schedule=schedule, weights=weights,
-                          criterion=criterion, p=p, calib_images=calib_images, finetune_epochs=finetune_epochs,
-                          finetune_minutes=finetune_minutes, lr=lr,
-                          batch_size=batch_size, input_size=parse_input_size(input_size), num_classes=num_classes,
-                          trust_pickle=trust_pickle, seed=seed, overwrite=overwrite,
-                          epochs_per_round=epochs_per_round, train_fraction=train_fraction,
-                          max_rounds=option_default("max_rounds") if max_rounds is None else max_rounds,
-                          time_limit=time_limit, lam=lam, rate=rate, rewind=rewind, step_mode=step_mode,
-                          max_step=max_step, threshold_scale=threshold_scale, group_cap=group_cap,
-                          allocate=allocate, knapsack_value=knapsack_value, depth=depth,
-                          branch_criterion=branch_criterion, distill=distill,
-                          distill_temperature=distill_temperature, distill_alpha=distill_alpha, bn_images=bn_images,
-                          budget_epochs=budget_epochs, final_epochs=final_epochs,
-                          rewind_checkpoint=rewind_checkpoint, train_lr=train_lr, minimize=minimize,
-                          val_images=val_images,
-                          log_format=log_format, round_to=round_to, runtime=runtime, cost=cost, device=device,
-                          amp=amp, sync_bn=sync_bn, data_mode=data_mode, workers=workers,
-                          latency_threads=latency_threads, latency_table=latency_table,
-                          speed_batches=() if speed_batches.strip().lower() == "none" else parse_batches(
-                              speed_batches, "--speed-batches"))
-        run = run_prune(cfg)
-    out = out or resume_dir
+        options.update(input_size=parse_input_size(options["input_size"]),
+                       max_rounds=option_default("max_rounds") if max_rounds is None else max_rounds,
+                       speed_batches=() if speed_batches.strip().lower() == "none" else parse_batches(
+                           speed_batches, "--speed-batches"))
+        run = run_prune(PruneConfig(**options))
     acc = run["accuracy"]
     acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
                                    + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"

@@ -23,6 +23,7 @@ from prunekit.errors import PrunekitError, VerificationError
 from prunekit.deploy.fastpath import fast_path
 from prunekit.files import default_mode
 from prunekit.runtimes.onnxruntime_cpu import session
+from prunekit.core.outputs import named_outputs
 from prunekit.core.surgery import compare_outputs
 
 
@@ -48,22 +49,31 @@ class ExportReport:
         return d
 
 
-def _export(model: nn.Module, example: torch.Tensor, path: str, exporter: str) -> tuple[str, int | None]:
+def onnx_output_names(out) -> list[str]:
+    """The ONNX outputs' names: ``logits`` for a model returning one tensor, else every tensor's name in the
+    structure (dict keys, ``output_0``…; :func:`prunekit.core.outputs.named_outputs`)."""
+    leaves = named_outputs(out)
+    return ["logits"] if isinstance(out, torch.Tensor) else [n for n, _ in leaves]
+
+
+def _export(model: nn.Module, example: torch.Tensor, path: str, exporter: str,
+            names: list[str]) -> tuple[str, int | None]:
     sink = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
             prog = torch.onnx.export(model, (example,), None, dynamo=True, external_data=False,
-                                     input_names=["input"], output_names=["logits"],
+                                     input_names=["input"], output_names=names,
                                      dynamic_shapes=({0: batch},), verbose=False)
             prog.save(path, external_data=False)
             import onnx
 
             return "dynamo", onnx.load(path, load_external_data=False).opset_import[0].version
         opset = 17
-        torch.onnx.export(model, (example,), path, dynamo=False, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset)
+        torch.onnx.export(model, (example,), path, dynamo=False, input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                          opset_version=opset)
         return "torchscript", opset
 
 
@@ -81,14 +91,17 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
     t0 = time.perf_counter()
     try:
         example = inputs[:2] if inputs.shape[0] >= 2 else inputs
+        with torch.no_grad():
+            ref_out = model(inputs)
+        names = onnx_output_names(ref_out)
         try:
-            used, opset = _export(model, example, tmp, exporter)
+            used, opset = _export(model, example, tmp, exporter, names)
         except Exception as e:
             if exporter != "dynamo":
                 raise PrunekitError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
             first_error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
             try:
-                used, opset = _export(model, example, tmp, "torchscript")
+                used, opset = _export(model, example, tmp, "torchscript", names)
             except Exception as e2:
                 raise PrunekitError(f"ONNX export failed (dynamo: {first_error}; torchscript: {e2})") from e2
             checks.append({"check": "dynamo exporter", "passed": True,
@@ -105,22 +118,7 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
         external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         checks.append({"check": "self-contained", "passed": not external,
                        "detail": "no external data" if not external else f"{len(external)} external tensors"})
-        sess = session(tmp, threads=None)
-        in_name = sess.get_inputs()[0].name
-        with torch.no_grad():
-            ref = model(inputs)
-        got = sess.run(None, {in_name: inputs.numpy().astype(np.float32)})[0]
-        shape_ok = tuple(got.shape) == tuple(ref.shape)
-        checks.append({"check": f"output shape at batch {inputs.shape[0]}", "passed": shape_ok,
-                       "detail": f"onnx {tuple(got.shape)} vs torch {tuple(ref.shape)}"})
-        one = sess.run(None, {in_name: inputs[:1].numpy().astype(np.float32)})[0]
-        checks.append({"check": "dynamic batch (batch 1)", "passed": tuple(one.shape) == (1, *ref.shape[1:]),
-                       "detail": f"shape {tuple(one.shape)}"})
-        diff, allowed, ok = compare_outputs(ref, torch.from_numpy(got), atol, rtol) if shape_ok else (
-            float("inf"), atol, False)
-        checks.append({"check": "onnxruntime == pytorch", "passed": ok,
-                       "detail": f"max abs diff {diff:.3g} (allowed {allowed:.3g}) on {inputs.shape[0]} inputs",
-                       "max_abs_diff": diff, "allowed": allowed})
+        checks += _output_checks(model, tmp, inputs, ref_out, names, atol, rtol)
         if not all(c["passed"] for c in checks):
             raise _failed(checks)
         fp = fast_path(tmp)  # speed, not correctness: reported (and warned about), never a failure
@@ -134,6 +132,36 @@ def export_onnx(model: nn.Module, inputs: torch.Tensor, out_path: str, *, atol: 
     finally:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _output_checks(model, path: str, inputs: torch.Tensor, ref_out, names: list[str], atol: float,
+                   rtol: float) -> list[dict]:
+    """Every output, by name: its shape at the inputs' batch and at batch 1 (a dynamic batch), and its values
+    against PyTorch's (each within ``atol + rtol · max|its reference|``)."""
+    sess = session(path, threads=None)
+    in_name = sess.get_inputs()[0].name
+    got_names = [o.name for o in sess.get_outputs()]
+    got = dict(zip(got_names, sess.run(None, {in_name: inputs.numpy().astype(np.float32)})))
+    one = dict(zip(got_names, sess.run(None, {in_name: inputs[:1].numpy().astype(np.float32)})))
+    refs = [t for _, t in named_outputs(ref_out)]
+    checks = [{"check": "output names", "passed": got_names == names,
+               "detail": ", ".join(got_names) if got_names == names else f"onnx {got_names} vs {names}"}]
+    if got_names != names:
+        return checks
+    several = len(names) > 1
+    for name, ref in zip(names, refs):
+        label = f" {name}" if several else ""
+        shape_ok = tuple(got[name].shape) == tuple(ref.shape)
+        checks.append({"check": f"output{label} shape at batch {inputs.shape[0]}", "passed": shape_ok,
+                       "detail": f"onnx {tuple(got[name].shape)} vs torch {tuple(ref.shape)}"})
+        checks.append({"check": f"dynamic batch{label} (batch 1)",
+                       "passed": tuple(one[name].shape) == (1, *ref.shape[1:]), "detail": f"shape {one[name].shape}"})
+        diff, allowed, ok = compare_outputs(ref, torch.from_numpy(got[name]), atol, rtol) if shape_ok else (
+            float("inf"), atol, False)
+        checks.append({"check": "onnxruntime == pytorch" + (f" ({name})" if several else ""), "passed": ok,
+                       "detail": f"max abs diff {diff:.3g} (allowed {allowed:.3g}) on {inputs.shape[0]} inputs",
+                       "max_abs_diff": diff, "allowed": allowed, **({"output": name} if several else {})})
+    return checks
 
 
 def render_checklist(checks: list[dict]) -> str:

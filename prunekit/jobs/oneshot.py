@@ -96,6 +96,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
             scores = freeze_inexact(groups, scores, bad)
             warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
                  "float64: a coupling torch-pruning did not record); froze them and planned again", groups=bad)
+    if table is not None:  # the shapes planning timed: the next run plans from the same entries, not new noise
+        table.save()
     timings["plan_and_surgery"] = time.perf_counter() - t
     t = time.perf_counter()
     dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)

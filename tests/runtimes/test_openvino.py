@@ -128,14 +128,22 @@ def test_a_speedup_target_on_openvino_is_planned_again_after_a_slow_first_try(tm
     calls = _fake_speed(monkeypatch, first_factor=0.8)
     run = _speedup_run(tmp_path, "ov", runtime="openvino-cpu")
     tries = run["latency"]["tries"]
-    assert len(tries) >= 2 and len(calls) == len(tries) and tries[0]["speedup"] < 1.5 <= tries[-1]["speedup"]
-    assert run["target"]["met"] and run["latency"]["runtime"] == "openvino-cpu"
+    assert len(tries) >= 2 and len(calls) == len(tries) and tries[0]["speedup"] < 1.5 and not tries[0]["met"]
+    # the delivered plan is the least-pruned one measured to meet the goal (later tries may bisect and miss)
+    met = [t for t in tries if t["met"]]
+    assert run["target"]["met"] and run["latency"]["speedup"] == min(t["speedup"] for t in met) >= 1.5
+    assert run["latency"]["runtime"] == "openvino-cpu"
     assert run["alignment"] == {"round_to": 8, "runtime": "openvino-cpu", "detected": "set by --round-to"}
 
 
 def test_plans_do_not_follow_the_noise(tmp_path, monkeypatch):
     """The same command twice under different faked noise (±4 %, an interval of ±8 %): the widths match, because a
     miss inside the measurement's spread is kept, not planned again."""
+    from prunekit.deploy.latency import LatencyTable
+
+    # the layer table is the machine's too: fixed here, so only the faked whole-model noise varies
+    monkeypatch.setattr(LatencyTable, "_measure", lambda self, s: 1e-4 * s.in_c * s.out_c * s.h * s.w + 0.01)
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     widths = []
     for seed in (1, 2, 3):
         _fake_speed(monkeypatch, first_factor=1.0, noise=0.04, seed=seed)
