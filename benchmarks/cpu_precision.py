@@ -44,7 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         run = prunekit.prune(prunekit.PruneConfig(
             model=args.model, weights=weights, data=data, target=f"speedup={args.speedup}", schedule="oneshot",
-            runtime=args.runtime, latency_threads=2, speed_batches=(), out=os.path.join(d, "run"), seed=args.seed))
+            runtime=args.runtime, latency_threads=2, speed_batches=(32,), out=os.path.join(d, "run"), seed=args.seed))
         pruned = prunekit.load(os.path.join(d, "run"))
     training = TrainingConfig()
     rows = []

@@ -31,7 +31,7 @@ ALLOWED = {
     "cli": {"config", "core", "data", "models", "runs", "deploy", "jobs", "compute", "runtimes", "__init__"},
     "base": set(),
 }
-BASE = {"errors", "files", "progress"}
+BASE = {"errors", "files", "progress", "outputs"}
 
 
 def modules() -> dict[str, Path]:

@@ -23,21 +23,22 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
     """
     from prunekit.core.graph import build_graph, find_groups
     from prunekit.core.metrics import count_model
+    from prunekit.outputs import describe_outputs
     from prunekit.models import resolve_model
     from prunekit.data.inputs import check_input_size
 
     m, spec = resolve_model(model, weights=weights, input_size=input_size, num_classes=num_classes,
                             trust_pickle=trust_pickle)
-    check_input_size(m, spec.input_size)
+    outputs = describe_outputs(check_input_size(m, spec.input_size))
     count = count_model(m, spec.input_size)
-    groups = find_groups(m, build_graph(m, spec.input_size), spec.classifier)
-    info = {"model": spec.to_dict(), **count.to_dict(),
+    groups = find_groups(m, build_graph(m, spec.input_size), spec.classifier, input_size=spec.input_size)
+    info = {"model": spec.to_dict(), "outputs": outputs, **count.to_dict(),
             "groups": [{"root": g.root, "channels": g.channels, "prunable": g.prunable, "frozen": g.reason,
                         "members": [f"{mm.module}:{mm.kind}" for mm in g.members]} for g in groups]}
     if as_json:
         say_json(info)
         return
-    say(f"{model}  input {','.join(map(str, spec.input_size))}  classifier {spec.classifier}")
+    say(f"{model}  input {','.join(map(str, spec.input_size))}  outputs {outputs}  classifier {spec.classifier}")
     say(f"params {count.params:,}   MACs {count.macs:,}   (FLOPs = 2 × MACs = {count.flops:,})")
     say(f"\n{'layer':<40} {'type':<7} {'in':>6} {'out':>6} {'params':>12} {'MACs':>15}")
     for layer in count.layers:

@@ -48,6 +48,12 @@ from prunekit.cli.output import json_output, logger, say, set_format
                                       "its share of the block's output (share), or its channels' scores (channels)")
 @click.option("--distill", type=choice("distill"), default=option_default("distill"), show_default=True,
               help="distil every retraining from the dense model (auto: whenever there is labelled data)")
+@click.option("--labels", type=choice("labels"), default=option_default("labels"), show_default=True,
+              help="ignore: nothing trains on the training labels (recovery by distillation from the dense model "
+                   "alone; test accuracy still reported); a folder of images without class folders has none")
+@click.option("--distill-loss", default=option_default("distill_loss"), show_default=True,
+              help="per output: auto (KL for class scores and class maps, normalised MSE for other maps), kl, mse, "
+                   "smooth-l1, or per name: out=kl,boxes=smooth-l1")
 @click.option("--distill-temperature", type=float, default=option_default("distill_temperature"), show_default=True)
 @click.option("--distill-alpha", type=float, default=option_default("distill_alpha"), show_default=True,
               help="weight of the teacher's soft targets (1 − alpha: the labels)")
@@ -160,30 +166,11 @@ def prune(**options):
                        speed_batches=() if speed_batches.strip().lower() == "none" else parse_batches(
                            speed_batches, "--speed-batches"))
         run = run_prune(PruneConfig(**options))
-    acc = run["accuracy"]
-    acc_text = "" if not acc else (f"; test accuracy {acc['dense']:.2f}% → {acc['pruned']:.2f}%"
-                                   + (f" → {acc['pruned_finetuned']:.2f}% after fine-tuning"
-                                      if "pruned_finetuned" in acc else ""))
-    from prunekit.deploy.bench import speed_summary
+    from prunekit.runs.summary import summary_fields, summary_lines
 
-    lines = []
-    if run.get("search"):
-        sr = run["search"]
-        lines.append(f"{out}: search {sr['schedule']}, {sr['rounds']} rounds, chose round {sr['chosen_round']} "
-                     f"({sr['stopped']}), {sr['wall_s'] / 60:.1f} min")
-    lines.append(f"{out}: params -{run['reduction']['params']:.1%}, MACs -{run['reduction']['macs']:.1%}"
-                 f" ({run['dense']['params']:,} → {run['pruned']['params']:,} params){acc_text}")
-    if speed_summary(run.get("speed")):
-        lines.append(f"{out}: {speed_summary(run.get('speed'))}")
+    lines = summary_lines(run, out)
     if json_output():  # one object with the run's headline figures
-        sr = run.get("search") or {}
-        say("; ".join(lines), event="summary", out=out, target=run["target"], reduction=run["reduction"],
-             params={"dense": run["dense"]["params"], "pruned": run["pruned"]["params"]},
-             macs={"dense": run["dense"]["macs"], "pruned": run["pruned"]["macs"]}, accuracy=acc or None,
-             speedup={str(r["batch"]): r["speedup"] for r in (run.get("speed") or {}).get("batches", [])},
-             over_fastest_dense={str(r["batch"]): {"speedup": r["over_fastest_dense"], **r["fastest_dense"]}
-                                 for r in (run.get("speed") or {}).get("batches", []) if "over_fastest_dense" in r},
-             search={k: sr[k] for k in ("schedule", "rounds", "chosen_round", "stopped", "wall_s")} if sr else None)
+        say("; ".join(lines), event="summary", **summary_fields(run, out))
         return
     for line in lines:
         say(line)

@@ -24,17 +24,24 @@ def recalibrate(model, bundle, training, seed: int, compute) -> dict | None:
 
 
 def teacher_for(dense, bundle, training):
-    """A frozen copy of the dense model to distil from, or None (``--distill off``, or nothing to train on)."""
-    if not resolve_distill(training.distill, bundle.has_labels and not bundle.synthetic):
+    """A frozen copy of the dense model to distil from, or None (``--distill off``, or nothing real to train on:
+    random pixels). Unlabelled images are enough: the dense model's outputs are the targets."""
+    if not resolve_distill(training.distill, not bundle.synthetic):
+        if not bundle.has_labels and not bundle.synthetic:
+            from prunekit.errors import PrunekitError
+
+            raise PrunekitError("retraining without labels is distillation from the dense model: leave --distill "
+                                "on (or auto)")
         return None
     return frozen_teacher(dense)
 
 
-def training_schedule(training, epochs: float, seed: int, **overrides) -> TrainSchedule:
+def training_schedule(training, epochs: float, seed: int, classes: int | None = None, **overrides) -> TrainSchedule:
     """The :class:`TrainSchedule` of a fine-tune (cosine from ``training.lr``), distillation settings included;
     ``overrides`` set a search round's own fields (lr, schedule, rewind point…)."""
     fields = dict(epochs=epochs, lr=training.lr, batch_size=training.batch_size, seed=seed,
                   train_fraction=training.train_fraction, distill_temperature=training.distill_temperature,
-                  distill_alpha=training.distill_alpha, sync_bn=training.sync_bn)
+                  distill_alpha=training.distill_alpha, sync_bn=training.sync_bn,
+                  distill_loss=training.distill_loss, classes=classes)
     fields.update(overrides)
     return TrainSchedule(**fields)

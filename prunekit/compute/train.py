@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from prunekit.data import ArrayDataset, DataBundle
 from prunekit.compute.ddp import distributed, synced_batchnorm
 from prunekit.compute.device import CPU, Compute, on_device
-from prunekit.compute.distill import distillation_loss
+from prunekit.compute.distill import loss_kinds, output_losses
 from prunekit.progress import progress_bar
 
 
@@ -60,6 +60,8 @@ class TrainSchedule:
     distill_alpha: float = 0.9  # with a teacher: weight of the soft (distillation) term
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (SyncBatchNorm, CUDA only)
     minutes: float = 0.0  # > 0: a wall-clock budget; the schedule spans it (epochs, when > 0, cap the steps)
+    distill_loss: str = "auto"  # per output (see prunekit.compute.distill): auto | kl | mse | smooth-l1 | name=…
+    classes: int | None = None  # the model's class count: a map with as many channels is a class map (auto: kl)
 
 
 def base_lr(cfg: TrainSchedule, u: float) -> float:
@@ -87,7 +89,10 @@ def evaluate(model: nn.Module, bundle: DataBundle, ds: ArrayDataset | None, batc
     correct = 0
     with on_device(model, compute), torch.no_grad():
         for x, y in bundle.batches(ds, batch_size, device=compute.device, memory_format=compute.memory_format):
-            correct += int((model(x).argmax(1) == y).sum())
+            out = model(x)
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:  # not class scores: no accuracy to read
+                return None
+            correct += int((out.argmax(1) == y).sum())
     return 100.0 * correct / len(ds)
 
 
@@ -96,12 +101,13 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     """Train ``model`` in place on ``compute``; returns a summary (steps, seconds, last loss, images seen).
 
     With a ``teacher`` (:func:`prunekit.compute.distill.frozen_teacher` of the dense model) the loss is
-    :func:`~prunekit.compute.distill.distillation_loss` on the teacher's logits for the same augmented batch; the
+    :func:`~prunekit.compute.distill.output_losses` against the teacher's outputs for the same augmented batch
+    (every output of any structure; labels only add their cross-entropy term, so unlabelled data trains too); the
     teacher stays frozen and goes to the same device for the loop. ``teacher_s`` in the summary is the time
-    spent in its forwards. Under torchrun each rank reads only its share of every global batch (same
-    permutation on every rank) and holds its own teacher."""
-    if not bundle.has_labels:
-        raise ValueError("training needs labelled data")
+    spent in its forwards, ``distill.losses`` each output's loss over the last steps. Under torchrun each rank
+    reads only its share of every global batch (same permutation on every rank) and holds its own teacher."""
+    if not bundle.has_labels and teacher is None:
+        raise ValueError("training without labels needs a teacher (distillation from the dense model)")
     rank, world = distributed()
     torch.manual_seed(cfg.seed)
     ds = bundle.train
@@ -124,7 +130,7 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             u = float(t)
         return u
-    teacher_s = 0.0
+    teacher_s, losses = 0.0, _OutputLosses(cfg)
     sync = cfg.sync_bn and world > 1
     with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()), \
             (synced_batchnorm(model) if sync else nullcontext()):
@@ -149,9 +155,8 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
                         soft = teacher(x)
                     teacher_s += time.perf_counter() - t_teacher
                 with compute.autocast():
-                    logits = net(x)
-                    loss = (F.cross_entropy(logits, y) if teacher is None else
-                            distillation_loss(logits, soft, y, cfg.distill_temperature, cfg.distill_alpha))
+                    out = net(x)
+                    loss = F.cross_entropy(out, y) if teacher is None else losses(out, soft, y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -175,8 +180,33 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
     return {"steps": step, "epochs": cfg.epochs, "epochs_done": seen / max(len(ds), 1), "images": seen,
             "seconds": time.perf_counter() - t0, "minutes": cfg.minutes or None,
             "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp, "sync_bn": sync,
-            "distill": None if teacher is None else {"temperature": cfg.distill_temperature,
-                                                     "alpha": cfg.distill_alpha, "teacher_s": teacher_s}}
+            "distill": None if teacher is None else {"temperature": cfg.distill_temperature, "alpha": (
+                cfg.distill_alpha if bundle.has_labels else 1.0), "teacher_s": teacher_s, **losses.summary()}}
+
+
+class _OutputLosses:
+    """The distillation loss of every step (kinds chosen on the first batch's teacher outputs), and each output's
+    loss averaged over the last 50 steps, for the summary."""
+
+    def __init__(self, cfg: TrainSchedule):
+        from prunekit.config.choices import parse_distill_loss
+
+        self.cfg, self.chosen, self.kinds = cfg, parse_distill_loss(cfg.distill_loss), None
+        self.recent: list[dict[str, float]] = []
+
+    def __call__(self, out, soft, labels):
+        if self.kinds is None:
+            self.kinds = loss_kinds(soft, self.cfg.classes, self.chosen)
+        loss, each = output_losses(out, soft, labels, self.kinds, self.cfg.distill_temperature,
+                                   self.cfg.distill_alpha)
+        self.recent = (self.recent + [each])[-50:]
+        return loss
+
+    def summary(self) -> dict:
+        if not self.recent:
+            return {}
+        return {"kinds": self.kinds, "losses": {k: float(np.mean([r[k] for r in self.recent]))
+                                                 for k in self.recent[-1]}}
 
 
 def finetune(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Compute = CPU,

@@ -20,6 +20,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("auto", "bf16", "fp16", "off"),
     # how an ImageFolder is read (prunekit.data)
     "data_mode": ("auto", "memory", "stream"),
+    # the training labels: used, or ignored (recovery by distillation from the dense model alone)
+    "labels": ("use", "ignore"),
     "schedule": ("adaptive", "fixed", "oneshot"),
     "step_mode": ("size", "threshold"),
     "threshold_scale": ("total", "per-layer"),
@@ -29,6 +31,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "depth": ("auto", "on", "off"),
     "branch_criterion": ("ablation", "share", "channels"),
     "distill": ("auto", "on", "off"),
+    # distillation loss of an output: KL with temperature over its channels (class scores, per-pixel class maps),
+    # or a regression normalised by the dense output's scale
+    "distill_loss": ("auto", "kl", "mse", "smooth-l1"),
     "cost": ("auto", "params", "flops", "latency"),
     "rewind": ("auto", "lr", "weights"),
     "minimize": ("params", "flops"),
@@ -57,6 +62,21 @@ def check_choice(name: str, value) -> str:
     if value not in CHOICES[name]:
         raise PrunekitError(f"{option_name(name)} must be one of {', '.join(CHOICES[name])}, got {value!r}")
     return value
+
+
+def parse_distill_loss(text: str) -> dict[str, str]:
+    """``auto`` / ``kl`` / ``mse`` / ``smooth-l1`` (every output) or ``name=loss,…`` (those outputs; the rest auto)
+    → {output name or "*": loss}."""
+    text = (text or "auto").strip()
+    if "=" not in text:
+        return {"*": check_choice("distill_loss", text)}
+    out = {}
+    for part in text.split(","):
+        name, _, loss = part.partition("=")
+        if not name.strip() or not loss.strip():
+            raise PrunekitError(f"--distill-loss must look like kl or out=kl,boxes=smooth-l1, got {text!r}")
+        out[name.strip()] = check_choice("distill_loss", loss.strip())
+    return out
 
 
 def check_device_spec(spec: str) -> str:

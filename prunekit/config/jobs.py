@@ -51,6 +51,8 @@ class TrainingConfig:
     device: str = "auto"  # where scores, training and evaluation run: auto | cpu | cuda | cuda:N
     amp: str = "auto"  # training: auto (bf16 on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp16 | off
     data_mode: str = "auto"  # auto | memory | stream (ImageFolder read batch by batch)
+    labels: str = "use"  # use | ignore (train on the dense model's outputs alone; test accuracy still reported)
+    distill_loss: str = "auto"  # per output: auto, or kl | mse | smooth-l1 for all, or out=kl,boxes=mse
     workers: int | None = None  # DataLoader workers for streamed data (None: min(4, cores - 1))
     distill: str = "auto"  # distil every retraining from the dense model: auto (when there are labels) | on | off
     distill_temperature: float = 4.0
@@ -66,7 +68,10 @@ class TrainingConfig:
         if not 0 < self.train_fraction <= 1:
             raise PrunekitError(f"--train-fraction must be in (0, 1], got {self.train_fraction}")
         check_device_spec(self.device)
-        _check_choices(self, "amp", "data_mode", "distill")
+        _check_choices(self, "amp", "data_mode", "distill", "labels")
+        from prunekit.config.choices import parse_distill_loss
+
+        parse_distill_loss(self.distill_loss)
         _int_at_least("workers", self.workers, 0, optional=True)
         _int_at_least("bn_images", self.bn_images, 0)
         _finite(self, "distill_temperature", "distill_alpha")

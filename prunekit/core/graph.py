@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from prunekit.core.outputs import output_layers
 from prunekit.errors import PrunekitError
 # Modules whose channels a group may own exactly, and those whose *input* channels a group touches; a model
 # family with a module of its own adds it with :func:`register_pruner` (next to the model, not here).
@@ -135,8 +136,10 @@ def _op_reason(op) -> str | None:
 
 
 def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None,
-                timeout: float = 300.0) -> list[ChannelGroup]:
-    """All conv-rooted channel groups of ``model``, frozen ones included (with their reason)."""
+                timeout: float = 300.0, input_size: tuple[int, ...] | None = None) -> list[ChannelGroup]:
+    """All conv-rooted channel groups of ``model``, frozen ones included (with their reason). With
+    ``input_size``, every group whose channels a model output exposes (a segmentation head's class map, a
+    detector's box map, any output of a tuple or dict) is frozen, naming the output."""
     names = {m: n for n, m in model.named_modules()}
     clf = dict(model.named_modules()).get(classifier) if classifier else None
     groups: list[ChannelGroup] = []
@@ -151,7 +154,17 @@ def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None
         raise PrunekitError(
             f"torch-pruning failed while grouping channels: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
         ) from e
+    if input_size is not None:
+        freeze_outputs(groups, output_layers(model, input_size))
     return groups
+
+
+def freeze_outputs(groups: list[ChannelGroup], outputs: dict[str, str]) -> None:
+    """Freeze every group whose output channels include a layer an output exposes (``outputs``: layer → output)."""
+    for g in groups:
+        hit = next((m.module for m in g.members if m.kind == "out" and m.module in outputs), None)
+        if hit is not None and g.reason is None:
+            g.reason = f"its channels are the model's output {outputs[hit]!r} (made by {hit})"
 
 
 def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:

@@ -1,46 +1,47 @@
-"""A model's outputs as named tensors, whatever structure ``forward`` returns: a tensor, a tuple / list, a dict
-(``OrderedDict`` included), nested. Names are dict keys (joined with ``.`` when nested) and positions
-(``output_0``, ``output_1``… at the top; ``boxes.1`` inside a dict): the names ONNX export gives the outputs,
-the keys of per-output checks, losses and fidelity metrics. A leaf that is not a tensor (a string, ``None``, a
-custom object) is one :class:`~prunekit.errors.PrunekitError` naming where it is and what it is.
-"""
+"""Which layers make a model's outputs (:func:`output_layers`): the channels a plan must never remove. Naming
+the outputs themselves is :mod:`prunekit.outputs` (shared by every layer)."""
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import torch
 
-from prunekit.errors import PrunekitError
+from prunekit.outputs import named_outputs
 
 
-def named_outputs(out, prefix: str = "") -> list[tuple[str, torch.Tensor]]:
-    """``[(name, tensor), …]`` of every tensor leaf of ``out``, in a fixed order (dict order, then positions)."""
-    if isinstance(out, torch.Tensor):
-        return [(prefix or "output", out)]
-    if isinstance(out, Mapping):
-        items = [(str(k), v) for k, v in out.items()]
-    elif isinstance(out, (tuple, list)):
-        items = [(f"output_{i}" if not prefix else str(i), v) for i, v in enumerate(out)]
-    else:
-        where = f" at {prefix!r}" if prefix else ""
-        raise PrunekitError(f"the model returns a {type(out).__name__}{where}: prunekit handles tensors and tuples, "
-                            "lists and dicts of tensors (nested too)")
-    if not items:
-        raise PrunekitError(f"the model returns an empty {type(out).__name__}" + (f" at {prefix!r}" if prefix else ""))
-    leaves = []
-    for name, value in items:
-        leaves += named_outputs(value, f"{prefix}.{name}" if prefix else name)
-    return leaves
+def output_layers(model: torch.nn.Module, input_size: tuple[int, ...]) -> dict[str, str]:
+    """Layer name → the output whose channels it produces: for every output, walking back through autograd from
+    the output to the nearest conv / linear / BatchNorm on each path (ops in between — an upsampling, an add, a
+    flatten — keep the channels that layer made). Those layers' output channels are what the model exposes; a
+    plan must not remove them."""
+    import torch.nn as nn
 
+    by_fn: dict = {}
+    kinds = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
-def output_names(out) -> list[str]:
-    return [n for n, _ in named_outputs(out)]
-
-
-def output_tensors(out) -> list[torch.Tensor]:
-    return [t for _, t in named_outputs(out)]
-
-
-def describe_outputs(out) -> str:
-    """``out (1, 21, 64, 64), aux (1, 21, 64, 64)`` for messages."""
-    return ", ".join(f"{n} {tuple(t.shape)}" for n, t in named_outputs(out))
+    def record(name):
+        def hook(mod, inp, out):
+            if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+                by_fn[out.grad_fn] = name
+        return hook
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            out = model(torch.zeros(1, *input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    found: dict[str, str] = {}
+    for name, tensor in named_outputs(out):
+        stack, seen = [tensor.grad_fn], set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in seen:
+                continue
+            seen.add(fn)
+            if fn in by_fn:
+                found.setdefault(by_fn[fn], name)
+                continue
+            stack += [f for f, _ in fn.next_functions]
+    return found

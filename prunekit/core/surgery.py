@@ -143,7 +143,7 @@ def compare_outputs(reference, other, atol: float, rtol: float) -> tuple[float, 
     are compared one by one, each with its own allowance; the figures returned are the worst output's (the one
     closest to, or furthest past, its allowance), and it passes when every output does."""
     if not isinstance(reference, torch.Tensor) or not isinstance(other, torch.Tensor):
-        from prunekit.core.outputs import named_outputs
+        from prunekit.outputs import named_outputs
 
         ref, got = named_outputs(reference), named_outputs(other)
         if [n for n, _ in ref] != [n for n, _ in got]:

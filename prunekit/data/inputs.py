@@ -8,8 +8,9 @@ from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 
 
-def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]) -> tuple[int, ...]:
-    """Run the model once on zeros of ``input_size``; returns the output shape (a clear error if it fails)."""
+def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]):
+    """Run the model once on zeros of ``input_size`` (a clear error if it fails); returns what it returned (a
+    tensor, or a tuple / list / dict of them: :func:`prunekit.outputs.named_outputs` names them)."""
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, *input_size))
@@ -17,9 +18,7 @@ def check_input_size(model: torch.nn.Module, input_size: tuple[int, int, int]) -
         raise PrunekitError(
             f"the model does not run on inputs of size {','.join(map(str, input_size))}: "
             f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]} (set --input-size C,H,W)") from e
-    if not isinstance(out, torch.Tensor):
-        raise PrunekitError(f"the model returns a {type(out).__name__}, not a tensor of class scores")
-    return tuple(out.shape)
+    return out
 
 
 def check_data_fits(bundle: DataBundle, input_size: tuple[int, int, int], outputs: tuple[int, ...] | None = None,

@@ -26,12 +26,29 @@ Entries = dict[str, list[tuple[str, str]]]  # split → [(class name, member pat
 
 
 def load_data(spec: str, input_size: tuple[int, int, int] = (3, 32, 32), *, random_size: int = 256,
-              mode: str = "auto", workers: int | None = None) -> DataBundle:
+              mode: str = "auto", workers: int | None = None, labels: str = "use") -> DataBundle:
     """Resolve a data spec (see :mod:`prunekit.data`) into a :class:`DataBundle`.
 
     ``mode``: ``memory`` decodes every image once (cached), ``stream`` reads an ImageFolder from disk batch by
-    batch, ``auto`` streams an ImageFolder whose decoded pixels would pass :data:`MEMORY_LIMIT_BYTES`."""
+    batch, ``auto`` streams an ImageFolder whose decoded pixels would pass :data:`MEMORY_LIMIT_BYTES`.
+    ``labels="ignore"``: the training and validation splits lose their labels (nothing trains or decides on
+    them: recovery is distillation from the dense model alone); the test split keeps its labels, so the test
+    accuracy of a label-free run can still be reported."""
     check_choice("data_mode", mode)
+    check_choice("labels", labels)
+    bundle = _load(spec, input_size, random_size, mode, workers)
+    return without_training_labels(bundle) if labels == "ignore" else bundle
+
+
+def without_training_labels(bundle: DataBundle) -> DataBundle:
+    import dataclasses
+
+    def strip(ds):
+        return None if ds is None else dataclasses.replace(ds, labels=None)
+    return dataclasses.replace(bundle, train=strip(bundle.train), val=strip(bundle.val))
+
+
+def _load(spec: str, input_size, random_size: int, mode: str, workers: int | None) -> DataBundle:
     if mode == "stream" and not (os.path.isdir(spec) and not is_cifar_dir(spec)):
         raise PrunekitError("--data-mode stream reads an ImageFolder folder (train/, test/); CIFAR-10, tarballs "
                             "and random data are decoded into memory")
@@ -44,11 +61,13 @@ def load_data(spec: str, input_size: tuple[int, int, int] = (3, 32, 32), *, rand
     if os.path.isdir(spec):
         if is_cifar_dir(spec):
             return cifar10_from_dir(spec)
+        if not os.path.isdir(os.path.join(spec, "train")):
+            return unlabelled_folder(spec, input_size)
         default_workers = min(4, max(1, (os.cpu_count() or 2) - 1))
         return from_image_folder(spec, input_size, mode, default_workers if workers is None else workers)
     raise PrunekitError(
-        f"data {spec!r} not found: use cifar10, random, an ImageFolder root with train/ and test/, "
-        "or a .tar.gz of one"
+        f"data {spec!r} not found: use cifar10, random, an ImageFolder root with train/ and test/, a folder of "
+        "unlabelled images, or a .tar.gz of either"
     )
 
 
@@ -139,12 +158,41 @@ def from_tarball(path: str, input_size, name: str | None = None) -> DataBundle:
                     if split:
                         entries["test" if split == "val" and not entries["test"] else split].append(
                             (parts[-2], mname))
-                if not entries["train"]:
-                    raise PrunekitError(f"{path} has no train/<class>/<image> entries")
+                if not entries["train"]:  # no train/<class>/ layout: unlabelled images, wherever they are
+                    images = sorted(m for m in members if m.lower().endswith(IMAGE_EXT))
+                    if not images:
+                        raise PrunekitError(f"{path} holds no images ({', '.join(IMAGE_EXT)})")
+                    return {"all_x": np.stack([decode_one(lambda m: tar.extractfile(members[m]).read(), m, size)
+                                               for m in images])}
                 return _decode_entries(entries, lambda m: tar.extractfile(members[m]).read(), size)
         except (tarfile.TarError, OSError, EOFError) as e:
             raise PrunekitError(f"cannot read {path}: {e}") from e
-    return _bundle(name, cached_arrays("tar", [path], size, decode_all))
+    arrays = cached_arrays("tar", [path], size, decode_all)
+    return _unlabelled(name, arrays["all_x"]) if "all_x" in arrays else _bundle(name, arrays)
+
+
+HELD_OUT_EVERY = 10  # unlabelled data: every 10th image (by path) is held out, for fidelity to the dense model
+
+
+def unlabelled_folder(root: str, input_size) -> DataBundle:
+    """A folder of images without class folders (any depth, sorted by path), decoded into memory: the images a
+    segmenter or detector sees where it is deployed."""
+    size = tuple(input_size[1:])
+    paths = sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files
+                   if f.lower().endswith(IMAGE_EXT))
+    if not paths:
+        raise PrunekitError(f"{root} holds no images ({', '.join(IMAGE_EXT)}) and no train/ test/ ImageFolder")
+    arrays = cached_arrays("unlabelled", paths, size,
+                           lambda: {"all_x": np.stack([decode_one(lambda p: p, p, size) for p in paths])})
+    return _unlabelled(os.path.basename(root.rstrip("/")), arrays["all_x"])
+
+
+def _unlabelled(name: str, images: np.ndarray) -> DataBundle:
+    """Unlabelled images: every :data:`HELD_OUT_EVERY`-th is the held-out split (``test``), the rest train."""
+    held = np.arange(len(images)) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
+    if held.sum() == 0 or (~held).sum() == 0:
+        raise PrunekitError(f"{name}: {len(images)} images are too few (at least {HELD_OUT_EVERY} are needed)")
+    return DataBundle(name, ArrayDataset(images[~held], None), None, ArrayDataset(images[held], None), None)
 
 
 def from_image_folder(root: str, input_size, mode: str = "auto", workers: int = 0) -> DataBundle:

@@ -23,7 +23,7 @@ from prunekit.errors import PrunekitError, VerificationError
 from prunekit.deploy.fastpath import fast_path
 from prunekit.files import default_mode
 from prunekit.runtimes.onnxruntime_cpu import session
-from prunekit.core.outputs import named_outputs
+from prunekit.outputs import named_outputs
 from prunekit.core.surgery import compare_outputs
 
 
@@ -51,7 +51,7 @@ class ExportReport:
 
 def onnx_output_names(out) -> list[str]:
     """The ONNX outputs' names: ``logits`` for a model returning one tensor, else every tensor's name in the
-    structure (dict keys, ``output_0``…; :func:`prunekit.core.outputs.named_outputs`)."""
+    structure (dict keys, ``output_0``…; :func:`prunekit.outputs.named_outputs`)."""
     leaves = named_outputs(out)
     return ["logits"] if isinstance(out, torch.Tensor) else [n for n, _ in leaves]
 

@@ -11,7 +11,7 @@ import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import OutOfReach, PrunekitError, VerificationError
-from prunekit.data.inputs import sample_images, sample_inputs, spread
+from prunekit.data.inputs import sample_images, sample_inputs
 from prunekit.deploy.latency import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.branches import branch_importance, dropped_blocks, mark_branches
@@ -20,12 +20,13 @@ from prunekit.compute.recovery import recalibrate, teacher_for, training_schedul
 from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
 from prunekit.jobs.finish import data_section, size_sections, timed_speed, write_run_folder
+from prunekit.jobs.readings import StageReadings
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
-from prunekit.compute.train import evaluate, finetune
+from prunekit.compute.train import finetune
 
 
 def prune_oneshot(cfg: OneShotConfig) -> dict:
@@ -37,8 +38,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     t = time.perf_counter()
     job = prepare_job(cfg)
     compute, model, spec, bundle = job.compute, job.model, job.spec, job.bundle
-    if cfg.finetunes and not bundle.has_labels:
-        raise PrunekitError("--finetune-epochs / --finetune-minutes need labelled data (not random)")
+    if cfg.finetunes and bundle.synthetic:
+        raise PrunekitError("--finetune-epochs / --finetune-minutes need real images (labelled or not), not random")
     timings["load"] = time.perf_counter() - t
 
     info(f"model {cfg.model}: building the dependency graph")
@@ -121,21 +122,15 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
     info(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
         f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
 
-    accuracy = {}
-    labelled = bundle.has_labels and bundle.test is not None
-    if labelled:
-        t = time.perf_counter()
-        info("evaluating on the test split")
-        test = bundle.test if cfg.eval_images is None else bundle.test.subset(
-            spread(len(bundle.test), cfg.eval_images))
-        accuracy = {"split": "test", "images": len(test), "dense": evaluate(model, bundle, test, compute=compute),
-                    "pruned": evaluate(pruned, bundle, test, compute=compute)}
-        timings["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    readings = StageReadings(model, bundle, compute, cfg.eval_images, cfg.training.distill_loss,
+                             spec.num_classes or bundle.num_classes)
+    readings.read("pruned", pruned)
+    timings["evaluate"] = time.perf_counter() - t
     bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute)  # after the masked == pruned proof
     if bn is not None:
         timings["bn_reestimate"] = bn["seconds"]
-        if labelled:
-            accuracy["pruned_bn"] = evaluate(pruned, bundle, test, compute=compute)
+        readings.read("pruned_bn", pruned)
     finetune_summary = None
     if cfg.finetunes:
         t = time.perf_counter()
@@ -143,12 +138,12 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         length = " and ".join(([f"{cfg.finetune_epochs:g} epoch(s)"] if cfg.finetune_epochs > 0 else [])
                               + ([f"{cfg.finetune_minutes:g} min"] if cfg.finetune_minutes > 0 else []))
         info(f"fine-tuning {length}" + (" at most" if cfg.finetune_epochs > 0 and cfg.finetune_minutes > 0 else "")
-             + (" distilled from the dense model" if teacher else "") + f" ({compute.amp_words})")
-        finetune_summary = finetune(pruned, bundle, training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed,
-                                                                      minutes=cfg.finetune_minutes),
-                                    compute=compute, teacher=teacher)
-        if accuracy:
-            accuracy["pruned_finetuned"] = evaluate(pruned, bundle, test, compute=compute)
+             + (" distilled from the dense model" if teacher else "")
+             + ("" if bundle.has_labels else ", no labels") + f" ({compute.amp_words})")
+        schedule = training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed,
+                                     spec.num_classes or bundle.num_classes, minutes=cfg.finetune_minutes)
+        finetune_summary = finetune(pruned, bundle, schedule, compute=compute, teacher=teacher)
+        readings.read("pruned_finetuned", pruned)
         timings["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -170,7 +165,8 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
                  "frozen": g.reason, **({"branch": g.branch} if g.branch else {})} for g in groups],
         depth={"mode": cfg.depth, "branches": branches, "criterion": cfg.branch_criterion,
                "dropped": dropped_blocks(pruned), "values": branch_values} if branches else None,
-        accuracy=accuracy,
+        accuracy=readings.accuracy,
+        fidelity=readings.fidelity or None,
         finetune=finetune_summary,
         speed=speed,
         verification=verification,

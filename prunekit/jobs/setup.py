@@ -14,6 +14,7 @@ from prunekit.compute.ddp import distributed
 from prunekit.compute.device import Compute, resolve_compute
 from prunekit.config import JobConfig
 from prunekit.core.graph import ChannelGroup, build_graph, find_groups, frozen_summary
+from prunekit.outputs import named_outputs
 from prunekit.data import DataBundle, load_data
 from prunekit.data.inputs import check_data_fits, check_input_size
 from prunekit.errors import PrunekitError
@@ -27,7 +28,7 @@ class JobSetup:
     model: torch.nn.Module  # the dense model, in eval mode, on the CPU
     spec: ModelSpec
     bundle: DataBundle
-    outputs: tuple[int, ...]  # the model's output shape at batch 1
+    outputs: tuple[int, ...] | None  # the model's output shape at batch 1 (None: several outputs)
 
     def calibration_batches(self, cfg: JobConfig) -> list[torch.Tensor]:
         """``cfg.calib_images`` training images (seeded), as normalised batches: what every score reads."""
@@ -42,8 +43,11 @@ def prepare_job(cfg: JobConfig, trust_code: bool = True) -> JobSetup:
     check_sync_bn(cfg.training.sync_bn, compute)
     model, spec = resolve_model(cfg.model, weights=cfg.weights, input_size=cfg.input_size,
                                 num_classes=cfg.num_classes, trust_pickle=cfg.trust_pickle, trust_code=trust_code)
-    outputs = check_input_size(model, spec.input_size)
-    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers)
+    out = check_input_size(model, spec.input_size)
+    named_outputs(out)  # a structure prunekit cannot follow (a non-tensor leaf) is refused here, by name
+    outputs = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    bundle = load_data(cfg.data, spec.input_size, mode=cfg.training.data_mode, workers=cfg.training.workers,
+                       labels=cfg.training.labels)
     check_data_fits(bundle, spec.input_size, outputs, cfg.model)
     return JobSetup(compute, model, spec, bundle, outputs)
 
@@ -61,7 +65,8 @@ def check_sync_bn(sync_bn: bool, compute: Compute) -> None:
 
 def prunable_groups(model: torch.nn.Module, spec: ModelSpec, name: str) -> list[ChannelGroup]:
     """The model's coupled channel groups; an error naming the frozen groups' reasons when none is prunable."""
-    groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
+    groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier,
+                         input_size=spec.input_size)
     if not any(g.prunable for g in groups):
         reasons = "; ".join(frozen_summary(groups)[:3]) or "no conv layers"
         raise PrunekitError(f"nothing to prune in {name}: {reasons}")

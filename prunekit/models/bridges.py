@@ -1,7 +1,7 @@
-"""Model zoos by name: ``torchvision:NAME`` (any torchvision classification model) and ``timm:NAME`` (any timm
-model; timm is the optional extra ``prunekit[timm]``). Random init: weights come from ``--weights``, so nothing
-is downloaded. A zoo name is a library's code, not a user's file: rebuilding one from a run folder needs no
-``--trust-code``."""
+"""Model zoos by name: ``torchvision:NAME`` (any torchvision classification or segmentation model: a segmenter
+returns its ``out`` and ``aux`` class maps as a dict) and ``timm:NAME`` (any timm model; timm is the optional
+extra ``prunekit[timm]``). Random init: weights come from ``--weights``, so nothing is downloaded. A zoo name is a
+library's code, not a user's file: rebuilding one from a run folder needs no ``--trust-code``."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -39,8 +39,20 @@ def build_torchvision(name: str, num_classes: int | None) -> nn.Module:
     import torchvision
 
     _torchvision_branches()
+    segmentation = torchvision.models.list_models(module=torchvision.models.segmentation)
+    if name in segmentation:  # their out (and aux) class maps, as a dict: named outputs
+        kwargs = {"weights": None, "weights_backbone": None, "num_classes": num_classes or 21}
+        if not name.startswith("lraspp"):
+            kwargs["aux_loss"] = True
+        return torchvision.models.get_model(name, **kwargs)
     if name not in torchvision.models.list_models(module=torchvision.models):
-        raise PrunekitError(f"unknown torchvision classification model {name!r}")
+        detection = torchvision.models.list_models(module=torchvision.models.detection)
+        if name in detection:
+            raise PrunekitError(f"torchvision:{name} is a detector: its forward resizes, decodes boxes and runs NMS, "
+                                "which no plan can prune through; prune its network part (a module returning the "
+                                "raw head maps, see examples/detector/)")
+        raise PrunekitError(f"unknown torchvision model {name!r} (classification: torchvision.models.list_models(); "
+                            f"segmentation: {', '.join(segmentation[:3])}, …)")
     kwargs = {"weights": None}
     if num_classes:
         kwargs["num_classes"] = num_classes

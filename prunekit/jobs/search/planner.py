@@ -70,7 +70,7 @@ class RoundPlanner:
         name, for this and every later round, and the round planned again without it."""
         ctx, cfg = self.ctx, self.ctx.cfg
         size = ctx.spec.input_size
-        groups = find_groups(base, build_graph(base, size), ctx.spec.classifier)
+        groups = find_groups(base, build_graph(base, size), ctx.spec.classifier, input_size=size)
         freeze_inexact(groups, {}, self.frozen)
         scores = score_groups(base, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute=ctx.compute,
                               seed=seed, reference=ctx.info["scales"])
