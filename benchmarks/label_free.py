@@ -63,7 +63,8 @@ def main() -> None:
     m = machine()
     md = [f"{args.model} pruned to {args.speedup:g}× on {args.runtime} (one-shot, MACs "
           f"−{run['reduction']['macs']:.1%}, after BN re-estimation {run['accuracy']['pruned_bn']:.2f} %), each "
-          f"variant retrained {args.epochs:g} epoch(s) from the same pruned model and seed ({resolve_compute('auto', 'auto').amp_words}); dense "
+          f"variant retrained {args.epochs:g} epoch(s) from the same pruned model and seed ({compute.amp_words}); "
+          "dense "
           f"{run['accuracy']['dense']:.2f} %, full test split", "",
           "| retraining | T | α | test acc | top-1 agreement with dense |", "| --- | ---: | ---: | ---: | ---: |"]
     md += [f"| {r['variant']} | {r['temperature']:g} | {r['alpha']:g} | {r['acc']:.2f} % | "
