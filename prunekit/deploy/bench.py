@@ -93,8 +93,9 @@ def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str 
                   calibration: np.ndarray | None = None, least: int = 3, most: int = 30,
                   baselines: bool = False) -> dict:
     """Dense vs pruned on the deployment runtime, interleaved, ``budget_s`` seconds per batch size: what
-    ``prune`` reports at its end and measures its speedup targets with. The speedup is the median of the
-    paired ratios, with its 90 % interval (``low``, ``high``): how far another measurement could land. With
+    ``prune`` reports at its end and measures its speedup targets with. The speedup is the ratio of the two
+    models' fast tails (10th percentiles of interleaved calls), with its 90 % interval (``low``, ``high``): how
+    far another measurement could land. With
     ``baselines``, the dense model also runs on every other ONNX runtime here, in the same loop, and each batch
     says which dense deployment was fastest and the pruned model's speedup over it."""
     from prunekit.deploy.frontier import fastest_dense, key

@@ -94,7 +94,8 @@ def reference_runtimes(reference: str, runtime: str, against: str) -> dict[str, 
 def check_speedup(path: str, reference: str, min_speedup: float, runs: int, threads: int,
                   runtime: str = "onnxruntime-cpu", against: str = "same", batch: int = 1) -> Verdict:
     """MODEL on ``runtime`` vs the reference (``--vs``) on the same runtime, or on whichever runtime runs it
-    fastest (``against="fastest"``): median of the paired ratios of interleaved calls, with its 90 % interval."""
+    fastest (``against="fastest"``): the ratio of the fast tails (10th percentiles) of interleaved calls, with
+    its 90 % interval."""
     from prunekit.deploy.bench import onnx_info
     from prunekit.deploy.frontier import key, split
     from prunekit.runtimes import get_runtime

@@ -202,7 +202,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
 
     def measure(m):
         """(pruned ms in the dense measurement's units, the speedup's 90 % interval or None). Speedup targets time
-        the pair interleaved and take the median of the paired ratios, so drift and load cancel."""
+        the pair interleaved and take the ratio of their fast tails, so drift and load cancel."""
         if target.kind == "speedup":
             row = compare_speed(model, m, spec.input_size, cfg.runtime, (batch,), cfg.latency_threads,
                                 budget_s=4.0, least=10, most=200)["batches"][0]
