@@ -142,3 +142,22 @@ def test_size_mode_state_round_trip():
     feed(c, 1, 80, 0.2, 85.0)
     c2 = Controller.from_state(c.state())
     assert c2.step == c.step == pytest.approx(0.1) and c2.state() == c.state()
+
+
+def test_stops_are_typed_and_budget_stops_lift_on_resume():
+    from prunekit.jobs.search.policy import Controller, PolicyConfig, RoundResult, Stop
+
+    ctrl = Controller(PolicyConfig(kind="params", target=0.5, max_rounds=1))
+    ctrl.observe(RoundResult(round=0, T=0.0, reduction=0.0, size=100.0, accuracy=90.0, seconds=1.0))
+    d = ctrl.observe(RoundResult(round=1, T=0.1, reduction=0.1, size=90.0, accuracy=89.0, seconds=1.0))
+    assert d.action == "stop" and ctrl.stop is Stop.round_budget and ctrl.stop.resumable
+    again = Controller.from_state(ctrl.state())
+    assert again.stop is Stop.round_budget and again.stopped == ctrl.stopped
+    again.resume()
+    assert again.stop is None and again.stopped is None
+    legacy = ctrl.state()
+    del legacy["stop"]  # a state file from before the enum: its words still say which budget stopped it
+    assert Controller.from_state(legacy).stop is Stop.round_budget
+    ctrl.end(Stop.nothing_left, "nothing left to prune")
+    ctrl.resume()
+    assert ctrl.stop is Stop.nothing_left  # not a budget: a resume does not lift it

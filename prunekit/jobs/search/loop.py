@@ -34,7 +34,7 @@ from prunekit.deploy.latency import table_goal
 from prunekit.models import load_state
 from prunekit.progress import info
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
-from prunekit.jobs.search.policy import Controller, FixedRateController, PolicyConfig, RoundResult
+from prunekit.jobs.search.policy import Controller, FixedRateController, PolicyConfig, RoundResult, Stop
 from prunekit.jobs.search.planner import RoundPlanner
 from prunekit.jobs.search.store import RunStore, interrupted_message, read_resume_state
 from prunekit.jobs.search.context import SearchContext, prepare
@@ -132,7 +132,7 @@ class Search:
         pruned, hist, plan, T, check = self.planner.prune(base, T, cfg.seed + r, plan_override, step)
         removed = sum(map(len, plan.values()))
         if removed == 0:  # nothing left that the rules may remove: retraining an unchanged model is waste
-            self.ctrl.stopped = "nothing left to prune"
+            self.ctrl.end(Stop.nothing_left, "nothing left to prune")
             self.save_state()
             return None, None
         history = base_history + hist
@@ -184,7 +184,7 @@ class Search:
         model, history = self.load(loaded)
         while not ctrl.stopped:
             if self.epochs_spent + cfg.epochs_per_round > self.round_budget + 1e-9:
-                ctrl.stopped = f"epoch budget for rounds spent ({self.epochs_spent:g} epochs)"
+                ctrl.end(Stop.epoch_budget, f"epoch budget for rounds spent ({self.epochs_spent:g} epochs)")
                 self.save_state()
                 break
             r = len(ctrl.rounds)
@@ -272,8 +272,7 @@ def _run(cfg: SearchConfig, target: Target, state: dict | None, trust_code: bool
             store.keep_rows_before(len(ctrl.rounds))
             ctrl.cfg.max_rounds = cfg.max_rounds
             ctrl.cfg.time_limit_s = parse_duration(cfg.time_limit)
-            if ctrl.stopped and ctrl.stopped.startswith(("round budget", "time budget")):
-                ctrl.stopped = None
+            ctrl.resume()
             info(f"resuming after round {len(ctrl.rounds) - 1}", "resume")
         return search.run()
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ Policies (what "acceptable" means):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 
 @dataclass
@@ -68,6 +69,24 @@ class PolicyConfig:
     min_step: float = 0.002  # size mode: below this step the search has converged
 
 
+class Stop(str, Enum):
+    """Why a search stopped (a ``str`` enum: stored and compared as its value). ``resumable`` stops are budgets a
+    resumed search with a larger budget lifts."""
+    converged = "converged"
+    target_met = "target met"
+    round_budget = "round budget"
+    time_budget = "time budget"
+    epoch_budget = "epoch budget"
+    no_round_left = "no acceptable round left"
+    step_underflow = "step underflow"
+    accuracy_exceeded = "accuracy loss exceeded"
+    nothing_left = "nothing left to prune"
+
+    @property
+    def resumable(self) -> bool:
+        return self in (Stop.round_budget, Stop.time_budget)
+
+
 @dataclass
 class Controller:
     cfg: PolicyConfig
@@ -77,7 +96,8 @@ class Controller:
     rollbacks: dict[int, int] = field(default_factory=dict)
     unacceptable: set[int] = field(default_factory=set)
     elapsed_s: float = 0.0
-    stopped: str | None = None
+    stopped: str | None = None  # why, in words (run.json)
+    stop: Stop | None = None  # why, as a value code decides on
     current: int | None = None  # round whose model the next round starts from
     step: float = 0.0  # size mode: share of the remaining size the next round removes
 
@@ -115,23 +135,23 @@ class Controller:
         budget = self._budget_spent()
         if ok:
             if self._converged():
-                return self._stop("converged: size changed < "
+                return self._stop(Stop.converged, "converged: size changed < "
                                   f"{self.cfg.converge_tol:.1%} over {self.cfg.patience} rounds")
             if budget:
-                return self._stop(budget)
+                return self._stop(*budget)
             if self.size_mode and self.cfg.kind != "accuracy" and self.meets_target(self.rounds[-1]):
-                return self._stop("target met")
+                return self._stop(Stop.target_met, "target met")
             self.T = r.T + self.lam
             return Decision("continue", self.T, self.lam, r.round, "accepted", self.step)
         if budget:
-            return self._stop(budget)
+            return self._stop(*budget)
         return self._rollback()
 
     def _rollback(self) -> Decision:
         while True:
             k = self._last_acceptable()
             if k is None:
-                return self._stop("no acceptable round left to roll back to")
+                return self._stop(Stop.no_round_left, "no acceptable round left to roll back to")
             n = self.rollbacks.get(k, 0)
             if n >= self.cfg.max_rollbacks:
                 self.unacceptable.add(k)
@@ -141,12 +161,12 @@ class Controller:
             if self.size_mode:
                 self.step = self.step / 2 ** (n + 1)
                 if self.step < self.cfg.min_step:
-                    return self._stop(f"size step fell below {self.cfg.min_step:g}")
+                    return self._stop(Stop.step_underflow, f"size step fell below {self.cfg.min_step:g}")
                 return Decision("rollback", self.T, self.lam, k, f"roll back to round {k} (rollback {n + 1})",
                                 self.step)
             self.lam = self.lam / 2 ** (n + 1)
             if self.lam < self.cfg.min_lam:
-                return self._stop(f"step λ fell below {self.cfg.min_lam:g}")
+                return self._stop(Stop.step_underflow, f"step λ fell below {self.cfg.min_lam:g}")
             t_k = next(x["T"] for x in self.rounds if x["round"] == k)
             self.T = t_k + self.lam
             return Decision("rollback", self.T, self.lam, k, f"roll back to round {k} (rollback {n + 1})")
@@ -165,16 +185,25 @@ class Controller:
         window = [x["size"] for x in acc[-(p + 1):]]
         return (max(window) - min(window)) / max(window[0], 1e-12) < self.cfg.converge_tol
 
-    def _budget_spent(self) -> str | None:
+    def _budget_spent(self) -> tuple[Stop, str] | None:
         if sum(1 for x in self.rounds if x["round"] > 0) >= self.cfg.max_rounds:  # round 0 is the dense model
-            return f"round budget spent ({self.cfg.max_rounds})"
+            return Stop.round_budget, f"round budget spent ({self.cfg.max_rounds})"
         if self.cfg.time_limit_s is not None and self.elapsed_s >= self.cfg.time_limit_s:
-            return f"time budget spent ({self.cfg.time_limit_s:.0f} s)"
+            return Stop.time_budget, f"time budget spent ({self.cfg.time_limit_s:.0f} s)"
         return None
 
-    def _stop(self, reason: str) -> Decision:
-        self.stopped = reason
+    def _stop(self, stop: Stop, reason: str) -> Decision:
+        self.stop, self.stopped = stop, reason
         return Decision("stop", self.T, self.lam, self.current, reason, self.step)
+
+    def end(self, stop: Stop, reason: str) -> None:
+        """Stop for a reason found outside the controller (the loop's epoch budget, nothing left to prune)."""
+        self.stop, self.stopped = stop, reason
+
+    def resume(self) -> None:
+        """A resumed search: a budget stop is lifted (the new budget decides)."""
+        if self.stop is not None and self.stop.resumable:
+            self.stop = self.stopped = None
 
     # ---------------------------------------------------------------- result
     def best_round(self) -> int | None:
@@ -194,14 +223,16 @@ class Controller:
         return {"controller": type(self).__name__, "cfg": asdict(self.cfg), "T": self.T, "lam": self.lam,
                 "step": self.step, "rounds": self.rounds,
                 "rollbacks": {str(k): v for k, v in self.rollbacks.items()}, "unacceptable": sorted(self.unacceptable),
-                "elapsed_s": self.elapsed_s, "stopped": self.stopped, "current": self.current}
+                "elapsed_s": self.elapsed_s, "stopped": self.stopped,
+                "stop": self.stop.value if self.stop else None, "current": self.current}
 
     @classmethod
     def from_state(cls, s: dict) -> Controller:
         cls = CONTROLLERS.get(s.get("controller", "Controller"), cls)
         c = cls(PolicyConfig(**s["cfg"]), T=s["T"], lam=s["lam"], step=s.get("step", 0.0), rounds=list(s["rounds"]),
                 rollbacks={int(k): v for k, v in s["rollbacks"].items()}, unacceptable=set(s["unacceptable"]),
-                elapsed_s=s["elapsed_s"], stopped=s["stopped"], current=s["current"])
+                elapsed_s=s["elapsed_s"], stopped=s["stopped"], current=s["current"],
+                stop=Stop(s["stop"]) if s.get("stop") else _legacy_stop(s["stopped"]))
         return c
 
 
@@ -221,13 +252,22 @@ class FixedRateController(Controller):
         self.elapsed_s += r.seconds
         self.current = r.round
         if self.cfg.kind == "accuracy" and not ok:
-            return self._stop("accuracy loss exceeded the target")
+            return self._stop(Stop.accuracy_exceeded, "accuracy loss exceeded the target")
         if self.cfg.kind != "accuracy" and self.meets_target(self.rounds[-1]):
-            return self._stop("target met")
+            return self._stop(Stop.target_met, "target met")
         budget = self._budget_spent()
         if budget:
-            return self._stop(budget)
+            return self._stop(*budget)
         return Decision("continue", self.T, self.lam, r.round, "fixed rate")
 
 
 CONTROLLERS = {"Controller": Controller, "FixedRateController": FixedRateController}
+
+
+def _legacy_stop(stopped: str | None) -> Stop | None:
+    """A state file written before stops were typed held only the words: its budget stops, so a resume lifts
+    them as before."""
+    for stop in (Stop.round_budget, Stop.time_budget):
+        if stopped and stopped.startswith(stop.value):
+            return stop
+    return None
