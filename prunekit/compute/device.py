@@ -54,6 +54,11 @@ class Compute:
         layout = ", channels_last" if self.memory_format == torch.channels_last else ""
         return f"{self.amp} autocast{layout} on {where}"
 
+    def placed(self, model):
+        """The block runs ``model`` on this device and memory format (:func:`on_device`); what the core's loops
+        (scores) receive, so the core needs no import of this layer."""
+        return on_device(model, self)
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp != "off")
 

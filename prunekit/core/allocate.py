@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from prunekit.deploy.runtime import candidate_widths
+from prunekit.runtimes.base import candidate_widths
 from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.core.costmodel import CostModel, Plan, reduction
 

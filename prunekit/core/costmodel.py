@@ -137,7 +137,7 @@ class CostModel:
     def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> CostModel:
         """Measure (or look up) every layer's latency: enables ``by="latency"`` thresholds and
         :meth:`predict_latency`. A group's latency cost is its channels' share of each member layer's time."""
-        from prunekit.deploy.latency import layer_shapes
+        from prunekit.core.metrics import layer_shapes
 
         self.shapes = {n: s for n, s in layer_shapes(model, input_size, batch).items() if n in self.layers}
         self.table = table

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from prunekit.runtimes.layers import LayerShape
 
 
 @dataclass
@@ -87,3 +90,19 @@ def count_model(model: nn.Module, input_size: tuple[int, int, int]) -> ModelCoun
             b = m.out_features if m.bias is not None else 0
             layers.append(LayerCount(name, "Linear", m.in_features, m.out_features, w + b, w * positions[name]))
     return ModelCount(sum(p.numel() for p in model.parameters()), sum(layer.macs for layer in layers), layers)
+
+
+def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, LayerShape]:
+    """The shape of every Conv2d / Linear of ``model`` on inputs of ``input_size``, from one forward pass."""
+    shapes: dict[str, LayerShape] = {}
+
+    def visit(name, mod, x, out):
+        if isinstance(mod, nn.Conv2d):
+            pad = mod.padding if isinstance(mod.padding, tuple) else (0, 0)
+            shapes[name] = LayerShape("conv", mod.in_channels, mod.out_channels, int(x.shape[-2]), int(x.shape[-1]),
+                                      tuple(mod.kernel_size), tuple(mod.stride), tuple(pad), mod.groups, batch)
+        else:
+            tokens = int(np.prod(x.shape[1:-1])) if x.dim() > 2 else 1
+            shapes[name] = LayerShape("linear", mod.in_features, mod.out_features, tokens, 1, batch=batch)
+    trace_layers(model, input_size, visit)
+    return shapes

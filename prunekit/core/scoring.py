@@ -19,6 +19,8 @@ channel with score 0.5 is half as active as the group's average channel.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 
@@ -26,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from prunekit.compute.device import CPU, Compute, on_device
 from prunekit.errors import PrunekitError
 from prunekit.core.graph import ChannelGroup
 
@@ -87,9 +88,10 @@ def get_criterion(name: str) -> Criterion:
 
 
 def consumer_statistics(model: nn.Module, modules: Iterable[str], batches: Iterable[torch.Tensor],
-                        stat: Callable, p: float, compute: Compute = CPU) -> dict[str, np.ndarray]:
+                        stat: Callable, p: float, compute=None) -> dict[str, np.ndarray]:
     """Mean over all calibration images of ``stat`` of each listed module's input, per input channel (fp32,
-    on ``compute``'s device)."""
+    on ``compute``'s device: a :class:`prunekit.compute.Compute`, passed in — anything with ``device``,
+    ``memory_format`` and ``placed(model)``; None runs where the model is)."""
     named = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -107,9 +109,11 @@ def consumer_statistics(model: nn.Module, modules: Iterable[str], batches: Itera
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), on_device(model, compute):
+        with torch.no_grad(), (compute.placed(model) if compute is not None else contextlib.nullcontext()):
             for x in batches:
-                model(x.to(compute.device, non_blocking=True).contiguous(memory_format=compute.memory_format))
+                if compute is not None:
+                    x = x.to(compute.device, non_blocking=True).contiguous(memory_format=compute.memory_format)
+                model(x)
                 count += x.shape[0]
     finally:
         for h in hooks:
@@ -136,7 +140,7 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = "attention-mean", p: float = 1.0,
                  batches: Iterable[torch.Tensor] | None = None, seed: int = 0,
-                 reference: dict[str, float] | None = None, compute: Compute = CPU) -> dict[str, np.ndarray]:
+                 reference: dict[str, float] | None = None, compute=None) -> dict[str, np.ndarray]:
     """Score every prunable group: root conv name → scores of its channels.
 
     Each member's per-channel values are divided by a reference scale and averaged over the members. By
@@ -169,7 +173,7 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
 
 
 def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,
-                 batches: Iterable[torch.Tensor] | None = None, compute: Compute = CPU) -> dict[str, float]:
+                 batches: Iterable[torch.Tensor] | None = None, compute=None) -> dict[str, float]:
     """Per member module: its mean value over the group's channels (the fixed reference scale of a search)."""
     crit = get_criterion(criterion)
     if crit.kind == "random":
@@ -179,7 +183,7 @@ def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p
 
 
 def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion, p: float,
-                  batches: Iterable[torch.Tensor] | None, compute: Compute = CPU) -> dict[str, dict[str, np.ndarray]]:
+                  batches: Iterable[torch.Tensor] | None, compute=None) -> dict[str, dict[str, np.ndarray]]:
     """root → {member module → per-root-channel values}: consumer statistics or producer weight norms."""
     named = dict(model.named_modules())
     out: dict[str, dict[str, np.ndarray]] = {}

@@ -31,26 +31,6 @@ from prunekit.runtimes.layers import LayerShape
 TABLE_FORMAT = 1  # version of a target-device table file (prunekit latency-table)
 
 
-def layer_shapes(model, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, LayerShape]:
-    """The shape of every Conv2d / Linear of ``model`` on inputs of ``input_size``, from one forward pass."""
-    import torch.nn as nn
-
-    from prunekit.core.metrics import trace_layers
-
-    shapes: dict[str, LayerShape] = {}
-
-    def visit(name, mod, x, out):
-        if isinstance(mod, nn.Conv2d):
-            pad = mod.padding if isinstance(mod.padding, tuple) else (0, 0)
-            shapes[name] = LayerShape("conv", mod.in_channels, mod.out_channels, int(x.shape[-2]), int(x.shape[-1]),
-                                      tuple(mod.kernel_size), tuple(mod.stride), tuple(pad), mod.groups, batch)
-        else:
-            tokens = int(np.prod(x.shape[1:-1])) if x.dim() > 2 else 1
-            shapes[name] = LayerShape("linear", mod.in_features, mod.out_features, tokens, 1, batch=batch)
-    trace_layers(model, input_size, visit)
-    return shapes
-
-
 class LatencyTable:
     """Layer shape → latency in ms on ``runtime`` with ``threads`` intra-op threads, cached on disk. A runtime
     with a ``table_proxy`` (an int8 one) is timed by that runtime's layers, and says so in :attr:`timed_on`."""

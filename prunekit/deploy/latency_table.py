@@ -18,7 +18,7 @@ import os
 import time
 
 from prunekit.deploy.latency import TABLE_FORMAT, LatencyTable, LayerShape
-from prunekit.deploy.runtime import candidate_widths
+from prunekit.runtimes.base import candidate_widths
 from prunekit.errors import PrunekitError
 from prunekit.files import atomic_write_json
 from prunekit.progress import info

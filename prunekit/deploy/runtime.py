@@ -4,13 +4,11 @@ A pruned model is only worth shipping if it runs faster where it ships, and that
 each runtime's fast kernels want multiples of some block (onnxruntime's MLAS NCHWc block, OpenVINO's measured
 grid, tensor cores' 8). The runtime object (:mod:`prunekit.runtimes`) knows its grid; this module turns the
 user's ``--round-to`` into the multiple every pruned group keeps and says how it was chosen (written to
-``run.json``), and lists the widths a group may take on that grid.
+``run.json``); the widths a group may take on that grid are :func:`prunekit.runtimes.base.candidate_widths`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import numpy as np
 
 from prunekit.config.choices import parse_round_to
 from prunekit.runtimes import get_runtime
@@ -43,13 +41,3 @@ def resolve_round_to(round_to, runtime: str = "onnxruntime-cpu", block: tuple[in
         return Alignment(int(block[0]), rt.name, f"the latency table's device: {block[1]}")
     grid = rt.grid(threads)
     return Alignment(grid.multiple, rt.name, grid.detected)
-
-
-def candidate_widths(channels: int, round_to: int, min_keep: int = 1, max_options: int = 64) -> list[int]:
-    """Kept widths a group of ``channels`` may take, ascending, ending with ``channels`` (the group untouched)."""
-    step = max(1, round_to)
-    widths = [w for w in range(step, channels, step) if w >= min_keep]
-    if len(widths) > max_options - 1:  # evenly spread, on the grid
-        pick = np.unique(np.round(np.linspace(0, len(widths) - 1, max_options - 1)).astype(int))
-        widths = [widths[i] for i in pick]
-    return widths + [channels]

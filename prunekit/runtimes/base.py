@@ -38,6 +38,16 @@ class Grid:
                                                                           if self.measured else {})}
 
 
+def candidate_widths(channels: int, round_to: int, min_keep: int = 1, max_options: int = 64) -> list[int]:
+    """Kept widths a group of ``channels`` may take, ascending, ending with ``channels`` (the group untouched)."""
+    step = max(1, round_to)
+    widths = [w for w in range(step, channels, step) if w >= min_keep]
+    if len(widths) > max_options - 1:  # evenly spread, on the grid
+        pick = np.unique(np.round(np.linspace(0, len(widths) - 1, max_options - 1)).astype(int))
+        widths = [widths[i] for i in pick]
+    return widths + [channels]
+
+
 @dataclass
 class Runner:
     """A loaded model: call it with one batch (a float32 array); ``precision`` is what the runtime really runs."""

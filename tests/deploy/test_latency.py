@@ -12,7 +12,8 @@ from click.testing import CliRunner
 import prunekit
 from prunekit.cli import main
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.deploy.latency import LatencyTable, layer_shapes
+from prunekit.core.metrics import layer_shapes
+from prunekit.deploy.latency import LatencyTable
 from prunekit.core.costmodel import CostModel, reduction
 from prunekit.core.planning import layer_thresholds, plan_for_target
 from prunekit.models import resolve_model

@@ -13,7 +13,8 @@ import prunekit
 from prunekit.core.costmodel import CostModel
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.deploy.export import export_onnx
-from prunekit.deploy.latency import LatencyTable, LayerShape, layer_shapes, read_table
+from prunekit.core.metrics import layer_shapes
+from prunekit.deploy.latency import LatencyTable, LayerShape, read_table
 from prunekit.deploy.latency_table import build_table, candidate_shapes, onnx_layer_shapes
 from prunekit.errors import PrunekitError
 from prunekit.models import resolve_model

@@ -14,7 +14,8 @@ from prunekit.compute.device import Compute
 from prunekit.errors import PrunekitError
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.data.inputs import sample_images, spread
-from prunekit.deploy.latency import LatencyTable, layer_shapes, predict_ms, table_for
+from prunekit.core.metrics import layer_shapes
+from prunekit.deploy.latency import LatencyTable, predict_ms, table_for
 from prunekit.core.metrics import count_model
 from prunekit.models import build_model, load_state, read_state_dict
 from prunekit.progress import info
