@@ -182,10 +182,14 @@ class OneShotConfig(JobConfig):
     @property
     def drops_branches(self) -> bool:
         """Whether the plan may drop residual branches: ``on``, or ``auto`` with the knapsack planning for a
-        latency / speedup target (the runtime's table prices a layer's fixed cost, which only depth removes)."""
+        latency / speedup target (the runtime's table prices a layer's fixed cost, which only depth removes) on a
+        runtime where dropping was not measured to cost (not onnxruntime int8)."""
         if self.depth != "auto":
             return self.depth == "on"
-        return self.allocate == "knapsack" and self.parsed_target.kind in ("latency", "speedup")
+        from prunekit.runtimes import get_runtime
+
+        return (self.allocate == "knapsack" and self.parsed_target.kind in ("latency", "speedup")
+                and get_runtime(self.runtime).depth)
 
 
 @dataclass

@@ -69,6 +69,7 @@ class Runtime:
     quantized: bool = False  # runs the INT8 (QDQ) file prunekit quantize writes from the fp32 export
     table_proxy: str | None = None  # the runtime whose layer timings its latency table uses (None: its own)
     frontier: bool = True  # a deployment users ship by default (bench's frontier, the fastest dense baseline)
+    depth: bool = True  # --depth auto may drop residual branches for it (False where that was measured to cost)
 
     # ---------------------------------------------------------------------------------------------- availability
     def missing(self) -> str | None:

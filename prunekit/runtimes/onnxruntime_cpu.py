@@ -51,9 +51,9 @@ class OnnxRuntimeCPU(Runtime):
     module = "onnxruntime"
 
     def __init__(self, name: str, precision: str, help: str, quantized: bool = False,
-                 table_proxy: str | None = None):
+                 table_proxy: str | None = None, depth: bool = True):
         self.name, self.precision, self.help = name, precision, help
-        self.quantized, self.table_proxy = quantized, table_proxy
+        self.quantized, self.table_proxy, self.depth = quantized, table_proxy, depth
 
     def versions(self) -> dict:
         import onnxruntime
@@ -86,4 +86,7 @@ class OnnxRuntimeCPU(Runtime):
 
 register(OnnxRuntimeCPU("onnxruntime-cpu", "fp32", "onnxruntime on the CPU, fp32 (the exported file)"))
 register(OnnxRuntimeCPU("onnxruntime-cpu-int8", "int8", "onnxruntime on the CPU, the INT8 QDQ file of prunekit "
-                        "quantize (latency tables time fp32 layers)", quantized=True, table_proxy="onnxruntime-cpu"))
+                        "quantize (latency tables time fp32 layers)", quantized=True, table_proxy="onnxruntime-cpu",
+                        # a dropped branch leaves a constant add that its QDQ graph runs as quantized elementwise
+                        # ops, costlier than the int8 convs they replace (ResNet-56: 0.89× of dense int8)
+                        depth=False))

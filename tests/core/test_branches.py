@@ -116,3 +116,14 @@ def test_dropped_branch_module():
     assert y.shape == x.shape and torch.equal(y[:, 1], torch.zeros(2, 4, 4))
     assert torch.equal(y[:, 0], torch.ones(2, 4, 4))
     assert "channels=3" in repr(block)
+
+
+def test_depth_auto_follows_the_target_and_the_runtime():
+    base = dict(model="resnet20", data="random", out="unused", schedule="oneshot")
+    assert prunekit.PruneConfig(target="speedup=1.5", runtime="openvino-cpu", **base).drops_branches
+    assert not prunekit.PruneConfig(target="flops=0.5", runtime="openvino-cpu", **base).drops_branches
+    # measured to cost on onnxruntime int8 (its QDQ graph keeps the constant adds as quantized element-wise ops)
+    assert not prunekit.PruneConfig(target="speedup=1.5", runtime="onnxruntime-cpu-int8", **base).drops_branches
+    assert prunekit.PruneConfig(target="flops=0.5", depth="on", **base).drops_branches
+    with pytest.raises(prunekit.PrunekitError, match="--depth on needs --allocate knapsack"):
+        prunekit.PruneConfig(target="flops=0.5", depth="on", allocate="threshold", **base)
