@@ -45,3 +45,35 @@ def write_results(out_dir: str, name: str, data: dict, markdown: str) -> None:
     with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
         f.write(markdown)
     print(markdown)
+
+
+def recovery_parser(description: str):
+    """The options of a benchmark that retrains one pruned model several ways (cpu_precision, label_free)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default="resnet56")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--speedup", type=float, default=1.5)
+    ap.add_argument("--runtime", default="openvino-cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results")
+    return ap
+
+
+def pruned_once(args):
+    """(run record, pruned model, dense model, spec, data spec): the shared weights pruned one-shot to
+    ``speedup=args.speedup`` on ``args.runtime`` at batch 32, no fine-tune: the model each variant retrains."""
+    import tempfile
+
+    import prunekit
+    from prunekit.models import resolve_model
+
+    data, weights = shared("data", "cifar10-jpeg.tar.gz"), shared("weights", f"{args.model}-cifar10jpeg.pt")
+    dense, spec = resolve_model(args.model, weights=weights)
+    with tempfile.TemporaryDirectory() as d:
+        run = prunekit.prune(prunekit.PruneConfig(
+            model=args.model, weights=weights, data=data, target=f"speedup={args.speedup}", schedule="oneshot",
+            runtime=args.runtime, latency_threads=2, speed_batches=(32,), out=os.path.join(d, "run"),
+            seed=args.seed))
+        return run, prunekit.load(os.path.join(d, "run")), dense, spec, data

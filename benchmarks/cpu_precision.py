@@ -8,44 +8,26 @@ fine-tune, made once; each precision fine-tunes its own copy from the same seed.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import os
-import tempfile
 
-from _common import machine, shared, write_results
+from _common import machine, pruned_once, recovery_parser, write_results
 
-import prunekit
 from prunekit.compute.device import resolve_compute
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.compute.train import evaluate, finetune
 from prunekit.config import TrainingConfig
 from prunekit.data import load_data
-from prunekit.models import resolve_model
 from prunekit.progress import configure
 from prunekit.runtimes import cpu_info
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="resnet56")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--speedup", type=float, default=1.5)
-    ap.add_argument("--runtime", default="openvino-cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results")
-    args = ap.parse_args()
+    args = recovery_parser(__doc__.splitlines()[0]).parse_args()
     configure("text")
     if not cpu_info().native_bf16:
         raise SystemExit(f"{cpu_info().model} has no native bf16 units: nothing to compare")
-    data, weights = shared("data", "cifar10-jpeg.tar.gz"), shared("weights", f"{args.model}-cifar10jpeg.pt")
-    dense, spec = resolve_model(args.model, weights=weights)
+    run, pruned, dense, spec, data = pruned_once(args)
     bundle = load_data(data, spec.input_size)
-    with tempfile.TemporaryDirectory() as d:
-        run = prunekit.prune(prunekit.PruneConfig(
-            model=args.model, weights=weights, data=data, target=f"speedup={args.speedup}", schedule="oneshot",
-            runtime=args.runtime, latency_threads=2, speed_batches=(32,), out=os.path.join(d, "run"), seed=args.seed))
-        pruned = prunekit.load(os.path.join(d, "run"))
     training = TrainingConfig()
     rows = []
     for amp in ("off", "bf16"):

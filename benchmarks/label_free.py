@@ -7,43 +7,25 @@ seed; test accuracy and fidelity to the dense model side by side.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import os
-import tempfile
 
-from _common import machine, shared, write_results
+from _common import machine, pruned_once, recovery_parser, write_results
 
-import prunekit
 from prunekit.compute.device import resolve_compute
 from prunekit.compute.fidelity import fidelity
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.compute.train import evaluate, finetune
 from prunekit.config import TrainingConfig
 from prunekit.data import load_data
-from prunekit.models import resolve_model
 from prunekit.progress import configure
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="resnet56")
-    ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--speedup", type=float, default=1.5)
-    ap.add_argument("--runtime", default="openvino-cpu")
+    ap = recovery_parser(__doc__.splitlines()[0])
     ap.add_argument("--temperatures", default="4", help="distillation temperatures to try label-free")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     configure("text")
-    data, weights = shared("data", "cifar10-jpeg.tar.gz"), shared("weights", f"{args.model}-cifar10jpeg.pt")
-    dense, spec = resolve_model(args.model, weights=weights)
-    with tempfile.TemporaryDirectory() as d:
-        run = prunekit.prune(prunekit.PruneConfig(
-            model=args.model, weights=weights, data=data, target=f"speedup={args.speedup}", schedule="oneshot",
-            runtime=args.runtime, latency_threads=2, speed_batches=(32,), out=os.path.join(d, "run"),
-            seed=args.seed))
-        pruned = prunekit.load(os.path.join(d, "run"))
+    run, pruned, dense, spec, data = pruned_once(args)
     compute = resolve_compute("auto", "auto")
     rows = []
     variants = [("labels used", "use", 4.0)] + [("labels ignored", "ignore", float(t))

@@ -64,3 +64,23 @@ def layer_onnx(s: LayerShape, path: str, call_only: bool = False) -> None:
 
 def layer_input(s: LayerShape) -> np.ndarray:
     return np.random.default_rng(0).standard_normal(s.input_dims()).astype(np.float32)
+
+
+def own_time_ms(shape: LayerShape, load, budget_ms: float) -> float:
+    """One layer's own time (ms): its one-node model less an empty call's, each loaded by ``load(path)`` (a
+    runtime's; it returns a callable on the input) and timed by its fastest call. A model runs its layers in one
+    call, so the call's fixed cost is not the layer's (floored at 5 % of the layer's time)."""
+    import os
+    import tempfile
+
+    from prunekit.runtimes.timing import time_budgeted
+
+    x = layer_input(shape)
+    times = {}
+    with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:
+        for what in ("layer", "call"):
+            path = os.path.join(d, f"{what}.onnx")
+            layer_onnx(shape, path, call_only=what == "call")
+            run = load(path)
+            times[what] = time_budgeted(lambda run=run: run(x), budget_ms)
+    return max(times["layer"] - times["call"], 0.05 * times["layer"])

@@ -12,14 +12,10 @@ latency tables, the fast-path check).
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 from prunekit.errors import PrunekitError, describe
 from prunekit.runtimes.base import Grid, Runner, Runtime, register
-from prunekit.runtimes.layers import layer_input, layer_onnx
+from prunekit.runtimes.layers import own_time_ms
 from prunekit.runtimes.machine import nchwc_block
-from prunekit.runtimes.timing import time_budgeted
 
 
 def session(path: str, threads: int | None = 1, provider: str = "cpu", optimized_path: str | None = None):
@@ -73,15 +69,10 @@ class OnnxRuntimeCPU(Runtime):
         return Grid(block, how)
 
     def layer_ms(self, shape, threads: int, budget_ms: float) -> float:
-        x = layer_input(shape)
-        times = {}
-        with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:
-            for what in ("layer", "call"):
-                path = os.path.join(d, f"{what}.onnx")
-                layer_onnx(shape, path, call_only=what == "call")
-                sess = session(path, threads)
-                times[what] = time_budgeted(lambda sess=sess: sess.run(None, {"x": x}), budget_ms)
-        return max(times["layer"] - times["call"], 0.05 * times["layer"])
+        def load(path):
+            sess = session(path, threads)
+            return lambda x: sess.run(None, {"x": x})
+        return own_time_ms(shape, load, budget_ms)
 
 
 register(OnnxRuntimeCPU("onnxruntime-cpu", "fp32", "onnxruntime on the CPU, fp32 (the exported file)"))

@@ -24,8 +24,7 @@ import tempfile
 from prunekit.errors import PrunekitError, describe
 from prunekit.files import atomic_write_json, cache_dir, read_json
 from prunekit.runtimes.base import Grid, Runner, Runtime, register
-from prunekit.runtimes.layers import LayerShape, layer_input, layer_onnx
-from prunekit.runtimes.timing import time_budgeted
+from prunekit.runtimes.layers import LayerShape, layer_onnx, own_time_ms
 
 GRID_WIDTHS = tuple(range(8, 65))
 GRID_CANDIDATES = (32, 16, 8, 4, 2)
@@ -87,15 +86,10 @@ class OpenVINOCPU(Runtime):
             return _type_name(self.compile(path, 1, None).get_property("INFERENCE_PRECISION_HINT"))
 
     def layer_ms(self, shape, threads: int, budget_ms: float) -> float:
-        x = layer_input(shape)
-        times = {}
-        with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:
-            for what in ("layer", "call"):
-                path = os.path.join(d, f"{what}.onnx")
-                layer_onnx(shape, path, call_only=what == "call")
-                request = self.compile(path, threads, None).create_infer_request()
-                times[what] = time_budgeted(lambda r=request: r.infer({0: x}, share_inputs=True), budget_ms)
-        return max(times["layer"] - times["call"], 0.05 * times["layer"])
+        def load(path):
+            request = self.compile(path, threads, None).create_infer_request()
+            return lambda x: request.infer({0: x}, share_inputs=True)
+        return own_time_ms(shape, load, budget_ms)
 
     def grid(self, threads: int = 1) -> Grid:
         self.require()
