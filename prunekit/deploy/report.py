@@ -107,6 +107,26 @@ def write_report(run_dir: str) -> str:
         return _write_report(run_dir, run, rounds)
 
 
+def _fidelity_lines(fid: dict | None) -> list[str]:
+    """Agreement with the dense model per output and stage (what a run without labels is judged on)."""
+    if not fid:
+        return []
+    from prunekit.runs.summary import fidelity_words
+
+    stages = [("pruned", "after surgery"), ("pruned_bn", "after BN re-estimation"),
+              ("pruned_finetuned", "after fine-tuning")]
+    return ["", f"Fidelity to the dense model on {fid['images']} {fid['split']} images:", ""] + [
+        f"- {words}: {fidelity_words(fid[stage])}" for stage, words in stages if stage in fid]
+
+
+def _speed_lines(speed: dict | None) -> list[str]:
+    if not speed or not speed.get("batches"):
+        return []
+    from prunekit.runs.summary import speed_summary
+
+    return ["", f"Speed: {speed_summary(speed)}."]
+
+
 def _write_report(run_dir: str, run: RunRecord, rounds: list[dict]) -> str:
     d, p = run.dense, run.pruned
     acc = run.accuracy or {}
@@ -135,6 +155,7 @@ def _write_report(run_dir: str, run: RunRecord, rounds: list[dict]) -> str:
     if d.get("latency_ms") and p.get("latency_ms"):
         lines.append(f"| latency (onnxruntime, batch 1, ms) | {d['latency_ms']:.3f} | {p['latency_ms']:.3f} | "
                      f"{_pct(d['latency_ms'], p['latency_ms'])} |")
+    lines += _fidelity_lines(run.fidelity) + _speed_lines(run.speed)
     lines += ["", "Verification: " + "; ".join(
         f"{c['check']}: {'passed' if c['passed'] else 'FAILED'} (max abs diff {c.get('max_abs_diff', 0):.2g})"
         for c in run.verification or [])]
