@@ -20,8 +20,9 @@ Rows (``--rows``):
     python benchmarks/pareto.py --runtime openvino-cpu --speedups 1.5 --minutes 7
     python benchmarks/pareto.py --runtime openvino-cpu --speedups 1.5 --epochs 1 --tag ov-1ep
 
-Models and rows are kept in ``--work`` (default ``/tmp/prunekit-pareto``), so an interrupted run resumes; the
-final timing loop always runs anew (``--retime`` re-times without retraining).
+Models and rows are kept in ``--work`` (default ``/tmp/prunekit-pareto``), so an interrupted run resumes (the
+peer's model lives in memory: its row is retrained); the final timing loop always runs anew, so running the same
+command again re-times the trained rows.
 """
 from __future__ import annotations
 
@@ -194,7 +195,6 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=60, help="timed rounds of the final interleaved loop")
     ap.add_argument("--tag", default=None)
     ap.add_argument("--work", default="/tmp/prunekit-pareto")
-    ap.add_argument("--retime", action="store_true", help="keep the trained rows, time them again")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args(argv)
     if not (args.minutes or args.epochs):

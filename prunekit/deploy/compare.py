@@ -148,7 +148,7 @@ def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1,
     accuracy = _accuracies(artifacts, data, size, eval_images, threads) if provider == "cpu" else {}
     for b in batch_sizes:
         if provider == "cuda":
-            stats = measure_pair({k: p for k, p in paths.items()}, size, b, threads, warmup, runs, provider)
+            stats = measure_pair(paths, size, b, threads, warmup, runs, provider)
             row = {"batch": b, "onnxruntime": {k: v.to_dict() for k, v in stats.items()}}
         else:
             shape = (b, *size)
