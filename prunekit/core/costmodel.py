@@ -177,6 +177,16 @@ class CostModel:
         return params, macs
 
 
+def cost_model(model: nn.Module, groups: list[ChannelGroup], input_size, *, threshold_scale: str = "total",
+               group_cap: float = 1.0, table=None, batch: int = 1) -> CostModel:
+    """The one way both jobs build a cost model: counts, planning rules, and the latency table when there is one."""
+    cost = CostModel.build(model, groups, input_size)
+    cost.threshold_scale, cost.group_cap = threshold_scale, group_cap
+    if table is not None:
+        cost.attach_latency(model, input_size, table, batch=batch)
+    return cost
+
+
 def reduction(cost: CostModel, plan: Plan, by: CostBasis | str) -> float:
     """Predicted fraction of params, MACs or (table) latency that ``plan`` removes."""
     if by == "latency":

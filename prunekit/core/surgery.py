@@ -189,3 +189,32 @@ def verify_masked_equals_pruned(dense: nn.Module, pruned: nn.Module, groups: lis
             f"verification failed: the masked model and the pruned model differ by {diff:.3g} (> {allowed:.3g}) "
             f"on {inputs.shape[0]} inputs; pruned groups: {', '.join(list(plan)[:8])}")
     return result
+
+
+def cut_and_verify(model: nn.Module, groups: list[ChannelGroup], scores: dict, plan_fn, inputs: torch.Tensor,
+                   atol: float, when: str, attempts: int = 3):
+    """The stage both jobs share: plan → cut → verify, and a group whose removal turns out inexact (masked ≠
+    pruned in float64: a coupling torch-pruning did not record) frozen by name and the plan made again.
+
+    ``plan_fn(scores)`` returns ``(plan, pruned, history, extra)`` (``pruned`` None: this stage cuts); ``when``
+    says in the warning for how long the freeze holds. Returns ``(plan, pruned, history, extra, check,
+    frozen)``; a failure that is not an inexact group is raised as it is."""
+    from prunekit.progress import warn
+
+    frozen: list[str] = []
+    for attempt in range(attempts):
+        plan, pruned, history, extra = plan_fn(scores)
+        if pruned is None:
+            pruned, history = apply_plan(model, groups, plan, tuple(inputs.shape[1:]))
+        try:
+            check = verify_masked_equals_pruned(model, pruned, groups, plan, inputs, atol)
+            return plan, pruned, history, extra, check, frozen
+        except VerificationError:
+            bad = inexact_groups(model, groups, plan, inputs)
+            if not bad or attempt == attempts - 1:
+                raise
+        scores = freeze_inexact(groups, scores, bad)
+        frozen += bad
+        warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
+             f"float64: a coupling torch-pruning did not record); froze them {when} and planned again", groups=bad)
+    raise AssertionError("unreachable")

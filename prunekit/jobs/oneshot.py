@@ -5,17 +5,19 @@ failed run leaves nothing half-written.
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass
 
 import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
-from prunekit.errors import OutOfReach, PrunekitError, VerificationError
+from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.data.inputs import sample_images, sample_inputs
 from prunekit.deploy.latency import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.branches import branch_importance, dropped_blocks, mark_branches
-from prunekit.core.costmodel import CostModel
+from prunekit.core.costmodel import cost_model
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
 from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
@@ -25,87 +27,138 @@ from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
-from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
+from prunekit.core.surgery import apply_plan, cut_and_verify
 from prunekit.compute.train import finetune
 
 
+class Timings(dict):
+    """Seconds per step of a job (``run.json`` → ``timings_s``): ``with timings("score"): …``."""
+
+    @contextlib.contextmanager
+    def __call__(self, step: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[step] = self.get(step, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class _Cut:
+    """What planning and surgery produced."""
+    plan: dict
+    threshold: float | None
+    pruned: torch.nn.Module
+    history: list
+    latency: dict | None
+    alignment: object
+    verification: list
+    cost: object
+    cost_by: str
+
+
 def prune_oneshot(cfg: OneShotConfig) -> dict:
-    """One-shot: bisect the global threshold for the target, prune once, verify, optionally fine-tune."""
+    """One-shot: plan for the target, prune once, verify, recover (BN re-estimation, fine-tune), write the run."""
     check_paths(cfg)
     target = cfg.parsed_target
     torch.manual_seed(cfg.seed)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    job = prepare_job(cfg)
-    compute, model, spec, bundle = job.compute, job.model, job.spec, job.bundle
-    if cfg.finetunes and bundle.synthetic:
-        raise PrunekitError("--finetune-epochs / --finetune-minutes need real images (labelled or not), not random")
-    timings["load"] = time.perf_counter() - t
-
+    timings = Timings()
+    with timings("load"):
+        job = prepare_job(cfg)
+        if cfg.finetunes and job.bundle.synthetic:
+            raise PrunekitError("--finetune-epochs / --finetune-minutes need real images (labelled or not), "
+                                "not random")
     info(f"model {cfg.model}: building the dependency graph")
-    t = time.perf_counter()
-    groups = prunable_groups(model, spec, cfg.model)
-    branches = mark_branches(model, groups) if cfg.drops_branches else 0
-    timings["graph"] = time.perf_counter() - t
+    with timings("graph"):
+        groups = prunable_groups(job.model, job.spec, cfg.model)
+        branches = mark_branches(job.model, groups) if cfg.drops_branches else 0
+    with timings("score"):
+        scores, branch_values = _scores(cfg, job, groups, branches)
+    with timings("plan_and_surgery"):
+        cut = _cut(cfg, job, groups, scores, branch_values, target)
+    with timings("verify"):
+        dense_count, pruned_count, reached, met = _counts(cut, job, target)
+    readings, bn, finetune_summary = _recover(cfg, job, cut.pruned, timings)
+    with timings("speed"):
+        speed = timed_speed(job.model, cut.pruned, job.spec.input_size, cfg, job.bundle)
+    record = RunRecord(
+        config=config_dict(cfg), model=job.spec.to_dict(), compute=job.compute.to_dict(),
+        data=data_section(cfg, job.bundle),
+        target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached, "met": met},
+        threshold=cut.threshold, cost=cut.cost_by, latency=cut.latency, alignment=cut.alignment.to_dict(),
+        **size_sections(dense_count, pruned_count),
+        groups=[{"root": g.root, "channels": g.channels, "removed": len(cut.plan.get(g.root, [])),
+                 "frozen": g.reason, **({"branch": g.branch} if g.branch else {})} for g in groups],
+        depth={"mode": cfg.depth, "branches": branches, "criterion": cfg.branch_criterion,
+               "dropped": dropped_blocks(cut.pruned), "values": branch_values} if branches else None,
+        accuracy=readings.accuracy, fidelity=readings.fidelity or None, finetune=finetune_summary, speed=speed,
+        verification=cut.verification,
+        recovery={"bn_reestimate": bn, "distill": (finetune_summary or {}).get("distill"), "allocate": cfg.allocate},
+        timings_s=dict(timings),
+    )
+    write_run_folder(cfg.out, record, cut.pruned, job.spec, cut.history, cfg.overwrite,
+                     sample_images(job.bundle, cfg.check_images), job.bundle, cfg.atol)
+    return record.to_dict()
 
-    info(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(bundle.train))} calibration images")
-    t = time.perf_counter()
+
+def _scores(cfg: OneShotConfig, job, groups, branches: int):
+    """(channel scores, branch values or None) on the calibration images."""
+    info(f"scoring filters with {cfg.criterion} on {min(cfg.calib_images, len(job.bundle.train))} calibration "
+         "images")
     calibration = job.calibration_batches(cfg)
-    scores = score_groups(model, groups, cfg.criterion, cfg.p, calibration, seed=cfg.seed, compute=compute)
-    branch_values = None
-    if branches:
-        info(f"{branches} residual branches may be dropped whole; valuing them by {cfg.branch_criterion}")
-        branch_values = branch_importance(model, groups, cfg.branch_criterion, calibration)
-    timings["score"] = time.perf_counter() - t
+    scores = score_groups(job.model, groups, cfg.criterion, cfg.p, calibration, seed=cfg.seed, compute=job.compute)
+    if not branches:
+        return scores, None
+    info(f"{branches} residual branches may be dropped whole; valuing them by {cfg.branch_criterion}")
+    return scores, branch_importance(job.model, groups, cfg.branch_criterion, calibration)
 
-    t = time.perf_counter()
-    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if (
-        "latency" in (cost_basis(cfg.cost, target), target.kind) or target.kind == "speedup") else None
-    alignment = resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)
+
+def _cut(cfg: OneShotConfig, job, groups, scores, branch_values, target: Target) -> _Cut:
+    """The plan for the target (measured on the runtime for latency / speedup targets), cut and verified."""
+    model, spec = job.model, job.spec
+    timed = target.kind in ("latency", "speedup")
     cost_by = cost_basis(cfg.cost, target)
-    cost = CostModel.build(model, groups, spec.input_size)
-    cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
+    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or cost_by == "latency" else None
+    alignment = [resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)]
     if table is not None:
-        batch = cfg.speed_batch if target.kind == "speedup" else 1
-        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch {batch}")
-        cost.attach_latency(model, spec.input_size, table, batch=batch)
-    inputs = sample_inputs(bundle, cfg.verify_images)
-    for attempt in range(3):  # a group whose removal is not exact is frozen, by name, and the plan made again
-        if target.kind in ("latency", "speedup"):
-            plan, threshold, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
-                                                                          alignment.round_to, cfg, branch_values)
-            if latency["round_to"] != alignment.round_to:
-                alignment = alignment.relaxed(latency["round_to"], target.text)
+        info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch "
+             f"{cfg.speed_batch if target.kind == 'speedup' else 1}")
+    cost = cost_model(model, groups, spec.input_size, threshold_scale=cfg.threshold_scale, group_cap=cfg.group_cap,
+                      table=table, batch=cfg.speed_batch if target.kind == "speedup" else 1)
+
+    def plan_fn(scores):
+        if timed:
+            plan, T, pruned, history, latency = _plan_for_latency(model, spec, groups, scores, cost, target,
+                                                                  alignment[0].round_to, cfg, branch_values)
+            used = latency["round_to"]
         else:
-            plan, threshold, used = plan_to_target(scores, cost, target.kind, target.amount, alignment.round_to,
-                                                   cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value,
-                                                   branch_values)
-            if used != alignment.round_to:
-                warn(f"{target.text} is out of reach with every group a multiple of {alignment.round_to} "
-                    f"channels; aligned to {used} instead (narrow layers pay for a full {alignment.round_to}-channel "
-                    "block on this runtime)")
-                alignment = alignment.relaxed(used, target.text)
-            pruned, history = apply_plan(model, groups, plan, spec.input_size)
-            latency = None
-        try:
-            verification = [verify_masked_equals_pruned(model, pruned, groups, plan, inputs, cfg.atol)]
-            break
-        except VerificationError:
-            bad = inexact_groups(model, groups, plan, inputs)
-            if not bad or attempt == 2:
-                raise
-            scores = freeze_inexact(groups, scores, bad)
-            warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
-                 "float64: a coupling torch-pruning did not record); froze them and planned again", groups=bad)
+            plan, T, used = plan_to_target(scores, cost, target.kind, target.amount, alignment[0].round_to,
+                                           cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value,
+                                           branch_values)
+            pruned = history = latency = None
+            if used != alignment[0].round_to:
+                warn(f"{target.text} is out of reach with every group a multiple of {alignment[0].round_to} "
+                     f"channels; aligned to {used} instead (narrow layers pay for a full "
+                     f"{alignment[0].round_to}-channel block on this runtime)")
+        if used != alignment[0].round_to:
+            alignment[0] = alignment[0].relaxed(used, target.text)
+        return plan, pruned, history, (T, latency)
+    plan, pruned, history, (threshold, latency), check, _ = cut_and_verify(
+        model, groups, scores, plan_fn, sample_inputs(job.bundle, cfg.verify_images), cfg.atol, "for this run")
     if table is not None:  # the shapes planning timed: the next run plans from the same entries, not new noise
         table.save()
-    timings["plan_and_surgery"] = time.perf_counter() - t
-    t = time.perf_counter()
-    dense_count, pruned_count = count_model(model, spec.input_size), count_model(pruned, spec.input_size)
-    predicted = cost.predict(plan)
+    return _Cut(plan, threshold, pruned, history, latency, alignment[0], [check], cost, cost_by)
+
+
+def _counts(cut: _Cut, job, target: Target):
+    """(dense counts, pruned counts, what the target reached, met): the cost model's prediction must be exact."""
+    dense_count, pruned_count = count_model(job.model, job.spec.input_size), count_model(cut.pruned,
+                                                                                        job.spec.input_size)
+    predicted = cut.cost.predict(cut.plan)
     if predicted != (pruned_count.params, pruned_count.macs):
         raise PrunekitError(f"internal error: predicted (params, MACs) {predicted} but the pruned model has "
                             f"({pruned_count.params}, {pruned_count.macs})")
+    latency = cut.latency
     if latency is not None and "predicted_speedup" in latency:  # planned on another device's table
         reached, met = latency["predicted_speedup"], latency["met"]
     elif latency is not None:
@@ -118,23 +171,26 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         met = reached >= target.amount
         if not met:
             raise PrunekitError(f"internal error: target {target.text} not met ({reached:.2%})")
-    timings["verify"] = time.perf_counter() - t
     info(f"pruned: params {dense_count.params:,} → {pruned_count.params:,}, MACs {dense_count.macs:,} → "
-        f"{pruned_count.macs:,}; masked == pruned within {verification[0]['max_abs_diff']:.2g}")
+         f"{pruned_count.macs:,}; masked == pruned within {cut.verification[0]['max_abs_diff']:.2g}")
+    return dense_count, pruned_count, reached, met
 
-    t = time.perf_counter()
-    readings = StageReadings(model, bundle, compute, cfg.eval_images, cfg.training.distill_loss,
-                             spec.num_classes or bundle.num_classes)
-    readings.read("pruned", pruned)
-    timings["evaluate"] = time.perf_counter() - t
+
+def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
+    """Readings after surgery, BatchNorm re-estimation (and readings), the fine-tune (and readings)."""
+    compute, bundle, spec = job.compute, job.bundle, job.spec
+    with timings("evaluate"):
+        readings = StageReadings(job.model, bundle, compute, cfg.eval_images, cfg.training.distill_loss,
+                                 spec.num_classes or bundle.num_classes)
+        readings.read("pruned", pruned)
     bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute)  # after the masked == pruned proof
     if bn is not None:
         timings["bn_reestimate"] = bn["seconds"]
         readings.read("pruned_bn", pruned)
-    finetune_summary = None
-    if cfg.finetunes:
-        t = time.perf_counter()
-        teacher = teacher_for(model, bundle, cfg.training)
+    if not cfg.finetunes:
+        return readings, bn, None
+    with timings("finetune"):
+        teacher = teacher_for(job.model, bundle, cfg.training)
         length = " and ".join(([f"{cfg.finetune_epochs:g} epoch(s)"] if cfg.finetune_epochs > 0 else [])
                               + ([f"{cfg.finetune_minutes:g} min"] if cfg.finetune_minutes > 0 else []))
         info(f"fine-tuning {length}" + (" at most" if cfg.finetune_epochs > 0 and cfg.finetune_minutes > 0 else "")
@@ -142,41 +198,9 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
              + ("" if bundle.has_labels else ", no labels") + f" ({compute.amp_words})")
         schedule = training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed,
                                      spec.num_classes or bundle.num_classes, minutes=cfg.finetune_minutes)
-        finetune_summary = finetune(pruned, bundle, schedule, compute=compute, teacher=teacher)
+        summary = finetune(pruned, bundle, schedule, compute=compute, teacher=teacher)
         readings.read("pruned_finetuned", pruned)
-        timings["finetune"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    speed = timed_speed(model, pruned, spec.input_size, cfg, bundle)
-    timings["speed"] = time.perf_counter() - t
-    record = RunRecord(
-        config=config_dict(cfg),
-        model=spec.to_dict(),
-        compute=compute.to_dict(),
-        data=data_section(cfg, bundle),
-        target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached,
-                "met": met},
-        threshold=threshold,
-        cost=cost_by,
-        latency=latency,
-        alignment=alignment.to_dict(),
-        **size_sections(dense_count, pruned_count),
-        groups=[{"root": g.root, "channels": g.channels, "removed": len(plan.get(g.root, [])),
-                 "frozen": g.reason, **({"branch": g.branch} if g.branch else {})} for g in groups],
-        depth={"mode": cfg.depth, "branches": branches, "criterion": cfg.branch_criterion,
-               "dropped": dropped_blocks(pruned), "values": branch_values} if branches else None,
-        accuracy=readings.accuracy,
-        fidelity=readings.fidelity or None,
-        finetune=finetune_summary,
-        speed=speed,
-        verification=verification,
-        recovery={"bn_reestimate": bn, "distill": (finetune_summary or {}).get("distill"),
-                  "allocate": cfg.allocate},
-        timings_s=timings,
-    )
-    write_run_folder(cfg.out, record, pruned, spec, history, cfg.overwrite, sample_images(bundle, cfg.check_images),
-                     bundle, cfg.atol)
-    return record.to_dict()
+    return readings, bn, summary
 
 
 def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig,

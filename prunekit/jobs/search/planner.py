@@ -9,13 +9,13 @@ import numpy as np
 from prunekit.compute.ddp import broadcast_object
 from prunekit.core.allocate import knapsack_plan, plan_to_target
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.errors import PrunekitError, VerificationError
-from prunekit.core.costmodel import CostModel
+from prunekit.errors import PrunekitError
 from prunekit.core.planning import bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
 from prunekit.progress import warn
 from prunekit.core.scoring import score_groups
 from prunekit.jobs.search.context import SearchContext
-from prunekit.core.surgery import apply_plan, freeze_inexact, inexact_groups, verify_masked_equals_pruned
+from prunekit.core.surgery import cut_and_verify, freeze_inexact
+from prunekit.core.costmodel import cost_model
 
 
 class RoundPlanner:
@@ -74,24 +74,22 @@ class RoundPlanner:
         freeze_inexact(groups, {}, self.frozen)
         scores = score_groups(base, groups, cfg.criterion, cfg.p, ctx.calib_batches, compute=ctx.compute,
                               seed=seed, reference=ctx.info["scales"])
-        cost = CostModel.build(base, groups, size)
-        cost.threshold_scale, cost.group_cap = cfg.threshold_scale, cfg.group_cap
-        if ctx.table is not None:
-            cost.attach_latency(base, size, ctx.table, batch=ctx.latency_batch)
-        for attempt in range(3):
+        cost = cost_model(base, groups, size, threshold_scale=cfg.threshold_scale, group_cap=cfg.group_cap,
+                          table=ctx.table, batch=ctx.latency_batch)
+
+        def plan_fn(scores):
             plan, T_used = self._plan(scores, cost, T, plan_override, step)
-            try:
-                return self._finish(base, groups, plan, T_used)
-            except VerificationError:
-                bad = inexact_groups(base, groups, plan, ctx.verify_inputs)
-                if not bad or attempt == 2:
-                    raise
-            self.frozen.update(bad)
+            plan, T_used = broadcast_object((plan, T_used))  # rank 0's plan everywhere: scores or tables may differ
+            plan = {k: v for k, v in plan.items() if v}
+            if not plan:
+                return plan, copy.deepcopy(base), [], T_used
+            return plan, None, None, T_used
+        plan, pruned, hist, T_used, check, frozen = cut_and_verify(
+            base, groups, scores, plan_fn, ctx.verify_inputs, cfg.atol, "for the rest of the search")
+        if frozen:
+            self.frozen.update(frozen)
             ctx.info["frozen_inexact"] = sorted(self.frozen)
-            scores = freeze_inexact(groups, scores, bad)
-            warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
-                 "float64: a coupling torch-pruning did not record); froze them for the rest of the search and "
-                 "planned the round again", groups=bad)
+        return pruned, hist, plan, T_used, check if plan else None
 
     def _plan(self, scores, cost, T: float | None, plan_override, step: float | None):
         """(plan, T) of one round: the override's, a knapsack size step's (T None), or the threshold's."""
@@ -106,16 +104,6 @@ class RoundPlanner:
             T = self.fixed_threshold(scores, cost)
         T = first_cut(scores, cost, T, ctx.cost_by, ctx.round_to)
         return self.plan(scores, cost, T), T
-
-    def _finish(self, base, groups, plan, T):
-        plan, T = broadcast_object((plan, T))  # rank 0's plan everywhere: scores or latency tables may differ by rank
-        ctx, size = self.ctx, self.ctx.spec.input_size
-        plan = {k: v for k, v in plan.items() if v}
-        if not plan:
-            return copy.deepcopy(base), [], plan, T, None
-        pruned, hist = apply_plan(base, groups, plan, size)
-        check = verify_masked_equals_pruned(base, pruned, groups, plan, ctx.verify_inputs, ctx.cfg.atol)
-        return pruned, hist, plan, T, check
 
     def knapsack_step(self, scores, cost, step: float):
         """Size mode with ``--allocate knapsack``: the plan that loses the least score while leaving about
