@@ -115,21 +115,9 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
         n = max(cfg.batch_size, int(round(len(ds) * cfg.train_fraction)))
         ds = ds.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(ds), size=min(n, len(ds)), replace=False)))
     steps_per_epoch = math.ceil(len(ds) / cfg.batch_size)
-    budget = cfg.minutes * 60 if cfg.minutes > 0 else None
-    total = max(1, int(round(cfg.epochs * steps_per_epoch))) if cfg.epochs > 0 or budget is None else None
+    progress = _Progress(cfg, steps_per_epoch, world, compute.device)
     step, loss_value, t0, epoch, seen = 0, float("nan"), time.perf_counter(), 0, 0
-    bar = progress_bar(total or steps_per_epoch, "train")
-
-    def progress() -> float:  # where in the schedule the next step is: steps or time, whichever is further
-        done = step / total if total else 0.0
-        if not budget:
-            return done
-        u = max(done, (time.perf_counter() - t0) / budget)
-        if world > 1:  # every rank stops at the same step: the furthest rank's clock decides
-            t = torch.tensor([u], dtype=torch.float64, device=compute.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            u = float(t)
-        return u
+    bar = progress_bar(progress.total or steps_per_epoch, "train")
     teacher_s, losses = 0.0, _OutputLosses(cfg)
     sync = cfg.sync_bn and world > 1
     with on_device(model, compute), (on_device(teacher, compute) if teacher is not None else nullcontext()), \
@@ -164,9 +152,9 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
                 step += 1
                 seen += int(x.shape[0]) * world
                 loss_value = float(loss.detach())
-                u = progress()
-                if budget and (step in (10, 50) or step % 100 == 0):  # the steps the budget will hold
-                    bar.retotal(min(total or 10 ** 9, round(step / max(u, 1e-9))))
+                u = progress(step)
+                if progress.budget and (step in (10, 50) or step % 100 == 0):  # the steps the budget will hold
+                    bar.retotal(min(progress.total or 10 ** 9, round(step / max(u, 1e-9))))
                 bar(step, loss=loss_value)
                 if u >= 1:
                     break
@@ -182,6 +170,29 @@ def train(model: nn.Module, bundle: DataBundle, cfg: TrainSchedule, compute: Com
             "last_loss": loss_value, "device": str(compute.device), "amp": compute.amp, "sync_bn": sync,
             "distill": None if teacher is None else {"temperature": cfg.distill_temperature, "alpha": (
                 cfg.distill_alpha if bundle.has_labels else 1.0), "teacher_s": teacher_s, **losses.summary()}}
+
+
+class _Progress:
+    """Where in the schedule the next step is, in [0, 1]: steps done over the epochs' steps, or time spent over
+    the minutes budget, whichever is further; under torchrun the furthest rank's clock decides, so every rank
+    stops at the same step."""
+
+    def __init__(self, cfg: TrainSchedule, steps_per_epoch: int, world: int, device):
+        self.budget = cfg.minutes * 60 if cfg.minutes > 0 else None
+        self.total = (max(1, int(round(cfg.epochs * steps_per_epoch))) if cfg.epochs > 0 or self.budget is None
+                      else None)
+        self.world, self.device, self.t0 = world, device, time.perf_counter()
+
+    def __call__(self, step: int) -> float:
+        done = step / self.total if self.total else 0.0
+        if not self.budget:
+            return done
+        u = max(done, (time.perf_counter() - self.t0) / self.budget)
+        if self.world > 1:
+            t = torch.tensor([u], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            u = float(t)
+        return u
 
 
 class _OutputLosses:
