@@ -23,17 +23,15 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpu = ""
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from prunekit.runtimes import cpu_info
+
+    cpu = f"{cpu_info().model} ({cpu_info().isa})"
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
     except OSError:
         commit = ""
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version(), "commit": commit,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 

@@ -16,7 +16,7 @@ from _common import machine, write_results
 
 import prunekit
 from prunekit.core.metrics import count_model
-from prunekit.deploy.bench import deployables
+from prunekit.deploy.speed import deployables
 from prunekit.progress import configure, info
 from prunekit.runtimes import get_runtime
 from prunekit.runtimes.base import time_runners

@@ -151,9 +151,9 @@ def _last_event(text: str, event: str) -> dict:
 def step_latency_table(s: dict, out: Path) -> dict:
     import torch
 
-    from prunekit.deploy.bench import measure_torch_cuda, model_latency_ms
+    from prunekit.deploy.speed import measure_torch_cuda, model_latency_ms
     from prunekit.core.graph import build_graph, find_groups
-    from prunekit.deploy.latency import LatencyTable, predict_ms
+    from prunekit.deploy.latency_table import LatencyTable, predict_ms
     from prunekit.core.costmodel import CostModel
     from prunekit.models import resolve_model
     from prunekit.core.allocate import plan_to_target

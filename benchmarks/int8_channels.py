@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from _common import machine, write_results
 
-from prunekit.deploy.bench import measure_pair
+from prunekit.deploy.speed import measure_pair
 from prunekit.deploy.export import export_onnx
 from prunekit.deploy.quantize import quantize_onnx
 

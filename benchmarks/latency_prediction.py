@@ -17,10 +17,10 @@ import torch
 from _common import machine, write_results
 
 from prunekit.core.allocate import plan_to_target
-from prunekit.deploy.bench import measure_pair
+from prunekit.deploy.speed import measure_pair
 from prunekit.deploy.export import export_onnx
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.deploy.latency import LatencyTable, predict_ms
+from prunekit.deploy.latency_table import LatencyTable, predict_ms
 from prunekit.core.costmodel import CostModel
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups

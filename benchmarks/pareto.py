@@ -20,7 +20,7 @@ Rows (``--rows``, comma-separated, run in this order; each row is written to the
   onnxruntime-cpu-int8`` directly is refused at 1.5× on ResNet-20 (most of an int8 model's time does not
   shrink with channels: the refusal says how much).
 
-Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``prunekit.deploy.bench.compare_speed``,
+Every speedup is dense p50 / pruned p50 from one interleaved onnxruntime run (``prunekit.deploy.speed.compare_speed``,
 1 thread) at batch 32 and 1.
 
     python benchmarks/pareto.py --speedups 1.5,2.0 --epochs 1 --out benchmarks/results
@@ -41,7 +41,7 @@ import torch
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.deploy.bench import compare_speed
+from prunekit.deploy.speed import compare_speed
 from prunekit.config import TrainingConfig
 from prunekit.data import load_data
 from prunekit.compute.device import resolve_compute
@@ -135,7 +135,7 @@ def _quantized(args, bundle, model, d, name):
 
 
 def _speedups(paths: dict, spec, threads: int, over: str, of: str) -> dict:
-    from prunekit.deploy.bench import measure_pair
+    from prunekit.deploy.speed import measure_pair
 
     sp = {}
     for b in (1, 32):

@@ -114,7 +114,7 @@ def timing_runtime(method: str, runtime: str) -> str:
 def final_loop(args, results, bundle, dense, spec, work) -> None:
     """Every row's model and the dense model on every runtime, one interleaved loop per batch size, and the test
     accuracy of each through its runtime."""
-    from prunekit.deploy.bench import deployables
+    from prunekit.deploy.speed import deployables
     from prunekit.deploy.frontier import frontier_rows, key, runner_accuracy, split
     from prunekit.runtimes.base import time_runners
 

@@ -20,7 +20,7 @@ import torch
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.deploy.bench import measure_pair, onnx_info
+from prunekit.deploy.speed import measure_pair, onnx_info
 from prunekit.deploy.export import export_onnx
 from prunekit.deploy.fastpath import fast_path
 from prunekit.models import resolve_model

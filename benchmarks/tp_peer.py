@@ -2,7 +2,7 @@
 
 The peer is ``torch_pruning`` 's ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, global ranking,
 ``round_to`` and the classifier left alone, pruned in one step. Its global ``pruning_ratio`` is bisected until
-the MEASURED speedup (dense p50 / pruned p50 latency from :func:`prunekit.deploy.bench.model_latency_ms` at the given
+the MEASURED speedup (dense p50 / pruned p50 latency from :func:`prunekit.deploy.speed.model_latency_ms` at the given
 batch, runtime and thread count) reaches the target; params and MACs come from
 :func:`prunekit.core.metrics.count_model`.
 
@@ -27,7 +27,7 @@ import torch_pruning as tp
 
 import prunekit.models  # noqa: F401  (registers the built-in models' custom pruners)
 from prunekit.core import graph
-from prunekit.deploy.bench import model_latency_ms
+from prunekit.deploy.speed import model_latency_ms
 from prunekit.core.metrics import count_model
 from prunekit.models import find_classifier
 

@@ -23,6 +23,16 @@ class VerificationError(PrunekitError):
     exit_code = 1
 
 
+class BrokenCut(VerificationError):
+    """The pruned model does not run: removing channels broke a coupling torch-pruning did not record.
+    ``groups`` are the planned groups that break it when pruned alone (what to freeze before planning again);
+    empty when no single group is to blame."""
+
+    def __init__(self, message: str, groups: list[str] | None = None):
+        super().__init__(message)
+        self.groups = list(groups or [])
+
+
 class OutOfReach(PrunekitError):
     """A target no plan can meet (on the channel grid in use): ``closest`` is the most the best plan reaches, in
     the target's own units (a fraction removed, a speedup). Callers relax the grid or report it; they never read

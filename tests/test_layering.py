@@ -119,9 +119,9 @@ def test_deploy_and_runs_never_reach_a_job_or_the_trainer():
 
 def test_deploy_verbs_do_not_import_torch():
     code = ("import sys; from prunekit import cli, files; "
-            "from prunekit.deploy import gate, report, bench, fastpath, quantize, artifacts, compare; "
+            "from prunekit.deploy import gate, report, bench, speed, fastpath, quantize, artifacts; "
             "from prunekit.config import choices, jobs; from prunekit.runs import record; "
-            "from prunekit.deploy import latency_table; import prunekit.runtimes; "
+            "from prunekit.deploy import latency_table, device_table; import prunekit.runtimes; "
             "from prunekit.cli import main; "
             "print('torch' in sys.modules, 'torch_pruning' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -11,6 +11,7 @@ from prunekit.cli import (  # noqa: F401 (registers the verbs)
     export,
     inspect,
     latency_table,
+    models,
     prune,
     quantize,
     report,

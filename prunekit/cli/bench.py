@@ -1,4 +1,4 @@
-"""``prunekit bench``: renders what :func:`prunekit.deploy.compare.bench` measured."""
+"""``prunekit bench``: renders what :func:`prunekit.deploy.bench.bench` measured."""
 from __future__ import annotations
 
 import click
@@ -46,7 +46,7 @@ def bench(source, vs, batch_sizes, runtimes, threads, warmup, runs, provider, de
       prunekit bench runs/r56-p50 --data cifar10 --eval-images 2000   # with accuracy per runtime
       prunekit bench pruned.onnx --vs dense.onnx --threads 2 --runtimes onnxruntime-cpu,openvino-cpu --json
     """
-    from prunekit.deploy.compare import bench as run_bench, speedup_words
+    from prunekit.deploy.bench import bench as run_bench, speedup_words
 
     result = run_bench(source, vs, parse_batches(batch_sizes), threads, warmup, runs, provider, device, with_torch,
                        with_int8, data, trust_code, runtimes, eval_images if data else 0)

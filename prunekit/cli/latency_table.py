@@ -36,7 +36,7 @@ def latency_table(source, out, batch, runtime, threads, round_to, budget_ms, max
     """
     import tempfile
 
-    from prunekit.deploy.latency_table import build_table, source_onnx
+    from prunekit.deploy.device_table import build_table, source_onnx
 
     logger(quiet)
     with tempfile.TemporaryDirectory(prefix="prunekit-lut-") as d:

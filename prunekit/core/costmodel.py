@@ -48,7 +48,7 @@ class CostModel:
     _removed_index: dict[str, list[tuple[str, str, np.ndarray]]]
     group_latency: dict[str, float] = field(default_factory=dict)
     shapes: dict = field(default_factory=dict)  # layer name -> LayerShape (with a latency table)
-    table: object | None = None  # prunekit.deploy.latency.LatencyTable
+    table: object | None = None  # prunekit.deploy.latency_table.LatencyTable
     dense_latency: float = 0.0  # Σ table(dense layers), ms
     group_layers: dict[str, int] = field(default_factory=dict)  # conv / linear layers each group touches
     branch_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root → the layers its width 0 drops

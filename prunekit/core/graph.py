@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -90,13 +91,50 @@ def time_limit(seconds: float, what: str):
         signal.signal(signal.SIGALRM, old)
 
 
+def _concat_sizes(grad_fn) -> list[int] | None:
+    """The channel count of each tensor a ``torch.cat`` along dim 1 joined, read from autograd's own record of
+    each input's shape; None unless every input is a distinct traced tensor (the case torch-pruning links)."""
+    if getattr(grad_fn, "_saved_dim", None) not in (1, -3):
+        return None
+    sizes, seen = [], set()
+    for fn, nr in grad_fn.next_functions:
+        if fn is None or "accumulategrad" in fn.name().lower() or fn in seen:
+            return None
+        seen.add(fn)
+        shape = fn._input_metadata[nr].shape
+        if len(shape) < 2:
+            return None
+        sizes.append(int(shape[1]))
+    return sizes
+
+
+class _Graph(tp.DependencyGraph):
+    """torch-pruning's graph, with each concatenation's input sizes taken from the trace itself.
+
+    torch-pruning infers them by walking back to a layer with a known channel count; through a slice or a
+    tuple-passing block (a dual-path network) that walk ends with nothing and its concat index mapping fails
+    (``int + NoneType``). Autograd records the real shapes, so the concat is mapped as it ran; the slices
+    themselves stay frozen (:data:`_FIXED_SIZE_OPS`)."""
+
+    def _build_dependency(self, module2node):
+        super()._build_dependency(module2node)
+        for node in module2node.values():
+            if node.type == tp.ops.OPTYPE.CONCAT and node.module.concat_sizes is None:
+                sizes = _concat_sizes(node.grad_fn)
+                if sizes is not None and len(sizes) == len(node.inputs):
+                    node.module.concat_sizes = sizes
+
+
 def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: float = 120.0) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``model`` (traced on one random input), with our custom pruners."""
     example = torch.randn(1, *input_size)
     was_training = model.training
     try:
-        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
-            dg = tp.DependencyGraph().build_dependency(
+        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad(), \
+                warnings.catch_warnings():
+            # its channel inference gives up on long op chains, warning; the sizes come from the trace instead
+            warnings.filterwarnings("ignore", message="Maximum recursive depth reached")
+            dg = _Graph().build_dependency(
                 model, example, customized_pruners=dict(CUSTOM_PRUNERS), verbose=False)
     except PrunekitError:
         raise

@@ -13,7 +13,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from prunekit.errors import PrunekitError, VerificationError
+from prunekit.errors import BrokenCut, PrunekitError, VerificationError
 from prunekit.core.branches import drop_branches
 from prunekit.core.graph import ChannelGroup, build_graph
 from prunekit.core.costmodel import Plan
@@ -91,14 +91,16 @@ def _float64_check(dense, pruned, groups, plan, inputs) -> tuple[float, float, b
 
 INEXACT = ("removing its channels alone makes the masked and the pruned model differ in float64: a channel coupling "
            "torch-pruning did not record (e.g. a Ghost module's concat of a tensor and its depthwise copy)")
+BREAKS = ("removing its channels alone leaves a model that does not run: a channel coupling torch-pruning did not "
+          "record (e.g. a layer it empties or resizes through a coupling)")
 
 
-def freeze_inexact(groups, scores: dict, roots) -> dict:
-    """Freeze the groups rooted at ``roots`` (reason :data:`INEXACT`); the scores without them, for the next plan."""
+def freeze_inexact(groups, scores: dict, roots, reason: str = INEXACT) -> dict:
+    """Freeze the groups rooted at ``roots`` (with ``reason``); the scores without them, for the next plan."""
     roots = set(roots)
     for g in groups:
         if g.root in roots:
-            g.reason = INEXACT
+            g.reason = reason
     return {r: v for r, v in scores.items() if r not in roots}
 
 
@@ -119,8 +121,8 @@ def inexact_groups(dense, groups, plan, inputs, limit: int = 64) -> list[str]:
             if pruned is None or not _float64_check(dense, pruned, groups, alone, inputs[:4])[2]]
 
 
-def _culprits(dense, groups, plan, inputs, limit: int = 40) -> str:
-    """Which planned groups, pruned alone, leave a model that does not run (to name them in the refusal)."""
+def _culprits(dense, groups, plan, inputs, limit: int = 40) -> list[str]:
+    """The planned groups that, pruned alone, leave a model that does not run."""
     bad = []
     for root, _, pruned in _alone(dense, groups, plan, inputs, limit):
         try:
@@ -130,10 +132,7 @@ def _culprits(dense, groups, plan, inputs, limit: int = 40) -> str:
                 pruned(inputs[:1])
         except RuntimeError:
             bad.append(root)
-    if bad:
-        return (f"pruning {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''} breaks it; report the architecture "
-                "(those groups should be frozen)")
-    return f"pruned groups: {', '.join(list(plan)[:8])}"
+    return bad
 
 
 def compare_outputs(reference, other, atol: float, rtol: float) -> tuple[float, float, bool]:
@@ -173,8 +172,11 @@ def verify_masked_equals_pruned(dense: nn.Module, pruned: nn.Module, groups: lis
         try:
             out = pruned(inputs)
         except RuntimeError as e:
-            raise PrunekitError(f"the pruned model does not run ({str(e).splitlines()[0][:160]}): a channel coupling "
-                                f"torch-pruning did not record; {_culprits(dense, groups, plan, inputs)}") from None
+            bad = _culprits(dense, groups, plan, inputs)
+            blame = (f"pruning {', '.join(bad[:6])}{' …' if len(bad) > 6 else ''} alone breaks it" if bad
+                     else f"pruned groups: {', '.join(list(plan)[:8])}")
+            raise BrokenCut(f"the pruned model does not run ({str(e).splitlines()[0][:160]}): a channel coupling "
+                            f"torch-pruning did not record; {blame}", bad) from None
         with masked(dense, groups, plan):
             diff, allowed, ok = compare_outputs(dense(inputs), out, atol, rtol)
     result = {"check": "masked == pruned", "max_abs_diff": diff, "allowed": allowed, "atol": atol, "rtol": rtol,
@@ -209,12 +211,15 @@ def cut_and_verify(model: nn.Module, groups: list[ChannelGroup], scores: dict, p
         try:
             check = verify_masked_equals_pruned(model, pruned, groups, plan, inputs, atol)
             return plan, pruned, history, extra, check, frozen
-        except VerificationError:
-            bad = inexact_groups(model, groups, plan, inputs)
-            if not bad or attempt == attempts - 1:
-                raise
-        scores = freeze_inexact(groups, scores, bad)
+        except BrokenCut as e:
+            error, bad, reason, what = e, e.groups, BREAKS, "leaves a model that does not run"
+        except VerificationError as e:
+            error, bad, reason, what = e, inexact_groups(model, groups, plan, inputs), INEXACT, (
+                "is not exact (the masked and the pruned model differ in float64)")
+        if not bad or attempt == attempts - 1:
+            raise error
+        scores = freeze_inexact(groups, scores, bad, reason)
         frozen += bad
-        warn(f"removing channels of {', '.join(bad)} is not exact (the masked and the pruned model differ in "
-             f"float64: a coupling torch-pruning did not record); froze them {when} and planned again", groups=bad)
+        warn(f"removing channels of {', '.join(bad)} {what}: a coupling torch-pruning did not record; froze them "
+             f"{when} and planned again", groups=bad)
     raise AssertionError("unreachable")

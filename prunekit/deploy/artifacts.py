@@ -118,7 +118,7 @@ def calibration_set(data: str | None, input_size: tuple[int, ...], calib_images:
 def quantize_file(fp32_path: str, out: str, data: str | None, calib_images: int = 256, method: str = "minmax",
                   eval_images: int | None = 0, *, run_dir: str | None = None, stored_fallback: bool = False):
     """Quantize one fp32 ONNX file (calibrated, checked, test accuracy re-measured when there are labels)."""
-    from prunekit.deploy.bench import onnx_info
+    from prunekit.deploy.speed import onnx_info
     from prunekit.deploy.quantize import is_quantized, quantize_onnx, read_onnx
 
     if is_quantized(read_onnx(fp32_path)):

@@ -1,274 +1,231 @@
-"""Latency of models on a deployment runtime (:mod:`prunekit.runtimes`): an ONNX file timed on its own
-(:func:`measure_onnx`), several interleaved (:func:`measure_pair`), a PyTorch model on the runtime it ships to
-(:func:`model_latency_ms`), dense vs pruned at the end of a prune (:func:`compare_speed`), and what an ONNX file
-holds (:func:`onnx_info`: input size, parameters, MACs).
-
-Runtimes that run ONNX files get the model exported (TorchScript exporter, fast) to a temporary folder and, for
-an int8 runtime, quantized (:func:`deployables`). The statistics come from :mod:`prunekit.runtimes.timing`, so
-they are tested on a fake clock.
+"""What ``prunekit bench`` measures, as one function returning one record: an ONNX model (or a run folder's
+pruned vs dense model, with their INT8 siblings) on every runtime × precision this machine has (onnxruntime fp32
+and int8, OpenVINO default and int8 when installed; PyTorch eager on request), all timed in one interleaved
+loop, with test accuracy through each runtime when labelled data is given. Each pruned row gets two speedups:
+over the same runtime's dense model and over the fastest dense deployment measured (:mod:`.frontier`). MAC
+ratios and the INT8 ratios of onnxruntime come with it; CUDA rows on request. The CLI only renders it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import time
-from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from prunekit.deploy.artifacts import int8_siblings, run_onnx
+from prunekit.deploy.frontier import frontier_rows, key, runner_accuracy, split
+from prunekit.deploy.quantize import int8_path
 from prunekit.errors import PrunekitError
-from prunekit.runtimes import LatencyStats, get_runtime
+from prunekit.runtimes import get_runtime
 from prunekit.runtimes.base import time_runners
-from prunekit.runtimes.onnxruntime_cpu import session
-from prunekit.runtimes.timing import interleaved, summarize
 
 
-def measure_onnx(path: str, input_size: tuple[int, int, int], batch: int = 1, threads: int = 1, warmup: int = 10,
-                 runs: int = 100, runtime: str = "onnxruntime-cpu") -> LatencyStats:
-    return get_runtime(runtime).measure({"m": path}, input_size, batch, threads, warmup, runs).stats["m"]
+@dataclass
+class BenchResult:
+    source: str
+    vs: str | None  # the dense ONNX model compared with (a run folder's own, or --vs)
+    threads: int
+    provider: str
+    warmup: int
+    runs: int
+    models: dict  # tag → path, input size, MACs, initializer elements, fast-path summary
+    runtimes: list = field(default_factory=list)  # the runtimes timed, in order
+    skipped: dict = field(default_factory=dict)  # runtime → why it was not timed
+    batches: list = field(default_factory=list)  # per batch: the frontier, onnxruntime stats, speedup, int8, …
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def measure_pair(paths: dict[str, str], input_size: tuple[int, int, int], batch: int, threads: int = 1,
-                 warmup: int = 10, runs: int = 100, provider: str = "cpu",
-                 clock: Callable[[], float] = time.perf_counter,
-                 runtime: str = "onnxruntime-cpu") -> dict[str, LatencyStats]:
-    """Several ONNX models in one process, interleaved (A B A B …) so machine drift hits all of them alike, on
-    ``runtime`` (``provider`` cuda: onnxruntime's CUDA execution provider)."""
+def speedup_words(speedup: float) -> str:
+    """``1.42×``, or ``0.94× — SLOWER than dense`` below 1: a number alone hides that the pruning lost time."""
+    return f"{speedup:.2f}×" if speedup >= 1 else f"{speedup:.2f}× — SLOWER than dense"
+
+
+def bench_sources(source: str, vs: str | None, trust_code: bool = False):
+    """(pruned onnx, dense onnx or None, torch models or None) for an ONNX file or a run folder."""
+    if os.path.isdir(source):
+        from prunekit.runs.rebuild import load, load_dense
+
+        models = {"pruned": load(source, trust_code=trust_code), "dense": load_dense(source, trust_code=trust_code)}
+        paths = {tag: run_onnx(source, tag, model=m) for tag, m in models.items()}
+        return paths["pruned"], vs or paths["dense"], models
+    if not os.path.isfile(source):
+        raise PrunekitError(f"no such ONNX file or run folder: {source}")
+    if vs and not os.path.isfile(vs):
+        raise PrunekitError(f"no such ONNX file: {vs}")
+    return source, vs, None
+
+
+def check_bench_options(source: str, runs: int, warmup: int, threads: int, provider: str, device: str) -> None:
+    if runs <= 0 or warmup < 0 or threads <= 0:
+        raise PrunekitError("--runs and --threads must be positive and --warmup ≥ 0")
     if provider == "cuda":
-        sessions = {k: session(p, threads, provider) for k, p in paths.items()}
-        x = np.random.default_rng(0).standard_normal((batch, *input_size)).astype(np.float32)
-        calls = {k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for k, s in sessions.items()}
-        return {k: summarize(v, batch) for k, v in interleaved(calls, warmup, runs, clock).items()}
-    return get_runtime(runtime).measure(paths, input_size, batch, threads, warmup, runs, clock).stats
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PrunekitError("the CUDA execution provider is not available: install onnxruntime-gpu and run "
+                                "on a machine with an NVIDIA GPU, or use --provider cpu")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise PrunekitError("--device cuda: no CUDA GPU is available to PyTorch on this machine")
+        if not os.path.isdir(source):
+            raise PrunekitError("--device cuda times PyTorch models: give a run folder (or use --provider cuda "
+                                "for onnxruntime on ONNX files)")
 
 
-@contextlib.contextmanager
-def deployables(runtimes, models: dict, input_size: tuple[int, ...], calibration: np.ndarray | None = None):
-    """runtime name → {tag → what that runtime runs for each PyTorch model}: the module itself (PyTorch runtimes),
-    else its ONNX export in a temporary folder (TorchScript exporter, fast), or for an int8 runtime the INT8 QDQ
-    file, calibrated on ``calibration``, else on random inputs (calibration values do not change the time).
-    Each model is exported (and quantized) once, whatever the number of runtimes."""
-    rts = [get_runtime(r).require() for r in ([runtimes] if isinstance(runtimes, str) else runtimes)]
-    import tempfile
+def choose_runtimes(requested: tuple[str, ...] | None, with_int8: bool, with_torch: bool, have_torch: bool,
+                    int8_ok: bool) -> tuple[list[str], dict[str, str]]:
+    """(runtimes to time, runtime → why skipped): ``requested`` as given (every one must be usable), else every
+    ONNX runtime this machine has — int8 ones when INT8 files exist or can be made (``--int8`` insists on them) —
+    and PyTorch eager with ``with_torch``."""
+    from prunekit.runtimes import available_runtimes, get_runtime
 
-    with tempfile.TemporaryDirectory(prefix="prunekit-speed-") as d:
-        fp32, int8 = {}, {}
-        if any(rt.artifact == "onnx" for rt in rts):
-            import torch
-
-            from prunekit.deploy.export import export_onnx
-
-            for tag, model in models.items():
-                fp32[tag] = os.path.join(d, f"{tag}.onnx")
-                # a timing copy: parity on random inputs, loosely (real inputs are checked by prunekit export)
-                export_onnx(model, torch.randn(2, *input_size), fp32[tag], exporter="torchscript", rtol=1e-3)
-        if any(rt.quantized for rt in rts):
-            from prunekit.deploy.quantize import int8_path, quantize_onnx
-
-            calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
-                (32, *input_size)).astype(np.float32)
-            for tag, path in fp32.items():
-                int8[tag] = int8_path(path)
-                quantize_onnx(path, int8[tag], calib, calib[:8])
-        yield {rt.name: dict(models) if rt.artifact == "torch" else int8 if rt.quantized else fp32 for rt in rts}
-
-
-def budgeted_runs(runners: dict, shape: tuple[int, ...], budget_s: float, least: int, most: int) -> int:
-    """How many interleaved rounds fit ``budget_s``, from one probe round (at least ``least``, at most ``most``)."""
-    probe = time_runners(runners, shape, 1, 1)
-    per_round = sum(st.p50_ms for st in probe.stats.values()) / 1000
-    return int(min(most, max(least, budget_s / max(per_round, 1e-6))))
+    if requested:
+        chosen = [get_runtime(r).require().name for r in requested]
+        for name in chosen:
+            rt = get_runtime(name)
+            if rt.quantized and not int8_ok:
+                raise PrunekitError(f"--runtimes {name} times INT8 files: none beside the model (prunekit quantize "
+                                    "NAME.onnx --out NAME.int8.onnx --data …, or bench a run folder)")
+            if rt.artifact == "torch" and not have_torch:
+                raise PrunekitError(f"--runtimes {name} times PyTorch models: give a run folder")
+        return chosen, {}
+    chosen, skipped = [], {}
+    for rt in available_runtimes("onnx", frontier=True):
+        if rt.quantized and not int8_ok:
+            skipped[rt.name] = "no INT8 files beside the models (prunekit quantize, or bench a run folder)"
+            continue
+        chosen.append(rt.name)
+    if with_int8 and not int8_ok:
+        raise PrunekitError("--int8: no INT8 model beside the ONNX files: run prunekit quantize first")
+    if with_torch and have_torch:
+        chosen.append("torch-cpu")
+    return chosen, skipped
 
 
-def baseline_runtimes(runtime: str) -> list[str]:
-    """The other dense deployments a pruned model is compared with: every ONNX runtime installed here (OpenVINO
-    at its default precision, the one its users ship), besides ``runtime`` itself."""
-    from prunekit.runtimes import available_runtimes
+def bench(source: str, vs: str | None = None, batch_sizes: tuple[int, ...] = (1, 32), threads: int = 1,
+          warmup: int = 10, runs: int = 100, provider: str = "cpu", device: str = "cpu", with_torch: bool = False,
+          with_int8: bool = False, data: str | None = None, trust_code: bool = False,
+          runtimes: tuple[str, ...] | None = None, eval_images: int | None = 0) -> BenchResult:
+    """Time SOURCE (and its dense model) at every batch size on every chosen runtime, interleaved in one process;
+    with labelled ``data`` and ``eval_images`` ≠ 0, the test accuracy of each (runtime, model) as well."""
+    from prunekit.deploy.speed import cuda_rows, measure_pair, onnx_info
 
-    return [r.name for r in available_runtimes("onnx", frontier=True) if r.name != runtime]
+    check_bench_options(source, runs, warmup, threads, provider, device)
+    for name in runtimes or ():  # a runtime asked for and not installed: one error, before any work
+        get_runtime(name).require()
+    pruned_path, dense_path, torch_models = bench_sources(source, vs, trust_code)
+    info = {"pruned": onnx_info(pruned_path)}
+    paths = {"pruned": pruned_path}
+    if dense_path:
+        info["dense"] = onnx_info(dense_path)
+        paths["dense"] = dense_path
+        if info["dense"]["input_size"] != info["pruned"]["input_size"]:
+            raise PrunekitError(f"the models take different inputs: {info['dense']['input_size']} vs "
+                                f"{info['pruned']['input_size']}")
+    int8_ok = bool(dense_path) and (os.path.isdir(source) or all(os.path.isfile(int8_path(p))
+                                                                  for p in paths.values()))
+    if with_int8 and not dense_path:
+        raise PrunekitError("--int8 compares dense and pruned: give --vs DENSE.onnx or a run folder")
+    chosen, skipped = (["onnxruntime-cpu"] + (["onnxruntime-cpu-int8"] if with_int8 else []), {}) \
+        if provider == "cuda" else choose_runtimes(runtimes, with_int8, with_torch, torch_models is not None, int8_ok)
+    if any(get_runtime(r).quantized for r in chosen):
+        for k, p in int8_siblings(source, paths, data).items():
+            paths[f"{k}-int8"] = p
+            info[f"{k}-int8"] = onnx_info(p)
+    if provider == "cpu":
+        from prunekit.deploy.fastpath import fast_path
 
-
-def compare_speed(dense, pruned, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu",
-                  batches: tuple[int, ...] = (1, 32), threads: int = 1, budget_s: float = 2.0,
-                  calibration: np.ndarray | None = None, least: int = 3, most: int = 30,
-                  baselines: bool = False) -> dict:
-    """Dense vs pruned on the deployment runtime, interleaved, ``budget_s`` seconds per batch size: what
-    ``prune`` reports at its end and measures its speedup targets with. The speedup is the ratio of the two
-    models' fast tails (10th percentiles of interleaved calls), with its 90 % interval (``low``, ``high``): how
-    far another measurement could land. With
-    ``baselines``, the dense model also runs on every other ONNX runtime here, in the same loop, and each batch
-    says which dense deployment was fastest and the pruned model's speedup over it."""
-    from prunekit.deploy.frontier import fastest_dense, key
-
-    rt = get_runtime(runtime)
-    result = {"runtime": rt.name, "threads": threads, "batches": []}
-    if rt.missing():
-        if rt.artifact == "torch":  # a GPU runtime on a machine without one: time it where it ships
-            return {**result, "skipped": f"{rt.missing()}: time it where it ships (prunekit bench)"}
-        rt.require()
-    others = baseline_runtimes(rt.name) if baselines and rt.artifact == "onnx" else []
-    with deployables([rt.name, *others], {"dense": dense, "pruned": pruned}, input_size, calibration) as files:
-        artifacts = {key(rt.name, tag): a for tag, a in files[rt.name].items()}
-        artifacts.update({key(o, "dense"): files[o]["dense"] for o in others})
-        for b in batches:
-            shape = (b, *input_size)
-            runners = {k: get_runtime(k.partition("|")[0]).load(a, threads, shape) for k, a in artifacts.items()}
-            runs = budgeted_runs(runners, shape, budget_s, least, most)
-            measured = time_runners(runners, shape, 2, runs)
-            row = speed_row(b, measured, key(rt.name, "dense"), key(rt.name, "pruned"))
-            if others:
-                best = fastest_dense(measured)
-                sp = measured.speedup(best, key(rt.name, "pruned"))
-                row.update(fastest_dense={"runtime": best.partition("|")[0], "precision": measured.precision[best],
-                                          "ms": measured.stats[best].p50_ms},
-                           over_fastest_dense=sp.value, over_fastest_low=sp.low, over_fastest_high=sp.high,
-                           dense_ms_by_runtime={k.partition("|")[0]: st.p50_ms for k, st in measured.stats.items()
-                                                if k.endswith("|dense")})
-            result["batches"].append(row)
-            result["precision"] = measured.precision[key(rt.name, "pruned")]
+        for k, p in paths.items():
+            info[k]["fast_path"] = fast_path(p).to_dict()
+    size = info["pruned"]["input_size"]
+    result = BenchResult(source, dense_path, threads, provider, warmup, runs,
+                         {k: {"path": p, **info[k]} for k, p in paths.items()}, chosen, skipped)
+    artifacts = _artifacts(chosen, paths, torch_models)
+    accuracy = _accuracies(artifacts, data, size, eval_images, threads) if provider == "cpu" else {}
+    for b in batch_sizes:
+        if provider == "cuda":
+            stats = measure_pair(paths, size, b, threads, warmup, runs, provider)
+            row = {"batch": b, "onnxruntime": {k: v.to_dict() for k, v in stats.items()}}
+        else:
+            shape = (b, *size)
+            runners = {k: get_runtime(split(k)[0]).load(a, threads, shape) for k, a in artifacts.items()}
+            measured = time_runners(runners, shape, warmup, runs)
+            rows, fastest = frontier_rows(measured, accuracy)
+            stats = _by_tag(measured, "onnxruntime")
+            row = {"batch": b, "frontier": rows, "fastest_dense": fastest,
+                   "onnxruntime": {k: v.to_dict() for k, v in stats.items()}, **_pytorch(measured)}
+        if dense_path and "dense" in stats and "pruned" in stats:
+            speedup = stats["dense"].p50_ms / stats["pruned"].p50_ms
+            mac_ratio = info["dense"]["macs"] / max(info["pruned"]["macs"], 1)
+            row.update(speedup=speedup, mac_ratio=mac_ratio, speedup_efficiency=speedup / mac_ratio)
+        if "dense-int8" in stats and "pruned-int8" in stats and "dense" in stats:
+            d8, p8 = stats["dense-int8"].p50_ms, stats["pruned-int8"].p50_ms
+            row["int8"] = {"dense_int8_vs_dense": stats["dense"].p50_ms / d8,
+                           "pruned_int8_vs_dense": stats["dense"].p50_ms / p8,
+                           "pruned_int8_vs_dense_int8": d8 / p8,
+                           "efficiency_over_int8": d8 / p8 / row["mac_ratio"]}
+        if torch_models and device == "cuda":
+            row["pytorch_cuda"] = cuda_rows(torch_models, size, b, warmup, runs)
+        result.batches.append(row)
     return result
 
 
-def speed_row(batch: int, measured, reference: str = "dense", model: str = "pruned") -> dict:
-    sp = measured.speedup(reference, model)
-    return {"batch": batch, "dense_ms": measured.stats[reference].p50_ms, "pruned_ms": measured.stats[model].p50_ms,
-            "speedup": sp.value, "speedup_low": sp.low, "speedup_high": sp.high,
-            "runs": measured.stats[reference].runs}
+def _artifacts(chosen: list[str], paths: dict[str, str], torch_models: dict | None) -> dict:
+    """``runtime|model`` → what that runtime runs for that model (fp32 file, INT8 file or PyTorch module)."""
+    out = {}
+    for name in chosen:
+        rt = get_runtime(name)
+        for model in ("dense", "pruned"):
+            tag = f"{model}-int8" if rt.quantized else model
+            if rt.artifact == "torch":
+                if torch_models and model in torch_models:
+                    out[key(name, model)] = torch_models[model]
+            elif tag in paths:
+                out[key(name, model)] = paths[tag]
+    return out
 
 
-def _is_channel_selection(w: np.ndarray) -> bool:
-    """A 1×1 conv whose weight only copies channels (zeros and one constant, at most one non-zero per row and
-    per column; 1.0 in fp32, its quantized value in int8): the option-A shortcut. prunekit's counts treat it
-    as data movement, so the ONNX count must skip it too."""
-    if w.ndim != 4 or w.shape[2:] != (1, 1):
-        return False
-    m = w.reshape(w.shape[0], w.shape[1])
-    nz = m[m != 0]
-    return bool(len(nz) and (nz == nz[0]).all() and nz[0] > 0 and ((m != 0).sum(1) <= 1).all()
-                and ((m != 0).sum(0) <= 1).all())
+def _by_tag(measured, family: str) -> dict:
+    """One runtime family's statistics by model tag (``dense``, ``pruned``, ``dense-int8``, …)."""
+    out = {}
+    for k, st in measured.stats.items():
+        runtime, model = split(k)
+        rt = get_runtime(runtime)
+        if rt.family == family and rt.precision in ("fp32", "int8"):
+            out[f"{model}-int8" if rt.quantized else model] = st
+    return out
 
 
-def _weight_array(name: str, inits: dict, producers: dict) -> np.ndarray | None:
-    """A Conv's weight: an initializer or a Constant, or (QDQ int8 models) the int8 one a DequantizeLinear
-    reads."""
-    from onnx import numpy_helper
-
-    for _ in range(4):  # through Identity / Cast / DequantizeLinear to an initializer or a Constant
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        node = producers.get(name)
-        if node is None:
-            return None
-        if node.op_type == "Constant":
-            value = next((a.t for a in node.attribute if a.name == "value"), None)
-            return numpy_helper.to_array(value) if value is not None else None
-        if node.op_type not in ("Identity", "Cast", "DequantizeLinear"):
-            return None
-        name = node.input[0]
-    return None
+def _pytorch(measured) -> dict:
+    """PyTorch eager rows as bench always gave them (``pytorch``, ``pytorch_speedup``), when timed."""
+    stats = _by_tag(measured, "torch")
+    if not stats:
+        return {}
+    out = {"pytorch": {k: v.to_dict() for k, v in stats.items()}}
+    if {"dense", "pruned"} <= set(stats):
+        out["pytorch_speedup"] = stats["dense"].p50_ms / stats["pruned"].p50_ms
+    return out
 
 
-def onnx_info(path: str) -> dict:
-    """Input size, parameter count (initializer elements) and MACs (Conv, Gemm, MatMul at batch 1, channel
-    selections excluded) of an ONNX file."""
-    import onnx
-    from onnx import shape_inference
+def _accuracies(artifacts: dict, data: str | None, input_size, eval_images: int | None, threads: int) -> dict:
+    """Test accuracy of every (runtime, model) through the runtime itself, when ``data`` has labelled tests."""
+    if not data or data == "random" or eval_images == 0:
+        return {}
+    from prunekit.data import load_data
+    from prunekit.data.inputs import spread
+    from prunekit.progress import info
 
-    try:
-        model = onnx.load(path)
-    except Exception as e:
-        raise PrunekitError(f"cannot read ONNX file {path}: {type(e).__name__}: {str(e).splitlines()[0][:120]}") from e
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in inits]
-    if not inputs:
-        raise PrunekitError(f"{path} has no graph input")
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or min(dims[1:]) <= 0:
-        raise PrunekitError(f"{path}: expected an image input (N, C, H, W) with static C, H, W, got {dims}")
-    # batch 1 for shape inference
-    inputs[0].type.tensor_type.shape.dim[0].dim_value = 1
-    inferred = shape_inference.infer_shapes(model)
-    shapes = {}
-    for v in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
-        # a symbolic dimension left by shape inference is the batch (set to 1 above): count it as 1
-        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
-    for name, t in inits.items():
-        shapes[name] = list(t.dims)
-    macs = 0
-    producers = {o: n for n in graph.node for o in n.output}
-    for node in graph.node:
-        if node.op_type == "Conv" and len(node.input) > 1:
-            w, out = shapes.get(node.input[1]), shapes.get(node.output[0])
-            array = _weight_array(node.input[1], inits, producers)
-            if array is not None and _is_channel_selection(array):
-                continue  # an option-A shortcut: data movement, not counted (as in run.json)
-            if w and out:
-                macs += int(np.prod(out)) * int(np.prod(w[1:]))
-        elif node.op_type in ("Gemm", "MatMul") and len(node.input) > 1:
-            a, b = shapes.get(node.input[0]), shapes.get(node.input[1])
-            if a and b:
-                k = a[-1]
-                n = b[0] if node.op_type == "Gemm" and any(at.name == "transB" and at.i for at in node.attribute) \
-                    else b[-1]
-                macs += int(np.prod(a[:-1])) * k * n
-    params = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0)
-    int8 = sum(int(np.prod(t.dims)) for t in graph.initializer if len(t.dims) > 0
-               and t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
-    return {"input_size": tuple(dims[1:]), "params": params, "int8_params": int8, "macs": macs}
-
-
-def cuda_rows(models: dict, input_size, batch: int, warmup: int = 10, runs: int = 50) -> list[dict]:
-    """Dense vs pruned in PyTorch eager on CUDA, in fp32 and bf16 autocast, contiguous and channels_last."""
-    rows = []
-    for dtype in ("fp32", "bf16"):
-        for channels_last in (False, True):
-            st = measure_torch_cuda(models, input_size, batch, dtype=dtype, channels_last=channels_last,
-                                    warmup=warmup, runs=runs)
-            rows.append({"dtype": dtype, "layout": "channels_last" if channels_last else "contiguous",
-                         **{k: v for k, v in _cuda_row(st).items()}})
-    return rows
-
-
-def model_latency_ms(model, input_size: tuple[int, int, int], runtime: str = "onnxruntime-cpu", threads: int = 1,
-                     batch: int = 1, runs: int = 50) -> float:
-    """p50 latency (ms) of a PyTorch model on the deployment runtime (exported, and quantized for an int8 one,
-    when the runtime runs ONNX files)."""
-    with deployables(runtime, {"m": model}, input_size) as files:
-        return get_runtime(runtime).measure(files[get_runtime(runtime).name], input_size, batch, threads, 10,
-                                            runs).stats["m"].p50_ms
-
-
-def _cuda_row(stats: dict[str, LatencyStats]) -> dict:
-    return {"dense_ms": stats["dense"].p50_ms, "pruned_ms": stats["pruned"].p50_ms,
-            "speedup": stats["dense"].p50_ms / stats["pruned"].p50_ms, "runs": stats["dense"].runs}
-
-
-def measure_torch_cuda(models: dict, input_size: tuple[int, int, int], batch: int, *, dtype: str = "fp32",
-                       channels_last: bool = False, warmup: int = 10, runs: int = 50,
-                       device: str = "cuda") -> dict[str, LatencyStats]:
-    """PyTorch eager latency on a CUDA device, models interleaved, each call timed with CUDA events after a
-    synchronisation; ``dtype`` fp32, bf16 or fp16 (autocast); ``channels_last`` memory format."""
-    import copy
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise PrunekitError("no CUDA GPU is available to PyTorch on this machine (use --device cpu)")
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    placed = {k: copy.deepcopy(m).eval().to(device).to(memory_format=fmt) for k, m in models.items()}
-    x = torch.randn(batch, *input_size, device=device).contiguous(memory_format=fmt)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-    times: dict[str, list[float]] = {k: [] for k in placed}
-    with torch.inference_mode(), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
-        for i in range(warmup + runs):
-            for k, m in placed.items():
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                m(x)
-                end.record()
-                torch.cuda.synchronize()
-                if i >= warmup:
-                    times[k].append(start.elapsed_time(end) / 1000)
-    return {k: summarize(v, batch) for k, v in times.items()}
+    bundle = load_data(data, tuple(input_size))
+    if not bundle.has_labels or bundle.test is None:
+        return {}
+    ds = bundle.test if eval_images is None else bundle.test.subset(spread(len(bundle.test), eval_images))
+    images, labels = bundle.tensor(ds).numpy(), np.asarray(ds.labels)
+    out = {}
+    for k, artifact in artifacts.items():
+        info(f"test accuracy of {k.replace('|', ' ')} on {len(images)} images")
+        out[k] = runner_accuracy(split(k)[0], artifact, images, labels, threads)
+    return out

@@ -41,7 +41,7 @@ def parse_tolerance(text: str | None) -> float:
 def figures(path: str) -> dict:
     """Deterministic figures of an ONNX file: params (initializer elements; int8_params: those stored as
     8-bit integers, for quantized models), MACs, file bytes."""
-    from prunekit.deploy.bench import onnx_info
+    from prunekit.deploy.speed import onnx_info
 
     if not os.path.isfile(path):
         raise PrunekitError(f"no such ONNX file: {path}")
@@ -96,7 +96,7 @@ def check_speedup(path: str, reference: str, min_speedup: float, runs: int, thre
     """MODEL on ``runtime`` vs the reference (``--vs``) on the same runtime, or on whichever runtime runs it
     fastest (``against="fastest"``): the ratio of the fast tails (10th percentiles) of interleaved calls, with
     its 90 % interval."""
-    from prunekit.deploy.bench import onnx_info
+    from prunekit.deploy.speed import onnx_info
     from prunekit.deploy.frontier import key, split
     from prunekit.runtimes import get_runtime
     from prunekit.runtimes.base import time_runners
@@ -132,7 +132,7 @@ def check_fast_path(path: str, reference: str | None = None) -> Verdict:
 
 
 def check_latency(path: str, max_ms: float, runs: int, threads: int) -> Verdict:
-    from prunekit.deploy.bench import measure_onnx, onnx_info
+    from prunekit.deploy.speed import measure_onnx, onnx_info
 
     st = measure_onnx(path, onnx_info(path)["input_size"], 1, threads, 10, runs)
     return Verdict("latency (batch 1, p50, ms)", f"≤ {max_ms:g}", st.p50_ms, st.p50_ms <= max_ms,

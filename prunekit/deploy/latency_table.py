@@ -1,157 +1,171 @@
-"""Latency tables measured on the target device (``prunekit latency-table``): onnx and the runtime, no torch.
+"""Per-layer latency lookup table: what one conv / linear layer of a given shape costs on the runtime the
+model ships to, measured once per machine and cached on disk.
 
-A user who prunes on an x86 workstation for an ARM board needs the board's layer timings and channel block,
-not the workstation's (NVIDIA HALP measures its lookup table on the target). This module reads the layer
-shapes of an fp32 ONNX model (Conv and Gemm nodes, spatial sizes from ONNX shape inference), adds every
-width a plan may give those layers on the channel grid (``--round-to``), times each shape on ``--runtime``
-(onnxruntime or OpenVINO) exactly as :class:`~prunekit.deploy.latency.LatencyTable` does, and writes one JSON
-file with the device's CPU, the runtime's fingerprint and its channel grid (measured there, for OpenVINO). No
-torch is imported: it runs wherever the runtime does.
+A :class:`~prunekit.runtimes.layers.LayerShape` is everything that decides a layer's time (input channels,
+output channels, input height and width, kernel, stride, padding, groups, batch). :class:`LatencyTable` asks
+the runtime (:mod:`prunekit.runtimes`: onnxruntime, OpenVINO, CUDA, … each times a one-layer model its own way)
+for a layer of that shape alone and remembers it in ``$PRUNEKIT_CACHE/latency/<fingerprint>.json``, keyed by the
+runtime's fingerprint (CPU or GPU, library versions, precision, threads). A shape with no channels (a layer a
+dropped residual branch removes) costs nothing.
 
-``prunekit prune --latency-table table.json`` then plans and aligns from that file
-(:meth:`LatencyTable.from_file`, which reads the file with :func:`~prunekit.deploy.latency.read_table`: a shape the
-file lacks is refused by name, never measured locally).
+Uses (NVIDIA HALP's idea, on our cost model):
+
+- ``--cost latency``: Algorithm 3 scales a group's threshold by the latency its channels cost, not by params;
+- ``latency=`` / ``speedup=`` targets: a candidate's latency is *predicted* from its layer shapes
+  (:func:`predict_ms`), so planning never exports and times a probe; the delivered model is still measured for
+  real and reported beside the prediction.
 """
 from __future__ import annotations
 
+import json
 import os
-import time
 
-from prunekit.deploy.latency import TABLE_FORMAT, LatencyTable, LayerShape
-from prunekit.runtimes.base import candidate_widths
+import numpy as np
+
 from prunekit.errors import PrunekitError
-from prunekit.files import atomic_write_json
-from prunekit.progress import info
-from prunekit.runtimes import cpu_info, get_runtime
+from prunekit.files import atomic_write_json, read_json
+from prunekit.runtimes import get_runtime
+from prunekit.runtimes.layers import LayerShape
 
 
-def _attr(node, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            import onnx
-
-            return onnx.helper.get_attribute_value(a)
-    return default
+TABLE_FORMAT = 1  # version of a target-device table file (prunekit latency-table)
 
 
-def onnx_layer_shapes(path: str, batch: int = 1) -> list[LayerShape]:
-    """Every Conv / Gemm of an fp32 ONNX model as a :class:`LayerShape` at ``batch`` (the keys torch's
-    :func:`~prunekit.deploy.latency.layer_shapes` gives the same layers)."""
-    import onnx
+class LatencyTable:
+    """Layer shape → latency in ms on ``runtime`` with ``threads`` intra-op threads, cached on disk. A runtime
+    with a ``table_proxy`` (an int8 one) is timed by that runtime's layers, and says so in :attr:`timed_on`."""
 
+    fixed: str | None = None  # the file of a target-device table (lookups only)
+    device: dict | None = None
+    grid: tuple[int, str] | None = None  # a target-device table's channel grid (multiple, how it was found)
+
+    def __init__(self, runtime: str = "onnxruntime-cpu", threads: int = 1, path: str | None = None,
+                 budget_ms: float = 60.0):
+        from prunekit.files import cache_dir
+
+        rt = get_runtime(runtime)
+        self.runtime, self.threads, self.budget_ms = rt.name, threads, budget_ms
+        self.timer = get_runtime(rt.table_proxy or rt.name)
+        self.timed_on = self.timer.name
+        self._path = path
+        self._cache_dir = cache_dir()
+        self.entries: dict[str, float] = {}
+        self.measured = 0  # shapes timed by this object (the rest came from the cache)
+        self._dirty = False
+        if path and path != os.devnull:
+            self._load(path)
+        self._loaded = path is not None
+
+    @property
+    def path(self) -> str:
+        """The cache file: named by the timing runtime's fingerprint (computed on first use)."""
+        if self._path is None:
+            self._path = os.path.join(self._cache_dir, "latency", f"{self.timer.require().key(self.threads)}.json")
+        return self._path
+
+    def _load(self, path: str) -> None:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            self.entries = {k: float(v) for k, v in data.get("entries", {}).items()}
+        except (OSError, ValueError, AttributeError):
+            self.entries = {}
+
+    @classmethod
+    def from_file(cls, path: str) -> LatencyTable:
+        """A table measured on the target device (``prunekit latency-table``): looked up only, never measured
+        here; a shape it lacks is an error naming it."""
+        doc = read_table(path)
+        table = cls(doc.get("runtime", "onnxruntime-cpu"), int(doc.get("threads", 1)), path=os.devnull)
+        device = doc.get("device", {})
+        table.entries, table.fixed, table.device = doc["entries"], path, device
+        grid = device.get("grid") or {}
+        multiple = grid.get("multiple", device.get("nchwc_block"))
+        table.grid = (int(multiple), grid.get("detected", device.get("detected", ""))) if multiple else None
+        return table
+
+    def ms(self, shape: LayerShape) -> float:
+        if shape.empty:
+            return 0.0
+        if not self._loaded:
+            self._load(self.path)
+            self._loaded = True
+        key = shape.key()
+        if key not in self.entries and self.fixed:
+            raise PrunekitError(f"the latency table {self.fixed} has no entry for the layer shape {key}: build it "
+                                "for this model (same batch, grid and widths) with prunekit latency-table")
+        if key not in self.entries:
+            self.entries[key] = self._measure(shape)
+            self.measured += 1
+            self._dirty = True
+        return self.entries[key]
+
+    def total(self, shapes) -> float:
+        return float(sum(self.ms(s) for s in shapes))
+
+    def save(self) -> None:
+        if self._dirty and not self.fixed:
+            try:
+                atomic_write_json(self.path, {"runtime": self.runtime, "timed_on": self.timed_on,
+                                              "threads": self.threads,
+                                              "fingerprint": self.timer.fingerprint(self.threads),
+                                              "entries": dict(sorted(self.entries.items()))})
+            except OSError:
+                pass  # a cache we cannot write only costs re-measuring
+            self._dirty = False
+
+    def _measure(self, shape: LayerShape) -> float:
+        return self.timer.require().layer_ms(shape, self.threads, self.budget_ms)
+
+
+def table_for(runtime: str, threads: int, path: str | None = None) -> LatencyTable:
+    """The table a job plans with: the target device's file (``--latency-table``), else this machine's cache.
+    A file measured on another runtime than ``runtime`` (or the runtime whose layers time it) is refused."""
+    if not path:
+        return LatencyTable(runtime, threads)
+    table = LatencyTable.from_file(path)
+    rt = get_runtime(runtime)
+    if table.runtime not in (rt.name, rt.table_proxy):
+        raise PrunekitError(f"{path} holds {table.runtime} timings: use it with --runtime {table.runtime} (or "
+                            f"measure a table for {rt.name} with prunekit latency-table --runtime {rt.name})")
+    return table
+
+
+def predict_ms(dense_ms: float, table_dense: float, table_model: float) -> float:
+    """Whole-model latency of a pruned model from the table: the dense model's measured time scaled by the
+    ratio of the tables' sums (layers the table cannot see, and per-call overheads, scale alike)."""
+    return dense_ms * table_model / table_dense if table_dense > 0 else dense_ms
+
+
+def table_goal(dense_ms: float, table_dense: float, target_ms: float) -> float:
+    """The table sum a model must reach for :func:`predict_ms` to give ``target_ms`` (its inverse)."""
+    return target_ms / dense_ms * table_dense
+
+
+def fixed_and_scaled(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``ms = fixed + per · table_sum`` over the models timed so far (the dense model first): the
+    part of a model's time that pruning channels does not shrink (per-call costs, element-wise ops, an int8
+    model's quantize / dequantize steps) and the ms per unit of the table. With no usable slope, the
+    proportional model (fixed 0) that :func:`predict_ms` assumes."""
+    x, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    if len(points) >= 2 and np.ptp(x) > 0:
+        per, fixed = np.polyfit(x, y, 1)
+        if per > 0:
+            return max(float(fixed), 0.0), float(per)
+    return 0.0, float(y[0] / x[0]) if x[0] > 0 else 1.0
+
+
+def read_table(path: str) -> dict:
+    """A table file written by ``prunekit latency-table`` (:func:`prunekit.deploy.device_table.build_table`),
+    checked."""
+    doc = read_json(path, "latency table")
+    if not isinstance(doc, dict) or doc.get("prunekit_latency_table") != TABLE_FORMAT or not isinstance(
+            doc.get("entries"), dict):
+        raise PrunekitError(f"{path} is not a prunekit latency table (write one with prunekit latency-table)")
     try:
-        model = onnx.shape_inference.infer_shapes(onnx.load(path))
-    except Exception as e:  # noqa: BLE001 (a file that is not an ONNX model)
-        raise PrunekitError(f"cannot read {path} as an ONNX model: {e}") from None
-    g = model.graph
-    inits = {t.name: tuple(t.dims) for t in g.initializer}
-    dims = {}
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        t = vi.type.tensor_type
-        if t.HasField("shape"):
-            dims[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-    shapes = []
-    for node in g.node:
-        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
-            w = inits[node.input[1]]
-            x = dims.get(node.input[0])
-            if w is None or len(w) != 4 or x is None or len(x) != 4 or None in x[2:]:
-                raise PrunekitError(f"{path}: conv {node.name or node.output[0]} has no static input size")
-            groups = int(_attr(node, "group", 1))
-            pads = list(_attr(node, "pads", [0, 0, 0, 0]))
-            shapes.append(LayerShape("conv", int(w[1]) * groups, int(w[0]), int(x[2]), int(x[3]),
-                                     (int(w[2]), int(w[3])), tuple(int(s) for s in _attr(node, "strides", [1, 1])),
-                                     (int(pads[0]), int(pads[1])), groups, batch))
-        elif node.op_type == "Gemm" and len(node.input) > 1 and node.input[1] in inits:
-            w = inits[node.input[1]]
-            out_c, in_c = (w[0], w[1]) if int(_attr(node, "transB", 0)) else (w[1], w[0])
-            shapes.append(LayerShape("linear", int(in_c), int(out_c), 1, 1, batch=batch))
-    if not shapes:
-        raise PrunekitError(f"{path} has no Conv or Gemm layer with constant weights to time")
-    return shapes
-
-
-def candidate_shapes(shapes: list[LayerShape], round_to: int) -> list[LayerShape]:
-    """The shapes a plan on the ``round_to`` grid may give these layers: every kept input × output width
-    (depthwise convs: one width for both), unique. The model's input channels and the classifier's outputs are
-    never pruned, so they keep their width."""
-    first_in = shapes[0].in_c
-    last_out = shapes[-1].out_c if shapes[-1].kind == "linear" else None
-    out = {}
-    for s in shapes:
-        if s.kind == "conv" and s.groups > 1 and s.groups == s.in_c == s.out_c:
-            for c in candidate_widths(s.out_c, round_to):
-                r = s.resized(c, c)
-                out[r.key()] = r
-            continue
-        ins = [s.in_c] if s.in_c == first_in and s is shapes[0] else candidate_widths(s.in_c, round_to)
-        outs = [s.out_c] if (s is shapes[-1] and last_out is not None) else candidate_widths(s.out_c, round_to)
-        for i in ins:
-            for o in outs:
-                r = s.resized(i, o)
-                out[r.key()] = r
-    return list(out.values())
-
-
-def device_info(runtime: str = "onnxruntime-cpu", threads: int = 1) -> dict:
-    """This device as a table records it: the CPU, the runtime's fingerprint and its channel grid."""
-    rt = get_runtime(runtime).require()
-    timer = get_runtime(rt.table_proxy or rt.name)
-    grid = rt.grid(threads)
-    return {**cpu_info().to_dict(), "fingerprint": timer.fingerprint(threads), "grid": grid.to_dict(),
-            **timer.versions()}
-
-
-def source_onnx(source: str, tmp_dir: str) -> str:
-    """An fp32 ONNX file of SOURCE's dense model: the file itself (no torch), a run folder's ``dense.onnx``
-    (exported when missing), or a model spec exported here (both of those need torch)."""
-    if source.endswith(".onnx"):
-        if not os.path.isfile(source):
-            raise PrunekitError(f"no such ONNX file: {source}")
-        return source
-    if os.path.isdir(source):
-        from prunekit.deploy.artifacts import run_onnx
-
-        return run_onnx(source, "dense", out_dir=tmp_dir)
-    import torch
-
-    from prunekit.deploy.export import export_onnx
-    from prunekit.models import resolve_model
-
-    model, spec = resolve_model(source)
-    path = os.path.join(tmp_dir, "dense.onnx")
-    export_onnx(model, torch.randn(2, *spec.input_size), path, exporter="torchscript")
-    return path
-
-
-def build_table(onnx_path: str, out: str, *, runtime: str = "onnxruntime-cpu", threads: int = 1, batch: int = 1,
-                round_to: int | str = "auto", budget_ms: float = 60.0, max_shapes: int = 5000) -> dict:
-    """Time every candidate shape of ``onnx_path``'s layers here on ``runtime`` and write the table to ``out``."""
-    from prunekit.config.choices import parse_round_to
-
-    if threads < 1 or batch < 1 or budget_ms <= 0:
-        raise PrunekitError("--threads and --batch must be positive integers and --budget-ms positive")
-    if get_runtime(runtime).artifact != "onnx":
-        raise PrunekitError(f"--runtime {runtime} runs PyTorch modules: prunekit latency-table times ONNX runtimes")
-    dev = device_info(runtime, threads)
-    step = parse_round_to(round_to)
-    step = dev["grid"]["multiple"] if step == "auto" else step
-    shapes = candidate_shapes(onnx_layer_shapes(onnx_path, batch), step)
-    if len(shapes) > max_shapes:
-        raise PrunekitError(f"{len(shapes)} layer shapes to time (more than --max-shapes {max_shapes}): use a "
-                            "coarser --round-to")
-    table = LatencyTable(runtime, threads, path=os.devnull, budget_ms=budget_ms)
-    info(f"timing {len(shapes)} layer shapes of {onnx_path} at batch {batch} on this device ({dev['cpu']}, "
-         f"{table.timed_on}, widths on a grid of {step})")
-    t0, entries = time.perf_counter(), {}
-    for i, s in enumerate(shapes, 1):
-        entries[s.key()] = table._measure(s)
-        if i % 50 == 0 or i == len(shapes):
-            info(f"latency-table: {i}/{len(shapes)} shapes, {time.perf_counter() - t0:.0f} s", "latency-table",
-                 step=i, total=len(shapes))
-    doc = {"prunekit_latency_table": TABLE_FORMAT, "runtime": table.runtime, "timed_on": table.timed_on,
-           "threads": threads, "batch": batch,
-           "round_to": step, "source": os.path.basename(onnx_path), "device": dev,
-           "seconds": time.perf_counter() - t0, "entries": dict(sorted(entries.items()))}
-    atomic_write_json(out, doc)
+        doc["entries"] = {str(k): float(v) for k, v in doc["entries"].items()}
+    except (TypeError, ValueError):
+        raise PrunekitError(f"{path}: the latency table's entries are not numbers") from None
+    if not all(np.isfinite(v) and v >= 0 for v in doc["entries"].values()):
+        raise PrunekitError(f"{path}: the latency table holds negative or non-finite times")
     return doc

@@ -53,7 +53,7 @@ def timed_speed(dense, pruned, input_size, cfg: JobConfig, bundle: DataBundle | 
     with a latency table of another device, whose runtime this machine is not); warns when pruned is slower."""
     if not cfg.speed_batches:
         return None
-    from prunekit.deploy.bench import compare_speed
+    from prunekit.deploy.speed import compare_speed
     from prunekit.runs.summary import speed_summary
 
     info(f"timing dense vs pruned on {cfg.runtime} at batch {', '.join(map(str, cfg.speed_batches))}")

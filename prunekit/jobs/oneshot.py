@@ -14,7 +14,7 @@ import torch
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.data.inputs import sample_images, sample_inputs
-from prunekit.deploy.latency import fixed_and_scaled, predict_ms, table_for
+from prunekit.deploy.latency_table import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.branches import branch_importance, dropped_blocks, mark_branches
 from prunekit.core.costmodel import cost_model
@@ -208,7 +208,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     """One-shot to ``latency=MS`` (batch 1) or ``speedup=X`` (at the config's ``speed_batch``): plan with the latency
     table's prediction, then measure the pruned model for real; if it misses (the table is a model of the
     runtime, not the runtime), ask for more and try again."""
-    from prunekit.deploy.bench import compare_speed, model_latency_ms
+    from prunekit.deploy.speed import compare_speed, model_latency_ms
 
     batch = cfg.speed_batch if target.kind == "speedup" else 1
     if cost.table.fixed:  # the target device's table: plan on its prediction; this machine is not the target

@@ -21,13 +21,13 @@ def _oneshot(cfg: OneShotConfig) -> dict:
         raise Interrupted(f"interrupted; nothing was written ({cfg.out} is as it was)") from None
 
 
-JOBS = {OneShotConfig: _oneshot, SearchConfig: run_search}  # the job of each config type
+RUNNERS = {OneShotConfig: _oneshot, SearchConfig: run_search}  # what runs each config type (config.JOBS: its name)
 
 
 def prune(cfg: JobConfig) -> dict:
     """Run the job ``cfg``'s type names and write ``cfg.out``; returns run.json. Progress goes to
     ``logging.getLogger("prunekit")`` (see :mod:`prunekit.progress`)."""
-    job = JOBS.get(type(cfg))
+    job = RUNNERS.get(type(cfg))
     if job is None:
         raise PrunekitError(f"prune needs a OneShotConfig or SearchConfig (see prunekit.PruneConfig), "
                             f"got {type(cfg).__name__}")

@@ -24,6 +24,7 @@ from prunekit.models.factory import (
     build_model,
     find_classifier,
     is_torch_file,
+    load_folded,
     load_state,
     load_weights,
     parse_input_size,
@@ -33,5 +34,5 @@ from prunekit.models.factory import (
 from prunekit.models.registry import get_entry, list_models, register_model
 
 __all__ = ["DEFAULT_IMAGENET_SIZE", "ModelSpec", "OptionAShortcut", "build_model", "find_classifier", "get_entry",
-           "is_torch_file", "list_models", "load_state", "load_weights", "parse_input_size", "read_state_dict",
-           "register_model", "resolve_model"]
+           "is_torch_file", "list_models", "load_folded", "load_state", "load_weights", "parse_input_size",
+           "read_state_dict", "register_model", "resolve_model"]

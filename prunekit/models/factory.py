@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import PrunekitError, describe, user_input
+from prunekit.models.fold import fold_computed_weights
 from prunekit.models.bridges import DEFAULT_IMAGENET_SIZE, build_timm, build_torchvision, timm_input_size
 from prunekit.models.registry import get_entry, list_models
 
@@ -114,19 +115,38 @@ def resolve_model(
         )
     if state is not None and spec.num_classes is None and spec.source in ("torchvision", "timm"):
         spec.num_classes = _classes_in_state(build_model(spec, trust_pickle=trust_pickle), state)
-    model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code)
+    model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code, fold=False)
     spec.classifier = spec.classifier or find_classifier(model)
     if state is not None:
         load_state(model, state, weights)
+    fold_computed_weights(model)  # after the user's weights: they are in the layers' own format
     return model.eval(), spec
 
 
+def load_folded(spec: ModelSpec, state: dict, what: str, **trust) -> dict:
+    """``state`` (a user's file, in the architecture's own format) as the state dict of the model prunekit
+    works on (with weight-computing convs folded, :mod:`prunekit.models.fold`)."""
+    model = build_model(spec, fold=False, **trust)
+    load_state(model, state, what)
+    fold_computed_weights(model)
+    return model.state_dict()
+
+
 def build_model(spec: ModelSpec, *, trust_pickle: bool = False, trust_code: bool = False,
-                named_by: str | None = None) -> nn.Module:
-    """Build the dense architecture of ``spec`` (random init, or the pickled module's own weights).
+                named_by: str | None = None, fold: bool = True) -> nn.Module:
+    """Build the dense architecture of ``spec`` (random init, or the pickled module's own weights), with its
+    weight-computing convs folded into plain ones (:mod:`prunekit.models.fold`) unless ``fold`` is False (to
+    load a state dict in the architecture's own format first).
 
     A ``file`` spec is imported only with ``trust_code``, a ``pickle`` spec unpickled only with
     ``trust_pickle``; ``named_by`` (the run folder the spec came from) goes into the refusal."""
+    model = _architecture(spec, trust_pickle, trust_code, named_by)
+    if fold:
+        fold_computed_weights(model)
+    return model
+
+
+def _architecture(spec: ModelSpec, trust_pickle: bool, trust_code: bool, named_by: str | None) -> nn.Module:
     if spec.source == "builtin":
         entry = get_entry(spec.name)
         if entry is None:

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch.nn as nn
 
 from prunekit.errors import user_input
-from prunekit.models import ModelSpec, build_model, load_state, read_state_dict
+from prunekit.models import ModelSpec, build_model, load_folded, load_state, read_state_dict
 from prunekit.runs.storage import read_pruned
 from prunekit.core.surgery import replay
 
@@ -50,7 +50,9 @@ def load_dense(path: str, *, trust_pickle: bool = False, trust_code: bool = Fals
     spec = load_spec(path)
     model = build_model(spec, trust_pickle=trust_pickle, trust_code=trust_code, named_by=path).eval()
     if spec.weights and os.path.isfile(spec.weights):
-        load_state(model, read_state_dict(spec.weights), spec.weights)
+        state = load_folded(spec, read_state_dict(spec.weights), spec.weights, trust_pickle=trust_pickle,
+                            trust_code=trust_code, named_by=path)
+        load_state(model, state, spec.weights)
     return model
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import prunekit
 from prunekit.cli import main
-from prunekit.deploy.compare import speedup_words as _speedup_words
+from prunekit.deploy.bench import speedup_words as _speedup_words
 from prunekit.errors import PrunekitError
 
 MODEL_FILE = """
@@ -221,11 +221,11 @@ def test_slower_than_dense_is_said_in_words():
 
 # ---------------------------------------------------------------------------------------------- interrupts
 def test_ctrl_c_in_oneshot_writes_nothing(tmp_path, monkeypatch):
-    import prunekit.jobs.oneshot as oneshot
+    import prunekit.core.surgery as surgery
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(oneshot, "apply_plan", interrupt)
+    monkeypatch.setattr(surgery, "apply_plan", interrupt)  # the cut, inside the one cut-and-verify stage
     r = run(*_prune("--out", tmp_path / "run", "--quiet"))
     assert_clean_error(r, "nothing was written", code=130)
     assert os.listdir(tmp_path) == []
@@ -274,7 +274,7 @@ def test_outputs_follow_the_umask_and_reload(tmp_path):
     run_json = json.loads((out / "run.json").read_text())
     assert [c["check"] for c in run_json["verification"]] == ["masked == pruned", "pruned.pt reloads to the same model"]
     # one MAC count: run.json and the ONNX graph agree (the option-A shortcut is data movement in both)
-    from prunekit.deploy.bench import onnx_info
+    from prunekit.deploy.speed import onnx_info
 
     assert onnx_info(str(tmp_path / "m.onnx"))["macs"] == run_json["pruned"]["macs"]
 

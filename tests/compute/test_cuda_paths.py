@@ -187,7 +187,7 @@ def test_cuda_n_is_made_the_current_device():
 @pytest.mark.gpu
 @gpu
 def test_the_cuda_latency_table_times_positive_and_caches_per_gpu(tmp_path, monkeypatch):
-    from prunekit.deploy.latency import LatencyTable, LayerShape
+    from prunekit.deploy.latency_table import LatencyTable, LayerShape
 
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path))
     table = LatencyTable("cuda", 1)

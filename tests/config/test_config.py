@@ -137,8 +137,8 @@ def test_job_configs_share_one_definition_of_common_fields():
 
 
 def test_dispatcher_picks_the_job_by_type():
-    from prunekit.jobs.pipeline import JOBS, prune
+    from prunekit.jobs.pipeline import RUNNERS, prune
 
-    assert set(JOBS) == {OneShotConfig, SearchConfig}
+    assert set(RUNNERS) == {OneShotConfig, SearchConfig}
     with pytest.raises(PrunekitError, match="needs a OneShotConfig or SearchConfig"):
         prune(dict(BASE))

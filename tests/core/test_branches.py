@@ -76,7 +76,7 @@ def test_the_knapsack_drops_branches_when_a_layers_time_is_its_fixed_part(tmp_pa
     cut can only be met by dropping branches; with time proportional to channels, widths are cut instead."""
     from prunekit.core.allocate import knapsack_plan
     from prunekit.core.scoring import score_groups
-    from prunekit.deploy.latency import LatencyTable
+    from prunekit.deploy.latency_table import LatencyTable
 
     model, spec, groups = _model("resnet20", None)
     mark_branches(model, groups)

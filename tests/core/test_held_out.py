@@ -116,3 +116,114 @@ def test_a_ghost_concat_is_frozen_by_name_and_the_rest_prunes_exactly(tmp_path):
     assert run["verification"][0]["passed"]
     frozen = {g["root"]: g["frozen"] for g in run["groups"] if g["frozen"]}
     assert any("did not record" in r for r in frozen.values()), frozen
+
+
+# ------------------------------------------------------------------------------------------ issue 25's classes
+class LongChain(nn.Module):
+    """A long chain of elementwise ops between a conv and a concatenation, as a dual-path network's paths are:
+    torch-pruning's channel inference gives up on it (``int + NoneType`` in its concat mapping)."""
+
+    def __init__(self, n=12):
+        super().__init__()
+        self.n = n
+        self.stem, self.side = cbr(3, 16), cbr(16, 8, 1)
+        self.out = cbr(24, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = x
+        for _ in range(self.n):
+            y = y + torch.sigmoid(y)
+        return self.head(self.out(torch.cat([y, self.side(x)], 1)).mean((2, 3)))
+
+
+def test_a_concat_torch_pruning_cannot_size_is_sized_from_the_trace():
+    import torch_pruning as tp
+
+    torch.manual_seed(0)
+    model = LongChain().eval()
+    with pytest.raises(TypeError), pytest.warns(UserWarning):  # torch-pruning alone: the case this guards
+        tp.DependencyGraph().build_dependency(model, torch.randn(1, 3, 16, 16))
+    groups = _groups(model)
+    assert {g.root for g in groups if g.prunable} == {"stem.0", "side.0", "out.0"}
+    plan = {"stem.0": [0, 3], "side.0": [1, 2, 5]}
+    pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
+    assert pruned.out[0].in_channels == 24 - 5  # each side of the concat lost its own channels
+    assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(4, 3, 16, 16))["passed"]
+
+
+class ScaledStdConv(nn.Conv2d):
+    """A weight-standardised conv with a per-output-channel gain (as timm's ScaledStdConv2d in NFNets)."""
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        w = self.weight.flatten(1)
+        w = ((w - w.mean(1, keepdim=True)) / (w.std(1, keepdim=True) + 1e-5)).view_as(self.weight) * self.gain
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class PaddedGainConv(ScaledStdConv):
+    """The same, padding its input itself first (as ``*Same`` convs do): not a plain conv, so never folded."""
+
+    def forward(self, x):
+        w = self.weight * self.gain
+        return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1)), w, self.bias, self.stride, 0)
+
+
+class StdNet(nn.Module):
+    def __init__(self, conv=ScaledStdConv):
+        super().__init__()
+        self.c1 = nn.Sequential(conv(3, 16, 3, padding=1), nn.ReLU())
+        self.c2 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.c3 = nn.Sequential(conv(16, 16, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.c3(self.c2(self.c1(x))).mean((2, 3)))
+
+
+def test_weight_computing_convs_fold_into_plain_ones_exactly():
+    from prunekit.models.fold import fold_computed_weights
+
+    torch.manual_seed(0)
+    model, x = StdNet().eval(), torch.randn(4, 3, 16, 16)
+    before = model(x)
+    assert fold_computed_weights(model) == ["c1.0", "c3.0"]
+    assert type(model.c1[0]) is nn.Conv2d and not hasattr(model.c1[0], "gain")
+    torch.testing.assert_close(model(x), before, atol=1e-5, rtol=1e-5)
+    padded = StdNet(PaddedGainConv).eval()
+    assert fold_computed_weights(padded) == []  # pads its input: left as it is
+
+
+def _job(tmp_path, cls_name, target="flops=0.2"):
+    import prunekit
+
+    src = tmp_path / f"{cls_name}.py"
+    root = str(Path(__file__).parents[2])
+    src.write_text(f"import sys\nsys.path.insert(0, {root!r})\nfrom tests.core.test_held_out import StdNet, "
+                   f"{cls_name}\ndef make():\n    return StdNet({cls_name})\n")
+    return prunekit.prune(prunekit.PruneConfig(model=f"{src}:make", data="random", target=target,
+                                               input_size=(3, 16, 16), schedule="oneshot",
+                                               out=str(tmp_path / cls_name), calib_images=8, verify_images=4,
+                                               batch_size=8, speed_batches=(), round_to=1))
+
+
+def test_a_weight_standardised_net_prunes_and_reloads_exactly(tmp_path):
+    from prunekit.runs.rebuild import load
+
+    run = _job(tmp_path, "ScaledStdConv")
+    assert run["verification"][0]["passed"] and not any(g["frozen"] for g in run["groups"])
+    model = load(str(tmp_path / "ScaledStdConv"), trust_code=True)
+    assert any(m.out_channels < 16 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_groups_that_break_the_run_are_frozen_and_the_plan_made_again(tmp_path, caplog):
+    run = _job(tmp_path, "PaddedGainConv", target="flops=0.3")  # its gain is not pruned with its weight
+    assert run["verification"][0]["passed"]
+    frozen = {g["root"]: g["frozen"] for g in run["groups"] if g["frozen"]}
+    assert frozen and all("does not run" in r for r in frozen.values()), frozen
+    assert any("leaves a model that does not run" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

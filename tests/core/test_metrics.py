@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from prunekit.deploy.bench import onnx_info
+from prunekit.deploy.speed import onnx_info
 from prunekit.deploy.export import export_onnx
 from prunekit.core.costmodel import CostModel
 from prunekit.core.metrics import count_model

@@ -1,111 +1,174 @@
-"""Latency tables from the target device (issue 19): built from an ONNX file with onnx + onnxruntime only,
-read back to the same predictions, refused for shapes they lack, and driving a prune."""
+"""Per-layer latency table: cached per machine, predicts the pruned model's layer shapes exactly, and drives
+latency-weighted thresholds and one-shot latency targets. CUDA parts skip without a GPU."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 import prunekit
-from prunekit.core.costmodel import CostModel
+from prunekit.cli import main
 from prunekit.core.graph import build_graph, find_groups
-from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import layer_shapes
-from prunekit.deploy.latency import LatencyTable, LayerShape, read_table
-from prunekit.deploy.latency_table import build_table, candidate_shapes, onnx_layer_shapes
-from prunekit.errors import PrunekitError
+from prunekit.deploy.latency_table import LatencyTable
+from prunekit.core.costmodel import CostModel, reduction
+from prunekit.core.planning import layer_thresholds, plan_for_target
 from prunekit.models import resolve_model
+from prunekit.core.scoring import score_groups
+from prunekit.core.surgery import apply_plan
+
+CUDA = torch.cuda.is_available()
 
 
 @pytest.fixture(scope="module")
-def dense_onnx(tmp_path_factory):
+def r20_cost(tmp_path_factory):
     model, spec = resolve_model("resnet20")
-    path = tmp_path_factory.mktemp("lut") / "r20.onnx"
-    export_onnx(model, torch.randn(2, *spec.input_size), str(path), exporter="torchscript")
-    return model, spec, str(path)
-
-
-@pytest.fixture(scope="module")
-def table_file(dense_onnx, tmp_path_factory):
-    path = tmp_path_factory.mktemp("lut") / "table.json"
-    build_table(dense_onnx[2], str(path), batch=1, round_to=16, budget_ms=1.0)
-    return str(path)
-
-
-def test_onnx_shapes_are_the_torch_shapes(dense_onnx):
-    model, spec, path = dense_onnx
-    torch_keys = sorted(s.key() for s in layer_shapes(model, spec.input_size, batch=4).values())
-    assert sorted(s.key() for s in onnx_layer_shapes(path, batch=4)) == torch_keys
-
-
-def test_candidates_cover_every_width_on_the_grid():
-    conv = LayerShape("conv", 32, 64, 8, 8, (3, 3), (1, 1), (1, 1), 1, 1)
-    stem = LayerShape("conv", 3, 32, 32, 32, (3, 3), (1, 1), (1, 1), 1, 1)
-    head = LayerShape("linear", 64, 10)
-    keys = {s.key() for s in candidate_shapes([stem, conv, head], 16)}
-    assert {s.key() for s in (stem.resized(3, 16), conv.resized(16, 48), head.resized(48, 10))} <= keys
-    assert stem.resized(1, 16).key() not in keys and head.resized(64, 16).key() not in keys  # input / classes kept
-
-
-def test_a_table_reads_back_to_the_same_predictions(dense_onnx, table_file):
-    model, spec, _ = dense_onnx
-    doc = read_table(table_file)
-    assert doc["device"]["onnxruntime"] and doc["device"]["grid"]["multiple"] in (8, 16) and doc["round_to"] == 16
-    assert doc["runtime"] == doc["timed_on"] == doc["device"]["fingerprint"]["runtime"] == "onnxruntime-cpu"
     groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
-    plan = {g.root: list(range(16)) for g in groups if g.prunable and g.channels >= 32}
-    local = LatencyTable("onnxruntime-cpu", 1, path=str(table_file) + ".local")
-    local.entries = dict(doc["entries"])
-    a = CostModel.build(model, groups, spec.input_size).attach_latency(model, spec.input_size,
-                                                                       LatencyTable.from_file(table_file))
-    b = CostModel.build(model, groups, spec.input_size).attach_latency(model, spec.input_size, local)
-    assert a.dense_latency == pytest.approx(b.dense_latency) and a.dense_latency > 0
-    assert a.predict_latency(plan) == pytest.approx(b.predict_latency(plan))
-    assert a.predict_latency(plan) < a.dense_latency
-    assert local.measured == 0  # every shape the plan needed was in the file
+    table = LatencyTable(path=str(tmp_path_factory.mktemp("lut") / "table.json"), budget_ms=5)
+    cost = CostModel.build(model, groups, spec.input_size).attach_latency(model, spec.input_size, table)
+    return model, spec, groups, cost, table
 
 
-def test_a_shape_the_table_lacks_is_refused_by_name(table_file):
-    table = LatencyTable.from_file(table_file)
-    other = LayerShape("conv", 16, 16, 32, 32, (3, 3), (1, 1), (1, 1), 1, batch=7)
-    with pytest.raises(PrunekitError, match=r"has no entry for the layer shape conv:16>16@32x32.*:b7"):
-        table.ms(other)
+def test_table_is_cached_on_disk(r20_cost):
+    model, spec, _, _, table = r20_cost
+    shapes = layer_shapes(model, spec.input_size)
+    assert len({s.key() for s in shapes.values()}) == table.measured  # each distinct shape timed once
+    again = LatencyTable(path=table.path)
+    assert again.total(shapes.values()) == table.total(shapes.values()) and again.measured == 0
+    assert all(v > 0 for v in json.load(open(table.path))["entries"].values())
 
 
-def test_not_a_table_is_refused(tmp_path):
-    bad = tmp_path / "t.json"
-    bad.write_text(json.dumps({"entries": {"a": 1}}))
-    with pytest.raises(PrunekitError, match="not a prunekit latency table"):
-        read_table(str(bad))
+@pytest.mark.parametrize("round_to", [1, 16])
+def test_prediction_uses_the_pruned_models_exact_shapes(r20_cost, round_to):
+    model, spec, groups, cost, table = r20_cost
+    scores = score_groups(model, groups, "l1")
+    plan, _ = plan_for_target(scores, cost, "latency", 0.2, round_to=round_to)
+    pruned, _ = apply_plan(model, groups, plan, spec.input_size)
+    real = table.total(layer_shapes(pruned, spec.input_size).values())
+    assert cost.predict_latency(plan) == pytest.approx(real, rel=1e-12)
+    assert reduction(cost, plan, "latency") >= 0.2
 
 
-def test_the_command_runs_without_torch(dense_onnx, tmp_path):
-    out = tmp_path / "board.json"
-    code = ("import sys; from prunekit.cli import main\n"
-            f"sys.argv = ['prunekit', 'latency-table', {dense_onnx[2]!r}, '--out', {str(out)!r}, '--round-to', '32',"
-            " '--budget-ms', '0.5', '-q']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('torch' in sys.modules, 'torch_pruning' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split()[-2:] == ["False", "False"]
-    assert read_table(str(out))["entries"]
+def test_latency_weighted_thresholds(r20_cost):
+    _, _, groups, cost, _ = r20_cost
+    roots = [g.root for g in groups if g.prunable]
+    th = layer_thresholds(cost, roots, 1.0, "latency")
+    assert set(th) == set(roots) and sum(th.values()) == pytest.approx(len(roots))
+    assert th != layer_thresholds(cost, roots, 1.0, "params")
 
 
-def test_a_table_drives_a_prune(table_file, tmp_path):
-    run = prunekit.prune(prunekit.PruneConfig(
-        model="resnet20", data="random", target="speedup=1.3", schedule="oneshot", out=str(tmp_path / "run"),
-        latency_table=table_file, speed_batches=(1,), calib_images=16, verify_images=4, batch_size=16))
-    assert run["latency"]["table"] == table_file and run["latency"]["predicted_speedup"] >= 1.3
-    assert run["target"]["met"] and run["target"]["reached"] == run["latency"]["predicted_speedup"]
-    assert "latency table's device" in run["alignment"]["detected"]
-    assert run["speed"]["measured_on"].startswith("this machine")
+def test_latency_target_already_met_is_a_clear_error(tmp_path):
+    from prunekit.errors import PrunekitError
+
+    with pytest.raises(PrunekitError, match="already runs in"):
+        prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=1000",
+                                            out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                            speed_batches=()))
+    assert not (tmp_path / "run").exists()
 
 
-def test_latency_targets_need_a_speedup_with_a_foreign_table(table_file, tmp_path):
-    with pytest.raises(PrunekitError, match="give the goal as speedup="):
-        prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=1",
-                                            out=str(tmp_path / "r"), schedule="oneshot", latency_table=table_file))
+def test_latency_cost_with_a_flops_target(tmp_path):
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="flops=0.3", cost="latency",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=()))
+    assert run["cost"] == "latency" and run["reduction"]["macs"] >= 0.3 and run["target"]["met"]
+
+
+def test_oneshot_latency_target_replans_until_the_measurement_fits(tmp_path, monkeypatch):
+    """One-shot latency= plans on the table's prediction, then *measures*; a miss asks for more. The runtime
+    is faked here (latency = MACs / 1e7 ms, deterministic) so the loop is tested, not the machine's noise."""
+    import prunekit.deploy.speed as speed
+    from prunekit.core.metrics import count_model
+
+    monkeypatch.setattr(speed, "model_latency_ms", lambda model, size, *a, **k: count_model(model, size).macs / 1e7)
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=3.0",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=()))
+    lat = run["latency"]
+    assert run["cost"] == "latency" and lat["dense_ms"] == pytest.approx(4.055104)
+    assert run["target"]["met"] and lat["measured_ms"] <= 3.0 and run["target"]["reached"] == lat["measured_ms"]
+    assert [t["measured_ms"] <= 3.0 for t in lat["tries"]][-1] and all(t["predicted_ms"] > 0 for t in lat["tries"])
+
+
+def test_the_fixed_part_of_a_models_time_is_fitted():
+    from prunekit.deploy.latency_table import fixed_and_scaled
+
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6)]) == pytest.approx((6.0, 0.6))
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 9.6), (3.0, 7.8)]) == pytest.approx((6.0, 0.6))
+    assert fixed_and_scaled([(10.0, 12.0)]) == pytest.approx((0.0, 1.2))  # one point: proportional
+    assert fixed_and_scaled([(10.0, 12.0), (6.0, 12.5)]) == pytest.approx((0.0, 1.2))  # no slope: proportional
+
+
+def _fake_runtime(monkeypatch, fixed_ms: float):
+    """Whole-model time = a fixed part that pruning cannot shrink + MACs / 1e7 ms (deterministic)."""
+    import prunekit.deploy.speed as speed
+    from prunekit.core.metrics import count_model
+
+    monkeypatch.setattr(speed, "model_latency_ms",
+                        lambda model, size, *a, **k: fixed_ms + count_model(model, size).macs / 1e7)
+
+
+def test_a_fixed_cost_is_learnt_from_the_first_measurement(tmp_path, monkeypatch):
+    """2 ms that do not scale with channels: the proportional prediction misses, the fitted one reaches the
+    goal on the next plan instead of creeping towards it."""
+    _fake_runtime(monkeypatch, 2.0)
+    run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=4.5",
+                                              out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                              speed_batches=()))
+    lat = run["latency"]
+    first_met = next(i for i, t in enumerate(lat["tries"]) if t["met"])
+    assert run["target"]["met"] and lat["measured_ms"] <= 4.5 and first_met <= 2, lat["tries"]
+    # later tries only bisect towards the goal: the delivered plan is the least-pruned one that meets it
+    met = [t for t in lat["tries"] if t["met"]]
+    assert lat["measured_ms"] == max(t["measured_ms"] for t in met)
+
+
+def test_a_target_under_the_fixed_cost_is_refused_with_the_cap(tmp_path, monkeypatch):
+    _fake_runtime(monkeypatch, 5.0)  # dense ≈ 9.06 ms, of which 5 never shrink: 4.5 ms cannot be reached
+    with pytest.raises(prunekit.PrunekitError, match=r"latency=4.5 is out of reach.*closest plan measured .*"
+                                                     r"does not shrink with channels, which caps pruning near") as e:
+        prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=4.5",
+                                            out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
+                                            speed_batches=()))
+    best, fixed = re.search(r"measured ([\d.]+)×.*about ([\d.]+) ms", str(e.value)).groups()
+    assert float(best) < 9.06 / 4.5 and 3.5 <= float(fixed) <= 6.0, str(e.value)  # the table is not MACs: about
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--round-to", "0"], "--round-to must be auto or a positive integer"),
+    (["--round-to", "-8"], "--round-to must be auto or a positive integer"),
+    (["--round-to", "x"], "--round-to must be auto or a positive integer"),
+    (["--runtime", "tpu"], "Invalid value for '--runtime'"),
+    (["--cost", "watts"], "Invalid value for '--cost'"),
+    (["--speed-batches", "0"], "--speed-batches must be positive"),
+])
+def test_alignment_options_are_checked(tmp_path, args, match):
+    r = CliRunner().invoke(main, ["prune", "resnet20", "--data", "random", "--target", "flops=0.3", "--schedule",
+                                  "oneshot", "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == 2 and r.output.startswith("error:") and match in r.output, r.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(CUDA, reason="checks the error on a machine without a GPU")
+def test_bench_device_cuda_without_a_gpu(tmp_path):
+    r = CliRunner().invoke(main, ["bench", str(tmp_path), "--device", "cuda"])
+    assert r.exit_code == 2 and r.output.startswith("error:") and "no CUDA GPU" in r.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_bench_device_cuda(tmp_path):
+    out = tmp_path / "run"
+    prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="flops=0.5", out=str(out),
+                                        schedule="oneshot", calib_images=8, runtime="cuda"))
+    r = CliRunner().invoke(main, ["bench", str(out), "--device", "cuda", "--runs", "5", "--warmup", "2",
+                                  "--batch-sizes", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["batches"][0]["pytorch_cuda"]
+    assert {(c["dtype"], c["layout"]) for c in rows} == {("fp32", "contiguous"), ("fp32", "channels_last"),
+                                                         ("bf16", "contiguous"), ("bf16", "channels_last")}
+    assert all(c["dense_ms"] > 0 and c["pruned_ms"] > 0 for c in rows)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import prunekit
-from prunekit.deploy.bench import measure_onnx
+from prunekit.deploy.speed import measure_onnx
 from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
 

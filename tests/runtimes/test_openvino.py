@@ -78,7 +78,7 @@ def test_an_openvino_latency_table_is_built_without_torch(r20_onnx, tmp_path, mo
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split()[-1] == "False"
-    from prunekit.deploy.latency import LatencyTable, read_table
+    from prunekit.deploy.latency_table import LatencyTable, read_table
 
     doc = read_table(str(out))
     assert doc["runtime"] == doc["timed_on"] == "openvino-cpu" and doc["round_to"] == 32
@@ -87,7 +87,7 @@ def test_an_openvino_latency_table_is_built_without_torch(r20_onnx, tmp_path, mo
     assert table.runtime == "openvino-cpu" and table.grid == (32, "fake grid for the test")
     monkeypatch.setattr(openvino_cpu.OpenVINOCPU, "grid", lambda self, threads=1: Grid(32, "unused"))
     with pytest.raises(prunekit.PrunekitError, match="holds openvino-cpu timings: use it with --runtime"):
-        from prunekit.deploy.latency import table_for
+        from prunekit.deploy.latency_table import table_for
 
         table_for("onnxruntime-cpu", 1, str(out))
 
@@ -95,7 +95,7 @@ def test_an_openvino_latency_table_is_built_without_torch(r20_onnx, tmp_path, mo
 def _fake_speed(monkeypatch, first_factor: float, noise: float = 0.0, seed: int = 0):
     """compare_speed faked: the 'true' speedup is the MAC ratio, the first measurement sees ``first_factor`` of
     it, every measurement carries ± ``noise`` and reports an interval of ± 2·noise around what it saw."""
-    import prunekit.deploy.bench as bench
+    import prunekit.deploy.speed as speed
     from prunekit.core.metrics import count_model
 
     rng = np.random.default_rng(seed)
@@ -108,8 +108,8 @@ def _fake_speed(monkeypatch, first_factor: float, noise: float = 0.0, seed: int 
         return {"runtime": runtime, "batches": [{"batch": batches[0], "dense_ms": 10.0, "pruned_ms": 10 / seen,
                                                  "speedup": seen, "speedup_low": seen * (1 - 2 * noise),
                                                  "speedup_high": seen * (1 + 2 * noise)}]}
-    monkeypatch.setattr(bench, "compare_speed", compare_speed)
-    monkeypatch.setattr(bench, "model_latency_ms", lambda *a, **k: 10.0)
+    monkeypatch.setattr(speed, "compare_speed", compare_speed)
+    monkeypatch.setattr(speed, "model_latency_ms", lambda *a, **k: 10.0)
     return calls
 
 
@@ -139,7 +139,7 @@ def test_a_speedup_target_on_openvino_is_planned_again_after_a_slow_first_try(tm
 def test_plans_do_not_follow_the_noise(tmp_path, monkeypatch):
     """The same command twice under different faked noise (±4 %, an interval of ±8 %): the widths match, because a
     miss inside the measurement's spread is kept, not planned again."""
-    from prunekit.deploy.latency import LatencyTable
+    from prunekit.deploy.latency_table import LatencyTable
 
     # the layer table is the machine's too: fixed here, so only the faked whole-model noise varies
     monkeypatch.setattr(LatencyTable, "_measure", lambda self, s: 1e-4 * s.in_c * s.out_c * s.h * s.w + 0.01)

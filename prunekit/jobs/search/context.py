@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prunekit.deploy.bench import model_latency_ms
+from prunekit.deploy.speed import model_latency_ms
 from prunekit.config import SearchConfig, Target, cost_basis
 from prunekit.data import DataBundle
 from prunekit.compute.ddp import broadcast_value, distributed
@@ -15,9 +15,9 @@ from prunekit.errors import PrunekitError
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.data.inputs import sample_images, spread
 from prunekit.core.metrics import layer_shapes
-from prunekit.deploy.latency import LatencyTable, predict_ms, table_for
+from prunekit.deploy.latency_table import LatencyTable, predict_ms, table_for
 from prunekit.core.metrics import count_model
-from prunekit.models import build_model, load_state, read_state_dict
+from prunekit.models import build_model, load_folded, read_state_dict
 from prunekit.progress import info
 from prunekit.deploy.runtime import Alignment, resolve_round_to
 from prunekit.core.scoring import score_scales
@@ -99,9 +99,8 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     check_images = sample_images(bundle, max(min(cfg.verify_images, 32), cfg.check_images))
     rewind = None
     if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
-        rewind = read_state_dict(cfg.rewind_checkpoint)
-        load_state(build_model(spec, trust_pickle=cfg.trust_pickle, trust_code=trust_code), rewind,
-                   cfg.rewind_checkpoint)
+        rewind = load_folded(spec, read_state_dict(cfg.rewind_checkpoint), cfg.rewind_checkpoint,
+                             trust_pickle=cfg.trust_pickle, trust_code=trust_code)
     by = {"params": "params", "macs": "macs", "latency": "macs", "speedup": "macs",
           "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
     cost_by = cost_basis(cfg.cost, target, cfg.minimize)

@@ -30,7 +30,7 @@ from prunekit.config import SearchConfig, Target, check_paths, parse_duration
 from prunekit.compute.ddp import barrier, broadcast_value, check_replicas_agree
 from prunekit.jobs.search.delivery import deliver
 from prunekit.errors import Interrupted, PrunekitError
-from prunekit.deploy.latency import table_goal
+from prunekit.deploy.latency_table import table_goal
 from prunekit.models import load_state
 from prunekit.progress import info
 from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule

@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from prunekit.deploy.bench import onnx_info
+from prunekit.deploy.speed import onnx_info
 from prunekit.cli import main
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
