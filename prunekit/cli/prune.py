@@ -11,7 +11,8 @@ from prunekit.cli.output import json_output, logger, say, set_format
 @click.argument("model", required=False)
 @model_options
 @click.option("--data", help="cifar10, random, an ImageFolder root (train/, test/) or a .tar.gz of one")
-@click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), latency=MS, "
+@click.option("--target", help="params=X | flops=X (fraction to remove), acc=X (max loss, points), fidelity=X "
+                               "(max loss of agreement with the dense model, points; no labels needed), latency=MS, "
                                "speedup=X (X times faster than dense on --runtime at the largest --speed-batches)")
 @click.option("--schedule", type=choice("schedule"), default=option_default("schedule"),
               show_default=True)

@@ -65,3 +65,26 @@ def fidelity(dense: torch.nn.Module, model: torch.nn.Module, bundle, ds, kinds: 
             for name, got in named_outputs(model(x)):
                 tallies[name].add(got, ref[name])
     return {name: t.result() for name, t in tallies.items()}
+
+
+def agreement(metrics: dict) -> float:
+    """One output's fidelity as one percentage (100: the dense model's own outputs): top-1 agreement for class
+    scores, mIoU against the dense argmax for class maps, 100 · (1 − relative L2 error) otherwise (at least 0)."""
+    if "miou" in metrics:
+        return metrics["miou"]
+    if "top1_agreement" in metrics:
+        return metrics["top1_agreement"]
+    return max(0.0, 100.0 * (1.0 - metrics["rel_l2"]))
+
+
+def fidelity_score(dense: torch.nn.Module, kinds: dict[str, str]):
+    """An evaluator with :func:`prunekit.compute.train.evaluate`'s signature that measures, instead of accuracy,
+    the worst output's :func:`agreement` with ``dense`` (what a ``fidelity=`` target bounds: no labels needed)."""
+
+    def score(model, bundle, ds, compute: Compute = CPU, batch_size: int = 100) -> float | None:
+        if ds is None or len(ds) == 0:
+            return None
+        per_output = fidelity(dense, model, bundle, ds, kinds, compute, batch_size)
+        return min(agreement(m) for m in per_output.values())
+
+    return score

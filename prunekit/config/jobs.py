@@ -172,7 +172,7 @@ class OneShotConfig(JobConfig):
             raise PrunekitError(f"--finetune-epochs must be ≥ 0, got {self.finetune_epochs}")
         if require_finite("--finetune-minutes", self.finetune_minutes) < 0:
             raise PrunekitError(f"--finetune-minutes must be ≥ 0, got {self.finetune_minutes}")
-        if self.parsed_target.kind == "accuracy":
+        if self.parsed_target.bounds_quality:
             raise PrunekitError(f"target {self.target} needs a search: use --schedule adaptive (or fixed)")
 
     @property

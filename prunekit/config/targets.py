@@ -1,5 +1,5 @@
-"""Targets a prune job aims at (``params=``, ``flops=``, ``acc=``, ``latency=``, ``speedup=``), what Algorithm 3
-scales thresholds by (the cost basis), and ``--time-limit`` durations. Plain parsing, no torch."""
+"""Targets a prune job aims at (``params=``, ``flops=``, ``acc=``, ``fidelity=``, ``latency=``, ``speedup=``),
+what Algorithm 3 scales thresholds by (the cost basis), and ``--time-limit`` durations. Plain parsing, no torch."""
 from __future__ import annotations
 
 import math
@@ -9,8 +9,10 @@ from enum import Enum
 
 from prunekit.errors import PrunekitError
 
-TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "latency": "latency",
-                "speedup": "speedup"}
+TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "fidelity": "fidelity",
+                "latency": "latency", "speedup": "speedup"}
+# targets that bound a quality measure's loss (a search keeps the rounds within it and minimises the size)
+QUALITY_KINDS = ("accuracy", "fidelity")
 
 
 class CostBasis(str, Enum):
@@ -29,38 +31,48 @@ def cost_basis(cost: str, target: Target, minimize: str = "params") -> CostBasis
     target's own measure; for accuracy targets, what is minimised)."""
     if cost != "auto":
         return CostBasis({"flops": "macs"}.get(cost, cost))
-    if target.kind == "accuracy":
+    if target.bounds_quality:
         return CostBasis.macs if minimize == "flops" else CostBasis.params
     return CostBasis.latency if target.kind == "speedup" else CostBasis(target.kind)
 
 
 @dataclass
 class Target:
-    kind: str  # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "latency" | "speedup"
-    amount: float  # params/macs: fraction to remove; accuracy: max loss in points; latency: ms; speedup: ×
+    # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "fidelity" | "latency" | "speedup"
+    kind: str
+    amount: float  # params/macs: fraction to remove; accuracy, fidelity: max loss in points; latency: ms; speedup: ×
     text: str
+
+    @property
+    def bounds_quality(self) -> bool:
+        """A maximum loss of accuracy (labels) or of fidelity to the dense model (no labels needed)."""
+        return self.kind in QUALITY_KINDS
 
 
 def parse_target(text: str) -> Target:
     """``params=0.5`` / ``flops=0.5`` (fraction to remove), ``acc=1.0`` (max top-1 loss in points on the
-    validation split), ``latency=2.5`` (ms at batch 1 in onnxruntime on this machine's CPU), ``speedup=1.5``
-    (1.5 × faster than the dense model on ``--runtime`` at the speed-check batch, measured)."""
+    validation split), ``fidelity=2`` (max loss of agreement with the dense model in points on the validation
+    images, labels not needed: :func:`prunekit.compute.fidelity.fidelity_score`), ``latency=2.5`` (ms at batch 1
+    in onnxruntime on this machine's CPU), ``speedup=1.5`` (1.5 × faster than the dense model on ``--runtime`` at
+    the speed-check batch, measured)."""
     m = re.fullmatch(r"\s*([a-z]+)\s*=\s*([-+0-9.eE]+)\s*(%|ms|x|×)?\s*", text or "")
     if not m:
-        raise PrunekitError("target must look like params=0.5, flops=0.5, acc=1.0, latency=2.5 or speedup=1.5, "
+        raise PrunekitError("target must look like params=0.5, flops=0.5, acc=1.0, fidelity=2, latency=2.5 or "
+                            "speedup=1.5, "
                             f"got {text!r}")
     kind, value, unit = m.group(1), m.group(2), m.group(3)
     try:
-        amount = float(value) / (100 if unit == "%" and kind != "acc" else 1)
+        amount = float(value) / (100 if unit == "%" and kind not in ("acc", "fidelity") else 1)
     except ValueError:
         raise PrunekitError(f"target value {value!r} is not a number") from None
     if kind not in TARGET_KINDS:
-        raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc=, latency= or speedup=")
+        raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc=, fidelity=, latency= or "
+                            "speedup=")
     kind = TARGET_KINDS[kind]
     if kind in ("params", "macs") and not 0 < amount < 1:
         raise PrunekitError(f"target {text!r}: the reduction must be a fraction strictly between 0 and 1")
-    if kind == "accuracy" and not 0 <= amount < 100:
-        raise PrunekitError(f"target {text!r}: the accuracy loss must be between 0 and 100 points")
+    if kind in QUALITY_KINDS and not 0 <= amount < 100:
+        raise PrunekitError(f"target {text!r}: the {kind} loss must be between 0 and 100 points")
     if kind == "latency" and not amount > 0:
         raise PrunekitError(f"target {text!r}: the latency must be positive (milliseconds)")
     if kind == "speedup" and not (math.isfinite(amount) and amount > 1):

@@ -188,11 +188,16 @@ def unlabelled_folder(root: str, input_size) -> DataBundle:
 
 
 def _unlabelled(name: str, images: np.ndarray) -> DataBundle:
-    """Unlabelled images: every :data:`HELD_OUT_EVERY`-th is the held-out split (``test``), the rest train."""
-    held = np.arange(len(images)) % HELD_OUT_EVERY == HELD_OUT_EVERY - 1
-    if held.sum() == 0 or (~held).sum() == 0:
+    """Unlabelled images: every :data:`HELD_OUT_EVERY`-th is the held-out split (``test``), another
+    :data:`HELD_OUT_EVERY`-th the validation split (what a search judges its rounds on: ``fidelity=``), the rest
+    train."""
+    i = np.arange(len(images)) % HELD_OUT_EVERY
+    held, val = i == HELD_OUT_EVERY - 1, i == HELD_OUT_EVERY // 2 - 1
+    train = ~(held | val)
+    if held.sum() == 0 or val.sum() == 0 or train.sum() == 0:
         raise PrunekitError(f"{name}: {len(images)} images are too few (at least {HELD_OUT_EVERY} are needed)")
-    return DataBundle(name, ArrayDataset(images[~held], None), None, ArrayDataset(images[held], None), None)
+    return DataBundle(name, ArrayDataset(images[train], None), ArrayDataset(images[val], None),
+                      ArrayDataset(images[held], None), None)
 
 
 def from_image_folder(root: str, input_size, mode: str = "auto", workers: int = 0) -> DataBundle:

@@ -81,11 +81,21 @@ def test_an_option_of_the_other_job_is_refused_unless_left_at_its_default():
     (dict(lr_schedule="linear"), "--lr-schedule must be one of step, cosine"),
     (dict(val_images=0), "--val-images must be an integer ≥ 1"),
     (dict(schedule="oneshot", target="acc=1"), "needs a search"),
+    (dict(schedule="oneshot", target="fidelity=2"), "needs a search"),
+    (dict(target="fidelity=120"), "the fidelity loss must be between 0 and 100 points"),
     (dict(schedule="oneshot", finetune_epochs=-1.0), "--finetune-epochs must be ≥ 0"),
 ])
 def test_bad_fields_fail_on_construction(kw, match):
     with pytest.raises(PrunekitError, match=match):
         PruneConfig(**{**BASE, **kw})
+
+
+def test_a_fidelity_target_bounds_a_loss_in_points_like_accuracy():
+    from prunekit.config import parse_target
+
+    t = parse_target("fidelity=2%")
+    assert (t.kind, t.amount, t.bounds_quality) == ("fidelity", 2.0, True)
+    assert parse_target("acc=1").bounds_quality and not parse_target("flops=0.5").bounds_quality
 
 
 def test_construction_touches_no_file_and_check_paths_does(tmp_path):

@@ -68,7 +68,8 @@ def test_a_two_headed_model_prunes_and_recovers_from_unlabelled_images(setup, tm
         model=f"{setup / 'heads.py'}:two_heads", input_size=(3, 32, 32), data=str(setup / "images"),
         target="flops=0.3", schedule="oneshot", finetune_epochs=1, batch_size=8, calib_images=16,
         speed_batches=(), out=str(out)))
-    assert run["data"]["train"] == 36 and run["data"]["test"] == 4 and not run["accuracy"]  # every 10th held out
+    # every 10th image held out (test), another 10th for validation
+    assert (run["data"]["train"], run["data"]["val"], run["data"]["test"]) == (32, 4, 4) and not run["accuracy"]
     assert run["fidelity"]["kinds"] == {"maps.cls": "kl", "maps.boxes": "smooth-l1"}
     assert set(run["fidelity"]["pruned_finetuned"]) == {"maps.cls", "maps.boxes"}
     assert 0 <= run["fidelity"]["pruned"]["maps.cls"]["pixel_agreement"] <= 100
@@ -87,6 +88,28 @@ def test_a_two_headed_model_prunes_and_recovers_from_unlabelled_images(setup, tm
                                   "--warmup", "1", "--batch-sizes", "2", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["batches"][0]["frontier"][0]["p50_ms"] > 0
+
+
+def test_a_search_bounds_the_loss_of_fidelity_without_labels(setup, tmp_path):
+    run = prunekit.prune(prunekit.PruneConfig(
+        model=f"{setup / 'heads.py'}:two_heads", input_size=(3, 32, 32), data=str(setup / "images"),
+        target="fidelity=40", schedule="adaptive", budget_epochs=0.5, max_rounds=3, batch_size=8, calib_images=8,
+        speed_batches=(), export=False, round_to=1, out=str(tmp_path / "run")))
+    assert run["target"]["kind"] == "fidelity" and run["target"]["met"]
+    worst = run["fidelity"]["worst_output"]
+    assert worst["dense"] == worst["val_dense"] == 100.0  # the dense model agrees with itself
+    assert 60.0 <= worst["val_pruned"] <= 100.0 and 0.0 <= worst["pruned"] <= 100.0  # within 40 points
+    assert set(run["fidelity"]["pruned"]) == {"maps.cls", "maps.boxes"} and not run["accuracy"]
+    rounds = [json.loads(line) for line in open(tmp_path / "run" / "rounds.jsonl")]
+    assert rounds[0]["val_accuracy"] == 100.0 and len(rounds) >= 2
+
+
+def test_an_accuracy_target_without_labels_is_refused_with_the_way_out(setup, tmp_path):
+    r = CliRunner().invoke(main, ["prune", f"{setup / 'heads.py'}:two_heads", "--input-size", "3,32,32", "--data",
+                                  str(setup / "images"), "--target", "acc=1", "--schedule", "adaptive", "--out",
+                                  str(tmp_path / "run")])
+    assert r.exit_code == 2 and "--target fidelity=" in r.output and r.output.startswith("error: "), r.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_inspect_names_the_frozen_outputs(setup):

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from prunekit.deploy.speed import model_latency_ms
 from prunekit.config import SearchConfig, Target, cost_basis
+from prunekit.config.choices import parse_distill_loss
+from prunekit.compute.distill import loss_kinds
 from prunekit.data import DataBundle
 from prunekit.compute.ddp import broadcast_value, distributed
 from prunekit.compute.device import Compute
@@ -21,6 +23,7 @@ from prunekit.models import build_model, load_folded, read_state_dict
 from prunekit.progress import info
 from prunekit.deploy.runtime import Alignment, resolve_round_to
 from prunekit.core.scoring import score_scales
+from prunekit.compute.fidelity import fidelity_score
 from prunekit.compute.train import evaluate
 
 
@@ -45,6 +48,7 @@ class SearchContext:
     rank: int = 0
     latency_batch: int = 1  # the batch latency is measured and tabled at (a speedup= target's speed batch)
     speedup: float | None = None  # a speedup= target: the latency target is the dense latency / this
+    evaluator: object = None  # what judges a round, in percent: accuracy, or fidelity to the dense model
 
     @property
     def val(self):
@@ -84,8 +88,18 @@ class SearchContext:
         if self.target.kind == "latency":
             lat = broadcast_value(self.predicted_latency(model))  # one figure for every rank's controller
             return size, 1 - lat / self.info["latency_ms"], lat, c
-        kind = self.by if self.target.kind == "accuracy" else self.target.kind
+        kind = self.by if self.target.bounds_quality else self.target.kind
         return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
+
+
+def output_kinds(dense, bundle, cfg: SearchConfig, spec) -> dict[str, str]:
+    """What each of the dense model's outputs is (class scores / maps, or other maps), from one batch."""
+    import torch
+
+    x, _ = next(bundle.batches(bundle.val.subset(spread(len(bundle.val), 2)), 2))
+    with torch.no_grad():
+        return loss_kinds(dense.eval()(x), spec.num_classes or bundle.num_classes,
+                          parse_distill_loss(cfg.training.distill_loss))
 
 
 def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | None,
@@ -93,16 +107,22 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     """Load and check everything the search needs; raises PrunekitError on bad input, writes nothing."""
     job = prepare_job(cfg, trust_code)
     compute, dense, spec, bundle = job.compute, job.model, job.spec, job.bundle
-    if not bundle.has_labels or bundle.val is None or not len(bundle.val):
-        raise PrunekitError("the search retrains and evaluates: it needs labelled data with a validation split")
+    if bundle.val is None or not len(bundle.val):
+        raise PrunekitError("the search retrains and evaluates every round: it needs data with a validation split")
+    if target.kind == "fidelity":  # rounds judged on agreement with the dense model: labels are not needed
+        evaluator = fidelity_score(dense, output_kinds(dense, bundle, cfg, spec))
+    elif not bundle.has_labels:
+        raise PrunekitError(f"{target.text} is judged on accuracy and these images have no labels: bound the loss "
+                            "of agreement with the dense model instead (--target fidelity=POINTS), or prune to a "
+                            "size or speed target")
     size = spec.input_size
     check_images = sample_images(bundle, max(min(cfg.verify_images, 32), cfg.check_images))
     rewind = None
     if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
         rewind = load_folded(spec, read_state_dict(cfg.rewind_checkpoint), cfg.rewind_checkpoint,
                              trust_pickle=cfg.trust_pickle, trust_code=trust_code)
-    by = {"params": "params", "macs": "macs", "latency": "macs", "speedup": "macs",
-          "accuracy": "macs" if cfg.minimize == "flops" else "params"}[target.kind]
+    by = ("macs" if cfg.minimize == "flops" else "params") if target.bounds_quality else (
+        "params" if target.kind == "params" else "macs")
     cost_by = cost_basis(cfg.cost, target, cfg.minimize)
     timed = target.kind in ("latency", "speedup")
     table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or cost_by == "latency" else None
@@ -131,6 +151,7 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
             figures["latency_table_ms"] = broadcast_value(  # rank 0's: every rank predicts from the same sums
                 table.total(layer_shapes(dense, size, ctx.latency_batch).values()))
             table.save()
+    ctx.evaluator = evaluator
     if ctx.speedup is not None:  # X times faster = the dense latency at the speed batch / X
         ctx.target = Target("latency", figures["latency_ms"] / ctx.speedup, target.text)
         info(f"{target.text}: dense {figures['latency_ms']:.2f} ms at batch {ctx.latency_batch} on {cfg.runtime}, "

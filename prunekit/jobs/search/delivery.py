@@ -10,6 +10,7 @@ from prunekit.compute.ddp import broadcast_value, check_replicas_agree
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
+from prunekit.jobs.readings import StageReadings
 from prunekit.jobs.finish import check_reloads, data_section, size_sections, timed_speed
 from prunekit.deploy.report import write_report
 from prunekit.runs.record import RunRecord
@@ -31,11 +32,7 @@ def deliver(search, best: int) -> dict:
         final = search.retrain(model, training_schedule(cfg.training, search.final_epochs, cfg.seed * 7 + 1))
         check_replicas_agree(model)
         final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, ctx.val, compute=ctx.compute))
-    accuracy = {"split": "test", "images": len(bundle.test) if bundle.test is not None else 0,
-                "dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
-                "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
-                "val_dense": ctx.info["val_accuracy"],
-                "val_pruned": final["val_accuracy"] if final else row["accuracy"]}
+    accuracy, fidelity = _readings(search, model, final["val_accuracy"] if final else row["accuracy"])
     checks, export_report = [], None
     if rank == 0:
         save_pruned(os.path.join(search.store.dir, "pruned.pt"), model, ctx.spec, history)
@@ -65,7 +62,7 @@ def deliver(search, best: int) -> dict:
         compute=ctx.compute.to_dict(),
         data=data_section(cfg, bundle, val_used=len(ctx.val)),
         target={"kind": ctx.target.kind, "amount": ctx.target.amount, "text": ctx.target.text,
-                "met": ctrl.meets_target(row) if ctx.target.kind != "accuracy" else row["accepted"], **measured,
+                "met": row["accepted"] if ctx.target.bounds_quality else ctrl.meets_target(row), **measured,
                 **({"speedup": ctx.speedup, "batch": ctx.latency_batch} if ctx.speedup else {})},
         search={"schedule": cfg.schedule, "rounds": len(ctrl.rounds) - 1, "chosen_round": best,
                 "stopped": ctrl.stopped, "wall_s": ctrl.elapsed_s, "rollbacks": sum(ctrl.rollbacks.values()),
@@ -78,6 +75,7 @@ def deliver(search, best: int) -> dict:
         final_finetune=final,
         **sizes,
         accuracy=accuracy,
+        fidelity=fidelity,
         speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
         alignment=ctx.info.get("alignment"),
         recovery={"bn_images": cfg.training.bn_images, "distill": search.teacher is not None,
@@ -89,3 +87,23 @@ def deliver(search, best: int) -> dict:
         record.write(search.store.dir)
         write_report(search.store.dir)
     return record.to_dict()
+
+
+def _readings(search, model, val_pruned: float | None) -> tuple[dict | None, dict | None]:
+    """(accuracy, fidelity) sections of the delivered model. The rounds' measure (``search.evaluator``) on the
+    test split, with its validation figures; under a ``fidelity=`` target that measure is agreement with the
+    dense model, so the sections are the one-shot job's (per-output fidelity, and accuracy where there are
+    labels) with the worst output's agreement on the validation images beside them."""
+    ctx, bundle = search.ctx, search.ctx.bundle
+    n = len(bundle.test) if bundle.test is not None else 0
+    measured = {"dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
+                "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
+                "val_dense": ctx.info["val_accuracy"], "val_pruned": val_pruned}
+    if ctx.target.kind != "fidelity":
+        return {"split": "test", "images": n, **measured}, None
+    cfg = ctx.cfg
+    readings = StageReadings(ctx.dense, bundle, ctx.compute, cfg.eval_images, cfg.training.distill_loss,
+                             ctx.spec.num_classes or bundle.num_classes)
+    readings.read("pruned", model)
+    worst = {"measure": "the worst output's agreement with the dense model, %", **measured}
+    return readings.accuracy or None, {**readings.fidelity, "worst_output": worst}

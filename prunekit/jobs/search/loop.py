@@ -61,7 +61,9 @@ def new_controller(ctx: SearchContext) -> Controller:
     cfg, target, info = ctx.cfg, ctx.target, ctx.info
     amount = 1 - target.amount / info["latency_ms"] if target.kind == "latency" else target.amount
     controller = FixedRateController if cfg.schedule == "fixed" else Controller
-    return controller(PolicyConfig(target.kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
+    # the controller bounds one quality measure in percent: accuracy, or fidelity to the dense model
+    kind = "accuracy" if target.bounds_quality else target.kind
+    return controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
                                    slack=cfg.slack, max_rounds=cfg.max_rounds,
                                    time_limit_s=parse_duration(cfg.time_limit), step_mode=cfg.step_mode,
                                    max_step=cfg.max_step))
@@ -197,7 +199,7 @@ class Search:
             if ctrl.current == r:
                 model, history, loaded = new_model, new_history, r
         best = ctrl.best_round()
-        if best is None and self.ctx.target.kind != "accuracy":
+        if best is None and not self.ctx.target.bounds_quality:
             best = self.top_up()
             over = self.epochs_spent - self.round_budget
             if over > 1e-9 and self.final_epochs > 0:  # the budget is the total: the top-up's epochs come off the end
@@ -261,7 +263,7 @@ def _run(cfg: SearchConfig, target: Target, state: dict | None, trust_code: bool
         raise Interrupted("interrupted before the search started; nothing was written") from None
     ctrl = Controller.from_state(state["controller"]) if state is not None else new_controller(ctx)
     store = RunStore(cfg.out, ctx.spec, ctx.rank, cfg.trust_pickle, trust_code)
-    search = Search(ctx, ctrl, store, final_epochs, round_budget, trainer, evaluator)
+    search = Search(ctx, ctrl, store, final_epochs, round_budget, trainer, ctx.evaluator)
     try:
         if state is None:
             if ctx.rank == 0 and cfg.overwrite and os.path.isdir(cfg.out):
