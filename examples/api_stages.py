@@ -18,7 +18,7 @@ model, spec = resolve_model("resnet20", weights=sys.argv[1] if len(sys.argv) > 1
 groups = find_groups(model, build_graph(model, spec.input_size), spec.classifier)
 calib = [torch.randn(64, *spec.input_size) for _ in range(4)]  # use real images for real scores
 scores = score_groups(model, groups, "attention-mean", p=1.0, batches=calib)
-plan, T = plan_for_target(scores, CostModel.build(model, groups, spec.input_size), by="macs", amount=0.5)
+plan, T = plan_for_target(scores, CostModel.build(model, groups, spec.input_size), measure="macs", amount=0.5)
 pruned, history = apply_plan(model, groups, plan, spec.input_size)
 print(verify_masked_equals_pruned(model, pruned, groups, plan, calib[0]))
 print(export_onnx(pruned, calib[0][:8], "resnet20-half-flops.onnx").checklist())

@@ -11,15 +11,29 @@ from prunekit.progress import info
 from prunekit.compute.train import TrainSchedule
 
 
-def recalibrate(model, bundle, training, seed: int, compute) -> dict | None:
+def recalibrate(model, bundle, training, seed: int, compute, judge=None) -> dict | None:
     """Re-estimate ``model``'s BatchNorm statistics on ``training.bn_images`` real training images (none for
-    synthetic data: random pixels would only teach BatchNorm noise). Returns what it did, or None."""
+    synthetic data: random pixels would only teach BatchNorm noise). Returns what it did, or None.
+
+    ``judge(model) -> float | None`` (higher is better: accuracy or fidelity on validation images), when given,
+    is read before and after: statistics that read worse are put back (``kept`` False). A dense model whose own
+    statistics are not its data's (an untrained network, or one trained elsewhere) is what that protects."""
     if training.bn_images <= 0 or bundle is None or bundle.synthetic:
         return None
+    before = judge(model) if judge is not None else None
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()} if before is not None else None
     done = reestimate_bn(model, bundle, training.bn_images, training.batch_size, seed=seed, compute=compute)
-    if done is not None:
-        info(f"BatchNorm statistics re-estimated on {done['images']} training images ({done['seconds']:.1f} s)",
-             "bn_reestimate", **done)
+    if done is None:
+        return None
+    info(f"BatchNorm statistics re-estimated on {done['images']} training images ({done['seconds']:.1f} s)",
+         "bn_reestimate", **done)
+    if before is not None:
+        after = judge(model)
+        done.update(judged_before=before, judged_after=after, kept=after is None or after >= before)
+        if not done["kept"]:
+            model.load_state_dict(saved)
+            info(f"the re-estimated statistics read worse on validation images ({after:.2f} vs {before:.2f}): "
+                 "kept the model's own", "bn_reestimate")
     return done
 
 

@@ -79,9 +79,9 @@ def min_loss_choice(options: list[list[tuple[int, float]]], required: int) -> li
 class _Problem:
     """The groups, their sorted scores and the exact cost of any choice of widths."""
 
-    def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, by: str, round_to: int, max_options: int,
+    def __init__(self, scores: dict[str, np.ndarray], cost: CostModel, measure: str, round_to: int, max_options: int,
                  value: str = "layers", branch_values: dict[str, float] | None = None):
-        self.cost, self.by, self.round_to = cost, by, round_to
+        self.cost, self.measure, self.round_to = cost, measure, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
         self.order = {r: np.argsort(scores[r], kind="stable") for r in self.roots}  # lowest score first
         self.channels = {r: len(scores[r]) for r in self.roots}
@@ -112,14 +112,14 @@ class _Problem:
         """Share of the dense cost the choice removes (exact, cost model)."""
         key = tuple(widths[r] for r in self.roots)
         if key not in self._memo:
-            self._memo[key] = reduction(self.cost, self.plan(widths), self.by)
+            self._memo[key] = reduction(self.cost, self.plan(widths), self.measure)
         return self._memo[key]
 
 
-def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int = 1,
+def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, measure: str, amount: float, round_to: int = 1,
                   bins: int = 2000, iters: int = 3, max_options: int = 64, value: str = "layers",
                   branch_values: dict[str, float] | None = None) -> Plan:
-    """The plan that loses the least score while removing at least ``amount`` of ``by`` (params, macs or
+    """The plan that loses the least score while removing at least ``amount`` of ``measure`` (params, macs or
     latency, as :func:`prunekit.core.costmodel.reduction` predicts it), every pruned group on the ``round_to`` grid
     (or, for a group that opens a residual branch the cost model knows, at width 0: the branch dropped;
     ``branch_values`` weigh each such drop)."""
@@ -127,7 +127,7 @@ def knapsack_plan(scores: dict[str, np.ndarray], cost: CostModel, by: str, amoun
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
-    pb = _Problem(scores, cost, by, round_to, max_options, value, branch_values)
+    pb = _Problem(scores, cost, measure, round_to, max_options, value, branch_values)
     full = {r: pb.channels[r] for r in pb.roots}
     widths = dict(full)
     for _ in range(iters):
@@ -175,7 +175,7 @@ def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[s
         if not moves:
             grid = f" with every group a multiple of {pb.round_to} channels" if pb.round_to > 1 else ""
             raise OutOfReach(
-                f"{pb.by} target {amount:.1%} is out of reach: the best plan{grid} removes {now:.1%}"
+                f"{pb.measure} target {amount:.1%} is out of reach: the best plan{grid} removes {now:.1%}"
                 + (" (try a smaller --round-to)" if pb.round_to > 1 else ""), closest=now)
         _, r, w = min(moves)
         widths[r] = w
@@ -188,8 +188,8 @@ def _exact_finish(pb: _Problem, widths: dict[str, int], amount: float) -> dict[s
         widths[r] = w
 
 
-def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float, round_to: int,
-                   relax: bool, cost_by: str | None = None, method: str = "threshold", value: str = "layers",
+def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, measure: str, amount: float, round_to: int,
+                   relax: bool, basis: str | None = None, method: str = "threshold", value: str = "layers",
                    branch_values: dict[str, float] | None = None) -> tuple[Plan, float | None, int]:
     """The plan for a one-shot target by ``method``: ``threshold`` (Algorithm 3's global threshold, bisected,
     then rounded to the grid) or ``knapsack`` (:func:`knapsack_plan`). With ``relax`` (``--round-to auto``), a
@@ -200,9 +200,10 @@ def plan_to_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amou
     while True:
         try:
             if method == "knapsack":
-                return (knapsack_plan(scores, cost, by, amount, round_to, value=value, branch_values=branch_values),
-                        None, round_to)
-            plan, T = plan_for_target(scores, cost, by, amount, round_to=round_to, cost_by=cost_by)
+                plan = knapsack_plan(scores, cost, measure, amount, round_to, value=value,
+                                     branch_values=branch_values)
+                return plan, None, round_to
+            plan, T = plan_for_target(scores, cost, measure, amount, round_to=round_to, basis=basis)
             return plan, T, round_to
         except OutOfReach:
             if not relax or round_to <= 1:

@@ -135,7 +135,7 @@ class CostModel:
         return layer.out_c
 
     def attach_latency(self, model: nn.Module, input_size, table, batch: int = 1) -> CostModel:
-        """Measure (or look up) every layer's latency: enables ``by="latency"`` thresholds and
+        """Measure (or look up) every layer's latency: enables ``basis="latency"`` thresholds and
         :meth:`predict_latency`. A group's latency cost is its channels' share of each member layer's time."""
         from prunekit.core.metrics import layer_shapes
 
@@ -187,9 +187,9 @@ def cost_model(model: nn.Module, groups: list[ChannelGroup], input_size, *, thre
     return cost
 
 
-def reduction(cost: CostModel, plan: Plan, by: CostBasis | str) -> float:
-    """Predicted fraction of params, MACs or (table) latency that ``plan`` removes."""
-    if by == "latency":
+def reduction(cost: CostModel, plan: Plan, measure: CostBasis | str) -> float:
+    """Predicted fraction of params, MACs or (table) latency (``measure``) that ``plan`` removes."""
+    if measure == "latency":
         return 1 - cost.predict_latency(plan) / cost.dense_latency
     params, macs = cost.predict(plan)
-    return 1 - params / cost.dense_params if by == "params" else 1 - macs / cost.dense_macs
+    return 1 - params / cost.dense_params if measure == "params" else 1 - macs / cost.dense_macs

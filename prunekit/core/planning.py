@@ -18,10 +18,10 @@ from prunekit.core.costmodel import CostModel, Plan, reduction
 from prunekit.errors import OutOfReach, PrunekitError
 
 
-def layer_thresholds(cost: CostModel, roots: list[str], T: float, by: str = "params") -> dict[str, float]:
+def layer_thresholds(cost: CostModel, roots: list[str], T: float, basis: str = "params") -> dict[str, float]:
     """Algorithm 3: per-group threshold T · C_g / mean(C) (C = params, MACs or latency its channels cost)."""
     c = {CostBasis.params: cost.group_params, CostBasis.macs: cost.group_macs,
-         CostBasis.latency: cost.group_latency}[CostBasis(by)]
+         CostBasis.latency: cost.group_latency}[CostBasis(basis)]
     if cost.threshold_scale == "per-layer":  # a residual stream touching 18 convs weighs as one of them
         c = {r: v / cost.group_layers.get(r, 1) for r, v in c.items()}
     mean = float(np.mean([c[r] for r in roots])) if roots else 1.0
@@ -38,13 +38,13 @@ def aligned_keep(channels: int, keep: int, round_to: int) -> int:
     return min(options, key=lambda m: (abs(m - keep), -m))
 
 
-def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str = "params",
+def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, basis: str = "params",
                        round_to: int = 1) -> Plan:
     """Channels with score ≤ their group's threshold; the best channel of every group is always kept.
 
     With ``round_to`` > 1 each pruned group keeps a multiple of it (see :func:`aligned_keep`): the lowest-scored
     channels go first, so the plan may remove a few channels above the threshold or keep a few below it."""
-    thresholds = layer_thresholds(cost, list(scores), T, by)
+    thresholds = layer_thresholds(cost, list(scores), T, basis)
     plan: Plan = {}
     for root, s in scores.items():
         pruned = np.flatnonzero(s <= thresholds[root])
@@ -82,52 +82,53 @@ def bisect_threshold(holds, hi: float = 1.0, iters: int = 60, limit: float = 1e9
     return hi
 
 
-def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, by: str, amount: float,
-                    iters: int = 60, round_to: int = 1, cost_by: str | None = None) -> tuple[Plan, float]:
+def plan_for_target(scores: dict[str, np.ndarray], cost: CostModel, measure: str, amount: float,
+                    iters: int = 60, round_to: int = 1, basis: str | None = None) -> tuple[Plan, float]:
     """Smallest global T whose plan removes at least ``amount`` of params / MACs / latency (bisection on T).
 
-    ``by`` is what the target measures; ``cost_by`` (default: the same) what Algorithm 3 scales thresholds by."""
+    ``measure`` is what the target counts (params, macs, latency); ``basis`` (default: the same) what Algorithm 3
+    scales thresholds by (:class:`prunekit.config.CostBasis`)."""
     if not 0 < amount < 1:
         raise PrunekitError(f"target reduction must be between 0 and 1 (exclusive), got {amount}")
     if not scores:
         raise PrunekitError("the model has no prunable channel groups")
 
     def plan(T):
-        return plan_for_threshold(scores, cost, T, cost_by or by, round_to)
+        return plan_for_threshold(scores, cost, T, basis or measure, round_to)
 
-    T = bisect_threshold(lambda t: reduction(cost, plan(t), by) >= amount, iters=iters if by != "latency" else
+    T = bisect_threshold(lambda t: reduction(cost, plan(t), measure) >= amount, iters=iters if measure != "latency" else
                          min(iters, 30))
     if T is None:
-        best = reduction(cost, plan(1e12), by)
+        best = reduction(cost, plan(1e12), measure)
         aligned = f" with every group a multiple of {round_to} channels" if round_to > 1 else ""
         raise OutOfReach(
-            f"{by} target {amount:.1%} is out of reach: pruning every prunable group as far as it goes{aligned} "
+            f"{measure} target {amount:.1%} is out of reach: pruning every prunable group as far as it goes{aligned} "
             f"removes {best:.1%}" + (" (try a smaller --round-to)" if round_to > 1 else ""), closest=best)
     return plan(T), T
 
 
-def threshold_for_size(scores: dict[str, np.ndarray], cost: CostModel, by: str, goal: float, round_to: int = 1,
-                       cost_by: str | None = None, overshoot: float = 1.5) -> float | None:
-    """The T whose plan leaves about ``goal`` params (``by="params"``) or MACs: how a size step becomes a
+def threshold_for_size(scores: dict[str, np.ndarray], cost: CostModel, measure: str, goal: float, round_to: int = 1,
+                       basis: str | None = None, overshoot: float = 1.5) -> float | None:
+    """The T whose plan leaves about ``goal`` params (``measure="params"``) or MACs: how a size step becomes a
     threshold. Plans change in jumps (a residual stream, an aligned block); the smallest T that reaches the
     goal is taken unless it removes more than ``overshoot`` × the asked-for amount, then the last T before it
     (which removes less). None when no T reaches the goal."""
     def size(T):
-        p, m = cost.predict(plan_for_threshold(scores, cost, T, cost_by or by, round_to))
-        return p if by == "params" else m
+        p, m = cost.predict(plan_for_threshold(scores, cost, T, basis or measure, round_to))
+        return p if measure == "params" else m
     hi = bisect_threshold(lambda t: size(t) <= goal, limit=1e12)
     if hi is None:
         return None
-    now = cost.dense_params if by == "params" else cost.dense_macs
+    now = cost.dense_params if measure == "params" else cost.dense_macs
     lo = hi * (1 - 1e-9)
     if now - size(hi) > overshoot * (now - goal) and size(lo) < now:
         return lo
     return hi
 
 
-def first_cut(scores: dict[str, np.ndarray], cost: CostModel, T: float, by: str, round_to: int = 1) -> float:
+def first_cut(scores: dict[str, np.ndarray], cost: CostModel, T: float, basis: str, round_to: int = 1) -> float:
     """``T`` if its plan removes a channel, else the smallest T that does (so no round prunes nothing)."""
-    if any(plan_for_threshold(scores, cost, T, by, round_to).values()):
+    if any(plan_for_threshold(scores, cost, T, basis, round_to).values()):
         return T
-    t = bisect_threshold(lambda x: any(plan_for_threshold(scores, cost, x, by, round_to).values()), limit=1e12)
+    t = bisect_threshold(lambda x: any(plan_for_threshold(scores, cost, x, basis, round_to).values()), limit=1e12)
     return T if t is None else t

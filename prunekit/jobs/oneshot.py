@@ -13,7 +13,7 @@ import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import OutOfReach, PrunekitError
-from prunekit.data.inputs import sample_images, sample_inputs
+from prunekit.data.inputs import sample_images, sample_inputs, spread
 from prunekit.deploy.latency_table import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.branches import branch_importance, dropped_blocks, mark_branches
@@ -28,7 +28,8 @@ from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan, cut_and_verify
-from prunekit.compute.train import finetune
+from prunekit.compute.fidelity import fidelity_score
+from prunekit.compute.train import evaluate, finetune
 
 
 class Timings(dict):
@@ -54,7 +55,7 @@ class _Cut:
     alignment: object
     verification: list
     cost: object
-    cost_by: str
+    basis: str
 
 
 def prune_oneshot(cfg: OneShotConfig) -> dict:
@@ -85,7 +86,7 @@ def prune_oneshot(cfg: OneShotConfig) -> dict:
         config=config_dict(cfg), model=job.spec.to_dict(), compute=job.compute.to_dict(),
         data=data_section(cfg, job.bundle),
         target={"kind": target.kind, "amount": target.amount, "text": target.text, "reached": reached, "met": met},
-        threshold=cut.threshold, cost=cut.cost_by, latency=cut.latency, alignment=cut.alignment.to_dict(),
+        threshold=cut.threshold, cost=cut.basis, latency=cut.latency, alignment=cut.alignment.to_dict(),
         **size_sections(dense_count, pruned_count),
         groups=[{"root": g.root, "channels": g.channels, "removed": len(cut.plan.get(g.root, [])),
                  "frozen": g.reason, **({"branch": g.branch} if g.branch else {})} for g in groups],
@@ -117,8 +118,8 @@ def _cut(cfg: OneShotConfig, job, groups, scores, branch_values, target: Target)
     """The plan for the target (measured on the runtime for latency / speedup targets), cut and verified."""
     model, spec = job.model, job.spec
     timed = target.kind in ("latency", "speedup")
-    cost_by = cost_basis(cfg.cost, target)
-    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or cost_by == "latency" else None
+    basis = cost_basis(cfg.cost, target)
+    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or basis == "latency" else None
     alignment = [resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)]
     if table is not None:
         info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch "
@@ -133,7 +134,7 @@ def _cut(cfg: OneShotConfig, job, groups, scores, branch_values, target: Target)
             used = latency["round_to"]
         else:
             plan, T, used = plan_to_target(scores, cost, target.kind, target.amount, alignment[0].round_to,
-                                           cfg.round_to == "auto", cost_by, cfg.allocate, cfg.knapsack_value,
+                                           cfg.round_to == "auto", basis, cfg.allocate, cfg.knapsack_value,
                                            branch_values)
             pruned = history = latency = None
             if used != alignment[0].round_to:
@@ -147,7 +148,7 @@ def _cut(cfg: OneShotConfig, job, groups, scores, branch_values, target: Target)
         model, groups, scores, plan_fn, sample_inputs(job.bundle, cfg.verify_images), cfg.atol, "for this run")
     if table is not None:  # the shapes planning timed: the next run plans from the same entries, not new noise
         table.save()
-    return _Cut(plan, threshold, pruned, history, latency, alignment[0], [check], cost, cost_by)
+    return _Cut(plan, threshold, pruned, history, latency, alignment[0], [check], cost, basis)
 
 
 def _counts(cut: _Cut, job, target: Target):
@@ -183,7 +184,8 @@ def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
         readings = StageReadings(job.model, bundle, compute, cfg.eval_images, cfg.training.distill_loss,
                                  spec.num_classes or bundle.num_classes)
         readings.read("pruned", pruned)
-    bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute)  # after the masked == pruned proof
+    judge = _validation_judge(job, readings)
+    bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute, judge)  # after the masked == pruned proof
     if bn is not None:
         timings["bn_reestimate"] = bn["seconds"]
         readings.read("pruned_bn", pruned)
@@ -198,9 +200,31 @@ def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
              + ("" if bundle.has_labels else ", no labels") + f" ({compute.amp_words})")
         schedule = training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed,
                                      spec.num_classes or bundle.num_classes, minutes=cfg.finetune_minutes)
+        before = judge(pruned) if judge is not None else None
+        saved = {k: v.detach().clone() for k, v in pruned.state_dict().items()} if before is not None else None
         summary = finetune(pruned, bundle, schedule, compute=compute, teacher=teacher)
+        if before is not None:
+            after = judge(pruned)
+            summary.update(judged_before=before, judged_after=after, kept=after is None or after >= before)
+            if not summary["kept"]:  # never deliver less than the model had before it was retrained
+                pruned.load_state_dict(saved)
+                warn(f"fine-tuning read worse on validation images ({after:.2f} vs {before:.2f} before it): "
+                     "delivered the model as it was before fine-tuning (check the learning rate, or the dense "
+                     "model: an untrained teacher teaches nothing)")
         readings.read("pruned_finetuned", pruned)
     return readings, bn, summary
+
+
+def _validation_judge(job, readings: StageReadings, images: int = 500):
+    """What BatchNorm re-estimation is judged by: accuracy on up to ``images`` validation images where they
+    have labels, else fidelity to the dense model (:func:`prunekit.compute.fidelity.fidelity_score`); None
+    without a validation split."""
+    bundle = job.bundle
+    if bundle.synthetic or bundle.val is None or not len(bundle.val) or not hasattr(readings, "kinds"):
+        return None
+    val = bundle.val.subset(spread(len(bundle.val), min(images, len(bundle.val))))
+    measure = evaluate if val.labels is not None and readings.labelled else fidelity_score(job.model, readings.kinds)
+    return lambda model: measure(model, bundle, val, compute=job.compute)
 
 
 def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig,

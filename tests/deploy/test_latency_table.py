@@ -79,18 +79,27 @@ def test_latency_cost_with_a_flops_target(tmp_path):
 
 def test_oneshot_latency_target_replans_until_the_measurement_fits(tmp_path, monkeypatch):
     """One-shot latency= plans on the table's prediction, then *measures*; a miss asks for more. The runtime
-    is faked here (latency = MACs / 1e7 ms, deterministic) so the loop is tested, not the machine's noise."""
+    is faked here (deterministic, so the loop is tested, not the machine's noise): the dense model takes MACs / 1e7
+    ms, a pruned one 20 % more than its MACs say (a layout the runtime handles worse than the table predicts), so
+    the first plan, made to just meet the goal on the table, measures over it."""
     import prunekit.deploy.speed as speed
     from prunekit.core.metrics import count_model
 
-    monkeypatch.setattr(speed, "model_latency_ms", lambda model, size, *a, **k: count_model(model, size).macs / 1e7)
+    dense_macs = 40_551_040
+
+    def fake(model, size, *a, **k):
+        macs = count_model(model, size).macs
+        return macs / 1e7 * (1.0 if macs == dense_macs else 1.2)
+
+    monkeypatch.setattr(speed, "model_latency_ms", fake)
     run = prunekit.prune(prunekit.PruneConfig(model="resnet20", data="random", target="latency=3.0",
                                               out=str(tmp_path / "run"), schedule="oneshot", calib_images=8,
                                               speed_batches=()))
-    lat = run["latency"]
-    assert run["cost"] == "latency" and lat["dense_ms"] == pytest.approx(4.055104)
+    lat, tries = run["latency"], run["latency"]["tries"]
+    assert run["cost"] == "latency" and lat["dense_ms"] == pytest.approx(dense_macs / 1e7)
+    assert len(tries) >= 2 and not tries[0]["met"] and tries[0]["measured_ms"] > 3.0, tries  # it missed, then
+    assert any(t["met"] for t in tries[1:]) and all(t["predicted_ms"] > 0 for t in tries)  # asked for more
     assert run["target"]["met"] and lat["measured_ms"] <= 3.0 and run["target"]["reached"] == lat["measured_ms"]
-    assert [t["measured_ms"] <= 3.0 for t in lat["tries"]][-1] and all(t["predicted_ms"] > 0 for t in lat["tries"])
 
 
 def test_the_fixed_part_of_a_models_time_is_fitted():

@@ -31,7 +31,16 @@ def fake_train(model, bundle, cfg, compute=None, teacher=None):
     return {"steps": 0, "epochs": cfg.epochs, "images": 0, "seconds": 0.0, "last_loss": 0.0}
 
 
-def fake_eval(dense_params=269_722, per_point=40.0):
+def _resnet20_params() -> int:
+    from prunekit.models import resolve_model
+
+    return sum(p.numel() for p in resolve_model("resnet20")[0].parameters())
+
+
+DENSE_PARAMS = _resnet20_params()  # the dense model the searches below start from, counted, not written down
+
+
+def fake_eval(dense_params=DENSE_PARAMS, per_point=40.0):
     """Accuracy falls 0.4 points per percent of parameters removed: a deterministic stand-in."""
     def evaluate(model, bundle, ds, batch_size=500, compute=None):
         removed = 1 - sum(p.numel() for p in model.parameters()) / dense_params
@@ -195,7 +204,7 @@ def _fake_latency(monkeypatch, fn):
 def test_a_delivered_model_that_measures_over_the_target_is_said(folder, tmp_path, monkeypatch, caplog):
     """The runtime measures a pruned model far slower than the table predicts (a fixed 5 ms per pruned call):
     the rounds meet the target on prediction, the delivered model misses it, and the run says so."""
-    _fake_latency(monkeypatch, lambda c: c.macs / 1e7 + (5.0 if c.params < 269_722 else 0.0))
+    _fake_latency(monkeypatch, lambda c: c.macs / 1e7 + (5.0 if c.params < DENSE_PARAMS else 0.0))
     run = run_search(config(folder, tmp_path / "run", "speedup=1.3", speed_batches=(2,), max_step=0.3, max_rounds=4),
                      trainer=fake_train, evaluator=fake_eval())
     assert run["target"]["met"] and run["target"]["measured_met"] is False

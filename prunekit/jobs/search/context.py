@@ -40,8 +40,8 @@ class SearchContext:
     check_images: object  # uint8 images, the run folder's check inputs
     verify_inputs: object  # their normalised tensor
     rewind_weights: dict | None
-    by: str  # the size the controller follows: "params" or "macs"
-    cost_by: str  # what Algorithm 3 scales thresholds by
+    measure: str  # the size the controller follows: "params" or "macs"
+    basis: str  # what Algorithm 3 scales thresholds by
     table: LatencyTable | None
     alignment: Alignment
     info: dict  # dense figures: params, macs, val_accuracy, scales, alignment, latency_ms, latency_table_ms
@@ -84,11 +84,11 @@ class SearchContext:
     def measure(self, model) -> tuple[float, float, float | None, object]:
         """(size the controller follows, reduction of the targeted measure, predicted latency or None, counts)."""
         c = count_model(model, self.spec.input_size)
-        size = c.params if self.by == "params" else c.macs
+        size = c.params if self.measure == "params" else c.macs
         if self.target.kind == "latency":
             lat = broadcast_value(self.predicted_latency(model))  # one figure for every rank's controller
             return size, 1 - lat / self.info["latency_ms"], lat, c
-        kind = self.by if self.target.bounds_quality else self.target.kind
+        kind = self.measure if self.target.bounds_quality else self.target.kind
         return size, 1 - (c.params if kind == "params" else c.macs) / self.info[kind], None, c
 
 
@@ -108,7 +108,8 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     job = prepare_job(cfg, trust_code)
     compute, dense, spec, bundle = job.compute, job.model, job.spec, job.bundle
     if bundle.val is None or not len(bundle.val):
-        raise PrunekitError("the search retrains and evaluates every round: it needs data with a validation split")
+        raise PrunekitError("the search retrains and evaluates every round: it needs images with a validation "
+                            "split (labelled, or unlabelled with --target fidelity=POINTS)")
     if target.kind == "fidelity":  # rounds judged on agreement with the dense model: labels are not needed
         evaluator = fidelity_score(dense, output_kinds(dense, bundle, cfg, spec))
     elif not bundle.has_labels:
@@ -121,11 +122,11 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     if cfg.rewind_checkpoint and cfg.rewind in ("auto", "weights"):
         rewind = load_folded(spec, read_state_dict(cfg.rewind_checkpoint), cfg.rewind_checkpoint,
                              trust_pickle=cfg.trust_pickle, trust_code=trust_code)
-    by = ("macs" if cfg.minimize == "flops" else "params") if target.bounds_quality else (
+    measure = ("macs" if cfg.minimize == "flops" else "params") if target.bounds_quality else (
         "params" if target.kind == "params" else "macs")
-    cost_by = cost_basis(cfg.cost, target, cfg.minimize)
+    basis = cost_basis(cfg.cost, target, cfg.minimize)
     timed = target.kind in ("latency", "speedup")
-    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or cost_by == "latency" else None
+    table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or basis == "latency" else None
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
         figures = resume["dense"]
         alignment = Alignment(**figures["alignment"]) if "alignment" in figures else resolve_round_to(
@@ -135,7 +136,7 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
         figures = {}
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         job.calibration_batches(cfg), check_images,
-                        bundle.to_tensor(check_images), rewind, by, cost_by, table, alignment, figures,
+                        bundle.to_tensor(check_images), rewind, measure, basis, table, alignment, figures,
                         distributed()[0], cfg.speed_batch if target.kind == "speedup" else 1,
                         target.amount if target.kind == "speedup" else None)
     if resume is None:

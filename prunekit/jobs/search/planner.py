@@ -25,7 +25,7 @@ class RoundPlanner:
         self.frozen: set[str] = set(ctx.info.get("frozen_inexact", ()))
 
     def plan(self, scores, cost, T: float):
-        return plan_for_threshold(scores, cost, T, self.ctx.cost_by, self.ctx.round_to)
+        return plan_for_threshold(scores, cost, T, self.ctx.basis, self.ctx.round_to)
 
     def fixed_threshold(self, scores, cost) -> float:
         """Smallest T whose plan removes at least ``rate`` of the remaining prunable channels."""
@@ -38,10 +38,10 @@ class RoundPlanner:
         """The T whose plan leaves about (1 − step) of ``cost``'s model size (params or MACs), never less than
         the target asks for (params / MACs targets)."""
         ctx = self.ctx
-        goal = (cost.dense_params if ctx.by == "params" else cost.dense_macs) * (1 - step)
+        goal = (cost.dense_params if ctx.measure == "params" else cost.dense_macs) * (1 - step)
         if ctx.target.kind in ("params", "macs"):
-            goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.by])
-        T = threshold_for_size(scores, cost, ctx.by, goal, ctx.round_to, ctx.cost_by)
+            goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.measure])
+        T = threshold_for_size(scores, cost, ctx.measure, goal, ctx.round_to, ctx.basis)
         return 1e12 if T is None else T
 
     def to_target(self, goal: float):
@@ -52,7 +52,7 @@ class RoundPlanner:
             kind = ctx.target.kind
             now = {"params": cost.dense_params, "macs": cost.dense_macs, "latency": cost.dense_latency}[kind]
             plan, _, used = plan_to_target(scores, cost, kind, min(0.999, 1 - goal / now), ctx.round_to,
-                                           ctx.cfg.round_to == "auto", ctx.cost_by, ctx.cfg.allocate,
+                                           ctx.cfg.round_to == "auto", ctx.basis, ctx.cfg.allocate,
                                            ctx.cfg.knapsack_value)
             if used != ctx.round_to:
                 warn(f"{ctx.target.text} is out of reach with multiples of {ctx.round_to} channels; the "
@@ -102,22 +102,22 @@ class RoundPlanner:
             T = self.step_threshold(scores, cost, step)
         elif T is None:
             T = self.fixed_threshold(scores, cost)
-        T = first_cut(scores, cost, T, ctx.cost_by, ctx.round_to)
+        T = first_cut(scores, cost, T, ctx.basis, ctx.round_to)
         return self.plan(scores, cost, T), T
 
     def knapsack_step(self, scores, cost, step: float):
         """Size mode with ``--allocate knapsack``: the plan that loses the least score while leaving about
         (1 − step) of the model's size (never less than the target asks for); empty when nothing may go."""
         ctx = self.ctx
-        now = cost.dense_params if ctx.by == "params" else cost.dense_macs
+        now = cost.dense_params if ctx.measure == "params" else cost.dense_macs
         goal = now * (1 - step)
         if ctx.target.kind in ("params", "macs"):
-            goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.by])
+            goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.measure])
         amount = 1 - goal / now
         if amount <= 0:
             return {}
         try:
-            return knapsack_plan(scores, cost, ctx.by, min(amount, 0.999), ctx.round_to,
+            return knapsack_plan(scores, cost, ctx.measure, min(amount, 0.999), ctx.round_to,
                                  value=ctx.cfg.knapsack_value)
         except PrunekitError:  # the step is out of reach on the grid: everything the grid still allows
-            return plan_for_threshold(scores, cost, 1e12, ctx.cost_by, ctx.round_to)
+            return plan_for_threshold(scores, cost, 1e12, ctx.basis, ctx.round_to)
