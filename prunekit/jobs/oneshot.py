@@ -13,7 +13,7 @@ import torch
 
 from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
 from prunekit.errors import OutOfReach, PrunekitError
-from prunekit.data.inputs import sample_images, sample_inputs, spread
+from prunekit.data.inputs import sample_images, sample_inputs
 from prunekit.deploy.latency_table import fixed_and_scaled, predict_ms, table_for
 from prunekit.core.allocate import plan_to_target
 from prunekit.core.branches import branch_importance, dropped_blocks, mark_branches
@@ -22,14 +22,13 @@ from prunekit.compute.recovery import recalibrate, teacher_for, training_schedul
 from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
 from prunekit.jobs.finish import data_section, size_sections, timed_speed, write_run_folder
-from prunekit.jobs.readings import StageReadings
+from prunekit.jobs.readings import StageReadings, validation_judge
 from prunekit.jobs.setup import prepare_job, prunable_groups
 from prunekit.runs.record import RunRecord
 from prunekit.deploy.runtime import resolve_round_to
 from prunekit.core.scoring import score_groups
 from prunekit.core.surgery import apply_plan, cut_and_verify
-from prunekit.compute.fidelity import fidelity_score
-from prunekit.compute.train import evaluate, finetune
+from prunekit.compute.train import finetune
 
 
 class Timings(dict):
@@ -184,7 +183,7 @@ def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
         readings = StageReadings(job.model, bundle, compute, cfg.eval_images, cfg.training.distill_loss,
                                  spec.num_classes or bundle.num_classes)
         readings.read("pruned", pruned)
-    judge = _validation_judge(job, readings)
+    judge = validation_judge(job, readings)
     bn = recalibrate(pruned, bundle, cfg.training, cfg.seed, compute, judge)  # after the masked == pruned proof
     if bn is not None:
         timings["bn_reestimate"] = bn["seconds"]
@@ -213,18 +212,6 @@ def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
                      "model: an untrained teacher teaches nothing)")
         readings.read("pruned_finetuned", pruned)
     return readings, bn, summary
-
-
-def _validation_judge(job, readings: StageReadings, images: int = 500):
-    """What BatchNorm re-estimation is judged by: accuracy on up to ``images`` validation images where they
-    have labels, else fidelity to the dense model (:func:`prunekit.compute.fidelity.fidelity_score`); None
-    without a validation split."""
-    bundle = job.bundle
-    if bundle.synthetic or bundle.val is None or not len(bundle.val) or not hasattr(readings, "kinds"):
-        return None
-    val = bundle.val.subset(spread(len(bundle.val), min(images, len(bundle.val))))
-    measure = evaluate if val.labels is not None and readings.labelled else fidelity_score(job.model, readings.kinds)
-    return lambda model: measure(model, bundle, val, compute=job.compute)
 
 
 def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_to: int, cfg: OneShotConfig,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from prunekit.compute.distill import loss_kinds
-from prunekit.compute.fidelity import fidelity
+from prunekit.compute.fidelity import fidelity, fidelity_score
 from prunekit.compute.train import evaluate
 from prunekit.config.choices import parse_distill_loss
 from prunekit.data.inputs import spread
@@ -45,3 +45,15 @@ class StageReadings:
         if self.labelled:
             self.accuracy[stage] = evaluate(model, self.bundle, self.test, compute=self.compute)
         self.fidelity[stage] = fidelity(self.dense, model, self.bundle, self.test, self.kinds, self.compute)
+
+
+def validation_judge(job, readings: StageReadings, images: int = 500):
+    """What BatchNorm re-estimation is judged by: accuracy on up to ``images`` validation images where they
+    have labels, else fidelity to the dense model (:func:`prunekit.compute.fidelity.fidelity_score`); None
+    without a validation split."""
+    bundle = job.bundle
+    if bundle.synthetic or bundle.val is None or not len(bundle.val) or not hasattr(readings, "kinds"):
+        return None
+    val = bundle.val.subset(spread(len(bundle.val), min(images, len(bundle.val))))
+    measure = evaluate if val.labels is not None and readings.labelled else fidelity_score(job.model, readings.kinds)
+    return lambda model: measure(model, bundle, val, compute=job.compute)

@@ -81,7 +81,7 @@ class SearchContext:
         self.table.save()
         return predict_ms(self.info["latency_ms"], self.info["latency_table_ms"], table_ms)
 
-    def measure(self, model) -> tuple[float, float, float | None, object]:
+    def size_of(self, model) -> tuple[float, float, float | None, object]:
         """(size the controller follows, reduction of the targeted measure, predicted latency or None, counts)."""
         c = count_model(model, self.spec.input_size)
         size = c.params if self.measure == "params" else c.macs

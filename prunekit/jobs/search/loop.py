@@ -97,7 +97,7 @@ class Search:
                      extra: dict | None = None):
         """Measure round r, let the controller decide, append rounds.jsonl and save the search state."""
         ctx = self.ctx
-        size, red, lat, c = ctx.measure(model)
+        size, red, lat, c = ctx.size_of(model)
         if r == 0:  # the dense model: nothing removed, its latency measured
             red, lat = 0.0, ctx.info.get("latency_ms")
         decision = self.ctrl.observe(RoundResult(r, T, float(size), red, acc, seconds))
