@@ -90,8 +90,10 @@ class _Problem:
         self.loss_prefix = {r: weight[r] * np.concatenate([[0.0], np.cumsum(np.asarray(scores[r], float)[
             self.order[r]])]) for r in self.roots}
         cap = cost.group_cap
-        self.widths = {r: candidate_widths(c, round_to, math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1,
-                                           max_options) for r, c in self.channels.items()}
+        # a striped group (a grouped conv's channels) keeps whole stripes: widths on the multiple of both
+        self.widths = {r: candidate_widths(c, math.lcm(round_to, cost.group_unit.get(r, 1)),
+                                           math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1, max_options)
+                       for r, c in self.channels.items()}
         # a group that opens a residual branch may also take width 0: the branch dropped, valued as all its
         # channels times the branch's importance relative to the other branches (mean 1)
         self.branch_values = {r: float(v) for r, v in (branch_values or {}).items() if r in cost.branch_layers}

@@ -51,6 +51,7 @@ class CostModel:
     table: object | None = None  # prunekit.deploy.latency_table.LatencyTable
     dense_latency: float = 0.0  # Σ table(dense layers), ms
     group_layers: dict[str, int] = field(default_factory=dict)  # conv / linear layers each group touches
+    group_unit: dict[str, int] = field(default_factory=dict)  # channels a group removes together (stripes)
     branch_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root → the layers its width 0 drops
     # planning rules (issue: one coupled group must not take the whole cut):
     threshold_scale: str = "total"  # C_g = the group's whole cost ("total", Algorithm 3) or per member layer
@@ -96,6 +97,7 @@ class CostModel:
             self.group_params[g.root] = p_total
             self.group_macs[g.root] = m_total
             self.group_layers[g.root] = max(1, len({m for m, _, _ in index}))
+            self.group_unit[g.root] = g.unit
             self._removed_index[g.root] = index
         return self
 

@@ -6,8 +6,12 @@ convs feeding the same residual add, the depthwise conv of an inverted residual,
 the flattened features of a classifier). Groups are found once on the dense model; each member records
 which channel indices of which module it owns, aligned to the group's root channels.
 
+A group whose channels pass through a grouped (non-depthwise) conv is pruned in *stripes*: one channel of every
+conv group together (the same position in each), so that every group keeps as many channels as the others and
+the conv stays grouped (``unit`` = the number of conv groups, ``stripes`` = each root channel's stripe).
+
 A group is *frozen* (never pruned) when removing its channels would not be exact or torch-pruning cannot
-do it safely: it touches the classifier's outputs, a grouped (non-depthwise) conv, a normalisation other
+do it safely: it touches the classifier's outputs, grouped convs that disagree on the stripes, a normalisation other
 than BatchNorm (e.g. ConvNeXt's channel LayerNorm), a bare ``nn.Parameter``, or a split / slice whose sizes the
 model's code fixes (a CSP block's ``x.split(c // 2)``). Its ``reason`` says which layer.
 """
@@ -18,12 +22,17 @@ import signal
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
 from prunekit.core.outputs import output_layers
 from prunekit.errors import PrunekitError
+# torch-pruning's channel inference gives up on long op chains with a warning (while tracing, and again while
+# pruning); the sizes come from the trace instead (_Graph), so the warning says nothing to a user
+warnings.filterwarnings("ignore", message="Maximum recursive depth reached", category=UserWarning)
+
 # Modules whose channels a group may own exactly, and those whose *input* channels a group touches; a model
 # family with a module of its own adds it with :func:`register_pruner` (next to the model, not here).
 EXACT_MEMBER_TYPES: tuple = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -59,10 +68,12 @@ class ChannelGroup:
     members: list[Member] = field(default_factory=list)
     reason: str | None = None  # why the group is frozen; None = prunable
     branch: str | None = None  # the residual block whose branch this group opens (width 0 drops it), if any
+    unit: int = 1  # channels removed together: the conv groups of a grouped conv the channels pass through
+    stripes: list[int] | None = None  # each root channel's stripe (unit > 1): a stripe is removed whole
 
     @property
     def prunable(self) -> bool:
-        return self.reason is None and self.channels > 1
+        return self.reason is None and self.channels > self.unit
 
     def consumers(self, model_modules: dict[str, nn.Module]) -> list[Member]:
         return [m for m in self.members if m.kind == "in" and isinstance(model_modules[m.module], CONSUMER_TYPES)]
@@ -130,10 +141,7 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
     example = torch.randn(1, *input_size)
     was_training = model.training
     try:
-        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad(), \
-                warnings.catch_warnings():
-            # its channel inference gives up on long op chains, warning; the sizes come from the trace instead
-            warnings.filterwarnings("ignore", message="Maximum recursive depth reached")
+        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
             dg = _Graph().build_dependency(
                 model, example, customized_pruners=dict(CUSTOM_PRUNERS), verbose=False)
     except PrunekitError:
@@ -150,9 +158,6 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
 def _member_reason(module: nn.Module, name: str, kind: str, classifier: str | None) -> str | None:
     if name == classifier and kind == "out":
         return f"it reaches the classifier's outputs ({name})"
-    if isinstance(module, nn.Conv2d) and module.groups > 1 and not (
-            module.groups == module.in_channels == module.out_channels):
-        return f"grouped convolution {name} (groups={module.groups}) is not pruned"
     if not isinstance(module, EXACT_MEMBER_TYPES):
         return f"{name} ({type(module).__name__}) cannot be pruned exactly"
     return None
@@ -209,6 +214,7 @@ def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
     root_module = g[0].dep.target.module
     group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
     seen: dict[tuple[str, str], list[int]] = {}
+    grouped: list = []  # (grouped conv, its member)
     for item in g.items:
         dep, idxs = item.dep, item.idxs
         target = dep.target.module
@@ -230,9 +236,38 @@ def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
             continue
         seen[(name, kind)] = sorted(map(int, idxs))
         group.reason = group.reason or _member_reason(target, name, kind, classifier)
-        group.members.append(Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs]))
-    group.reason = group.reason or _inconsistent_mapping(g, dg, names)
+        member = Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs])
+        group.members.append(member)
+        if _is_grouped(target):
+            grouped.append((target, member))
+    group.reason = group.reason or _inconsistent_mapping(g, dg, names) or _stripe(group, grouped)
     return group
+
+
+def _is_grouped(module) -> bool:
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and not (
+        module.groups == module.in_channels == module.out_channels)
+
+
+def _stripe(group: ChannelGroup, grouped: list) -> str | None:
+    """Set ``group.unit`` / ``group.stripes`` from the grouped convs its channels pass through; the reason to
+    freeze it when they do not agree on one arrangement (or do not cover every channel of the group)."""
+    stripes = None
+    for conv, m in grouped:
+        dim = conv.in_channels if m.kind == "in" else conv.out_channels
+        per = dim // conv.groups
+        mine = [-1] * group.channels
+        for i, r in zip(m.idxs, m.root_idxs):
+            if 0 <= r < group.channels:
+                mine[r] = i % per
+        counts = np.bincount([s for s in mine if s >= 0], minlength=per)
+        if -1 in mine or len(m.idxs) != group.channels or not (counts == conv.groups).all() or (
+                stripes is not None and (mine != stripes or conv.groups != group.unit)):
+            return (f"grouped convolution {m.module} (groups={conv.groups}): its conv groups cannot all keep the "
+                    "same number of channels under this group's couplings")
+        stripes, group.unit = mine, conv.groups
+    group.stripes = stripes
+    return None
 
 
 def _inconsistent_mapping(g, dg, names) -> str | None:

@@ -47,6 +47,7 @@ def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float,
     thresholds = layer_thresholds(cost, list(scores), T, basis)
     plan: Plan = {}
     for root, s in scores.items():
+        step = math.lcm(round_to, cost.group_unit.get(root, 1))  # a striped group keeps whole stripes
         pruned = np.flatnonzero(s <= thresholds[root])
         if len(pruned) >= len(s):
             pruned = np.delete(np.arange(len(s)), int(np.argmax(s)))
@@ -54,10 +55,10 @@ def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float,
         keep = c - len(pruned)
         min_keep = math.ceil((1 - cost.group_cap) * c - 1e-9) if cost.group_cap < 1 else 1
         keep = max(keep, min_keep)  # at most group_cap of the group goes in one plan
-        if round_to > 1 and keep < c:
-            keep = aligned_keep(c, keep, round_to)
+        if step > 1 and keep < c:
+            keep = aligned_keep(c, keep, step)
             if keep < min_keep:  # the nearest multiple cut past the cap: the next one up
-                keep = min(m for m in [*range(round_to, c, round_to), c] if m >= min_keep)
+                keep = min(m for m in [*range(step, c, step), c] if m >= min_keep)
         if keep != c - len(pruned):  # the lowest-scored channels go first
             pruned = np.sort(np.argsort(s, kind="stable")[:c - keep])
         if len(pruned):

@@ -155,7 +155,7 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
     prunable = [g for g in groups if g.prunable]
     if crit.kind == "random":
         rng = np.random.default_rng(seed)
-        return {g.root: _normalise(rng.random(g.channels) + 1e-6) for g in prunable}
+        return {g.root: by_stripe(g, _normalise(rng.random(g.channels) + 1e-6)) for g in prunable}
     raw = member_values(model, prunable, crit, p, batches, compute)
     scores = {}
     for g in prunable:
@@ -168,8 +168,19 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
             scores[g.root] = np.ones(g.channels)
         else:
             mean = np.mean(parts, axis=0)
-            scores[g.root] = mean if reference else _normalise(mean)
+            scores[g.root] = by_stripe(g, mean if reference else _normalise(mean))
     return scores
+
+
+def by_stripe(group: ChannelGroup, scores: np.ndarray) -> np.ndarray:
+    """A striped group's scores (a grouped conv's channels, :class:`~prunekit.core.graph.ChannelGroup`): each
+    channel gets its stripe's mean, plus a tie-break far below any real difference that orders equal stripes by
+    their number, so that "lowest scores first" always takes whole stripes."""
+    if group.unit <= 1 or group.stripes is None:
+        return scores
+    stripes = np.asarray(group.stripes)
+    mean = np.bincount(stripes, weights=scores) / np.maximum(np.bincount(stripes), 1)
+    return mean[stripes] * (1 + 1e-9 * stripes / max(len(mean), 1))
 
 
 def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,

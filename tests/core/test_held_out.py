@@ -227,3 +227,44 @@ def test_groups_that_break_the_run_are_frozen_and_the_plan_made_again(tmp_path, 
     frozen = {g["root"]: g["frozen"] for g in run["groups"] if g["frozen"]}
     assert frozen and all("does not run" in r for r in frozen.values()), frozen
     assert any("leaves a model that does not run" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+class Grouped(nn.Module):
+    """A ResNeXt-style bottleneck: 1×1 → grouped 3×3 (4 groups) → 1×1, with a residual stream."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.a, self.b = cbr(3, 32), cbr(32, 32, 1), cbr(32, 32, 3, groups=4)
+        self.c = nn.Sequential(nn.Conv2d(32, 32, 1, bias=False), nn.BatchNorm2d(32))
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.c(self.b(self.a(x)))).mean((2, 3)))
+
+
+def test_a_grouped_conv_prunes_in_whole_stripes_and_stays_grouped():
+    import numpy as np
+
+    from prunekit.core.costmodel import CostModel
+    from prunekit.core.metrics import count_model
+    from prunekit.core.planning import plan_for_target
+    from prunekit.core.scoring import by_stripe
+
+    torch.manual_seed(0)
+    model = Grouped().eval()
+    groups = _groups(model)
+    striped = {g.root: g for g in groups if g.unit > 1}
+    assert set(striped) == {"a.0", "b.0"} and all(g.prunable and g.unit == 4 for g in striped.values())
+    a = striped["a.0"]  # stripe j = channel j of every conv group: {j, 8 + j, 16 + j, 24 + j}
+    assert [i for i, s in enumerate(a.stripes) if s == 3] == [3, 11, 19, 27]
+    scores = {g.root: by_stripe(g, np.random.default_rng(1).random(g.channels)) for g in groups if g.prunable}
+    cost = CostModel.build(model, groups, (3, 16, 16))
+    plan, _ = plan_for_target(scores, cost, "macs", 0.3)
+    for root, g in striped.items():
+        removed = [g.stripes[i] for i in plan.get(root, [])]
+        assert all(removed.count(s) == 4 for s in set(removed)), (root, removed)  # whole stripes only
+    pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
+    assert pruned.b[0].groups == 4 and pruned.b[0].in_channels % 4 == 0 and pruned.b[0].out_channels % 4 == 0
+    assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(4, 3, 16, 16))["passed"]
+    assert cost.predict(plan) == (count_model(pruned, (3, 16, 16)).params, count_model(pruned, (3, 16, 16)).macs)
