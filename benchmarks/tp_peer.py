@@ -25,8 +25,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-import prunekit.models  # noqa: F401  (registers the built-in models' custom pruners)
-from prunekit.core import graph
+from prunekit.models.extensions import PRUNERS  # the built-in models' custom pruners, registered on import
 from prunekit.deploy.speed import model_latency_ms
 from prunekit.core.metrics import count_model
 from prunekit.models import find_classifier
@@ -51,7 +50,7 @@ def tp_prune_to_ratio(model: nn.Module, input_size: tuple[int, int, int], ratio:
         pruner = tp.pruner.MetaPruner(
             pruned, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
             global_pruning=True, iterative_steps=1, round_to=round_to or None,
-            ignored_layers=_classifier(pruned), customized_pruners=dict(graph.CUSTOM_PRUNERS))
+            ignored_layers=_classifier(pruned), customized_pruners=dict(PRUNERS))
         pruner.step()
     pruned.eval()
     with torch.no_grad():

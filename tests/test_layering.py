@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parents[1] / "prunekit"
 ALLOWED = {
     "runtimes": set(),  # the runtime registry: only the shared base (what ships is below everything else)
     "config": {"runtimes"},
-    "models": {"config", "core"},
+    "models": {"config"},  # a model family registers its pruners and branches in models.extensions; core reads them
     "data": {"config"},
     "core": {"config", "data", "models", "runtimes"},  # runtime facts and the device arrive as objects passed in
     "compute": {"config", "data", "runtimes"},
@@ -92,6 +92,14 @@ def test_imports_form_no_cycle():
         if m not in state:
             visit(m, [m])
     assert sum(len(v) for v in graph.values()) > 50  # the parser sees the imports at all
+
+
+def test_models_import_nothing_of_core():
+    """A model family registers its pruners and branches in ``models.extensions``: no model module reaches into
+    ``core`` (which reads the registries), not even inside a function."""
+    reach = [f"{name} → {t}" for name, path in modules().items() if layer(name) == "models"
+             for t in imports(name, path, module_level=False) if layer(t) == "core"]
+    assert not reach, reach
 
 
 def test_every_layer_imports_only_what_its_rule_allows():

@@ -16,36 +16,18 @@ widths, and :func:`drop_branches` performs it after torch-pruning has removed th
 constant is computed from the branch as torch-pruning left it). A run folder lists the dropped blocks
 (:func:`dropped_blocks`), and loading it drops them again before the weights are read.
 
-A block type is one registration next to its model (:func:`register_branch`: a function that describes a
-block, or returns None when this block has no residual).
+A block type is one registration next to its model (:func:`prunekit.models.extensions.register_branch`: a
+function that describes a block, or returns None when this block has no residual).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class BranchSpec:
-    """A residual block's branch, by the block's own (relative) module names."""
-    inner: str  # a layer whose output channels open the branch: all removed → the branch is constant
-    layers: tuple[str, ...]  # every conv / BatchNorm of the branch (removed with it)
-    tail: tuple[str, ...]  # the modules after the opening group, in order: zeros in → the branch's constant out
-    shortcut: str | None  # the shortcut module (None: identity)
-    post: str = "relu"  # what follows the add: "relu" or "none"
-
-
-BRANCH_KINDS: dict[type, Callable[[nn.Module], BranchSpec | None]] = {}
-
-
-def register_branch(block_type: type, describe: Callable[[nn.Module], BranchSpec | None]) -> None:
-    """Let blocks of ``block_type`` lose their residual branch; ``describe(block)`` names its parts (None: this
-    block has no residual, e.g. an inverted residual that changes the shape)."""
-    BRANCH_KINDS[block_type] = describe
+from prunekit.models.extensions import BRANCH_KINDS, BranchSpec
 
 
 @dataclass(frozen=True)

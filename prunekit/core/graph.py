@@ -29,26 +29,24 @@ import torch_pruning as tp
 
 from prunekit.core.outputs import output_layers
 from prunekit.errors import PrunekitError
+from prunekit.models.extensions import CONSUMERS, PRUNERS
 # torch-pruning's channel inference gives up on long op chains with a warning (while tracing, and again while
 # pruning); the sizes come from the trace instead (_Graph), so the warning says nothing to a user
 warnings.filterwarnings("ignore", message="Maximum recursive depth reached", category=UserWarning)
 
 # Modules whose channels a group may own exactly, and those whose *input* channels a group touches; a model
-# family with a module of its own adds it with :func:`register_pruner` (next to the model, not here).
-EXACT_MEMBER_TYPES: tuple = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
-CONSUMER_TYPES: tuple = (nn.Conv2d, nn.Linear)
-CUSTOM_PRUNERS: dict = {}
+# family with a module of its own registers a pruner for it next to the model
+# (:func:`prunekit.models.extensions.register_pruner`), read here when a graph is built.
+BASE_MEMBER_TYPES: tuple = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+BASE_CONSUMER_TYPES: tuple = (nn.Conv2d, nn.Linear)
 
 
-def register_pruner(module_type: type, pruner, consumer: bool = True) -> None:
-    """Let torch-pruning prune ``module_type`` with ``pruner`` (a ``tp.pruner.BasePruningFunc``) and treat it
-    as an exact group member (and, with ``consumer``, as a layer whose input channels a group touches)."""
-    global EXACT_MEMBER_TYPES, CONSUMER_TYPES
-    CUSTOM_PRUNERS[module_type] = pruner
-    if module_type not in EXACT_MEMBER_TYPES:
-        EXACT_MEMBER_TYPES = (*EXACT_MEMBER_TYPES, module_type)
-    if consumer and module_type not in CONSUMER_TYPES:
-        CONSUMER_TYPES = (*CONSUMER_TYPES, module_type)
+def exact_member_types() -> tuple:
+    return (*BASE_MEMBER_TYPES, *PRUNERS)
+
+
+def consumer_types() -> tuple:
+    return (*BASE_CONSUMER_TYPES, *CONSUMERS)
 
 
 @dataclass
@@ -76,7 +74,7 @@ class ChannelGroup:
         return self.reason is None and self.channels > self.unit
 
     def consumers(self, model_modules: dict[str, nn.Module]) -> list[Member]:
-        return [m for m in self.members if m.kind == "in" and isinstance(model_modules[m.module], CONSUMER_TYPES)]
+        return [m for m in self.members if m.kind == "in" and isinstance(model_modules[m.module], consumer_types())]
 
 
 @contextlib.contextmanager
@@ -143,7 +141,7 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
     try:
         with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
             dg = _Graph().build_dependency(
-                model, example, customized_pruners=dict(CUSTOM_PRUNERS), verbose=False)
+                model, example, customized_pruners=dict(PRUNERS), verbose=False)
     except PrunekitError:
         raise
     except Exception as e:
@@ -158,7 +156,7 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
 def _member_reason(module: nn.Module, name: str, kind: str, classifier: str | None) -> str | None:
     if name == classifier and kind == "out":
         return f"it reaches the classifier's outputs ({name})"
-    if not isinstance(module, EXACT_MEMBER_TYPES):
+    if not isinstance(module, exact_member_types()):
         return f"{name} ({type(module).__name__}) cannot be pruned exactly"
     return None
 

@@ -12,10 +12,10 @@ DEFAULT_IMAGENET_SIZE = (3, 224, 224)
 
 
 def _torchvision_branches() -> None:
-    """torchvision's residual blocks whose branch a plan may drop (:mod:`prunekit.core.branches`)."""
+    """torchvision's residual blocks whose branch a plan may drop (:mod:`prunekit.models.extensions`)."""
     from torchvision.models import mobilenetv2, resnet
 
-    from prunekit.core.branches import BRANCH_KINDS, BranchSpec, register_branch
+    from prunekit.models.extensions import BRANCH_KINDS, BranchSpec, register_branch
 
     if resnet.BasicBlock in BRANCH_KINDS:
         return

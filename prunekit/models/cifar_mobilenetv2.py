@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from prunekit.core.branches import BranchSpec, register_branch
+from prunekit.models.extensions import BranchSpec, register_branch
 from prunekit.models.registry import register_model
 
 # (expansion, out_channels, blocks, stride)

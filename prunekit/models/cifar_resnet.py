@@ -15,8 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch_pruning as tp
 
-from prunekit.core.branches import BranchSpec, register_branch
-from prunekit.core.graph import register_pruner
+from prunekit.models.extensions import BranchSpec, register_branch, register_pruner
 from prunekit.models.registry import register_model
 
 
@@ -27,7 +26,7 @@ class OptionAShortcut(nn.Module):
     non-persistent buffer, so original weight files still load strictly): output channel j copies input
     channel i where ``select[j, i] == 1`` and is zero where its row is all zeros. One multiply by 1 and
     additions of exact zeros make it bit-exact to the padded slice. Being a single autograd op lets
-    torch-pruning see it as one node; ``prunekit.core.graph`` registers a pruner that removes rows (output
+    torch-pruning see it as one node; the pruner registered below removes rows (output
     channels) and columns (input channels), which keeps the pruned shortcut exact as well.
     """
 
