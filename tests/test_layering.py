@@ -142,6 +142,20 @@ def test_no_module_is_too_long(limit):
     assert not {n: k for n, k in long.items() if k > limit}, "split these modules"
 
 
+def test_no_function_or_class_is_too_long():
+    """No function over 80 lines and no class over 150 in prunekit/ (the house rules of issue 26)."""
+    import ast
+
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > 80 or (
+                    isinstance(node, ast.ClassDef) and size > 150):
+                long.append(f"{name}.{node.name}: {size} lines")
+    assert not long, long
+
+
 def test_cli_modules_only_parse_and_render():
     """A verb module calls API functions and prints; it defines no helper beyond option parsing. Checked by
     what it defines (commands, and a few parse/format helpers in app and output) and by its size."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from prunekit.config import config_dict
-from prunekit.compute.ddp import broadcast_value, check_replicas_agree
+from prunekit.compute.ddp import check_replicas_agree
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
@@ -29,9 +29,10 @@ def deliver(search, best: int) -> dict:
     final = None
     if search.final_epochs > 0:
         info(f"fine-tuning the delivered round {best} for {search.final_epochs:g} epoch(s)", "final")
-        final = search.retrain(model, training_schedule(cfg.training, search.final_epochs, cfg.seed * 7 + 1))
+        final = search.recovery.retrain(model, training_schedule(cfg.training, search.final_epochs,
+                                                                 cfg.seed * 7 + 1))
         check_replicas_agree(model)
-        final["val_accuracy"] = broadcast_value(search.evaluator(model, bundle, ctx.val, compute=ctx.compute))
+        final["val_accuracy"] = search.recovery.read(model)
     accuracy, fidelity = _readings(search, model, final["val_accuracy"] if final else row["accuracy"])
     checks, export_report = [], None
     if rank == 0:
@@ -78,7 +79,7 @@ def deliver(search, best: int) -> dict:
         fidelity=fidelity,
         speed=timed_speed(ctx.dense, model, size, cfg, bundle) if rank == 0 else None,
         alignment=ctx.info.get("alignment"),
-        recovery={"bn_images": cfg.training.bn_images, "distill": search.teacher is not None,
+        recovery={"bn_images": cfg.training.bn_images, "distill": search.recovery.teacher is not None,
                   "allocate": cfg.allocate},
         verification=checks,
         export=export_report,
@@ -90,14 +91,14 @@ def deliver(search, best: int) -> dict:
 
 
 def _readings(search, model, val_pruned: float | None) -> tuple[dict | None, dict | None]:
-    """(accuracy, fidelity) sections of the delivered model. The rounds' measure (``search.evaluator``) on the
+    """(accuracy, fidelity) sections of the delivered model. The rounds' measure (``search.recovery.read_on``) on the
     test split, with its validation figures; under a ``fidelity=`` target that measure is agreement with the
     dense model, so the sections are the one-shot job's (per-output fidelity, and accuracy where there are
     labels) with the worst output's agreement on the validation images beside them."""
     ctx, bundle = search.ctx, search.ctx.bundle
     n = len(bundle.test) if bundle.test is not None else 0
-    measured = {"dense": search.evaluator(ctx.dense, bundle, bundle.test, compute=ctx.compute),
-                "pruned": search.evaluator(model, bundle, bundle.test, compute=ctx.compute),
+    read = search.recovery.read_on
+    measured = {"dense": read(ctx.dense, bundle.test), "pruned": read(model, bundle.test),
                 "val_dense": ctx.info["val_accuracy"], "val_pruned": val_pruned}
     if ctx.target.kind != "fidelity":
         return {"split": "test", "images": n, **measured}, None

@@ -33,13 +33,13 @@ from prunekit.errors import Interrupted, PrunekitError
 from prunekit.deploy.latency_table import table_goal
 from prunekit.models import load_state
 from prunekit.progress import info
-from prunekit.compute.recovery import recalibrate, teacher_for, training_schedule
+from prunekit.jobs.search.recovery import RoundRecovery
 from prunekit.jobs.search.policy import Controller, FixedRateController, PolicyConfig, RoundResult, Stop
 from prunekit.jobs.search.planner import RoundPlanner
 from prunekit.jobs.search.store import RunStore, interrupted_message, read_resume_state
 from prunekit.jobs.search.context import SearchContext, prepare
 from prunekit.core.surgery import replay
-from prunekit.compute.train import TrainSchedule, evaluate, train
+from prunekit.compute.train import evaluate, train
 
 
 def split_budget(cfg: SearchConfig, target: Target) -> tuple[float, float]:
@@ -70,17 +70,16 @@ def new_controller(ctx: SearchContext) -> Controller:
 
 
 class Search:
-    """The round loop: the controller decides, the planner prunes, ``trainer`` / ``evaluator`` (injected:
-    :func:`prunekit.compute.train.train` / :func:`~prunekit.compute.train.evaluate` by default) retrain and measure,
-    the store keeps every round; :func:`prunekit.jobs.search.delivery.deliver` finishes."""
+    """The round loop: the controller decides, the planner prunes, :class:`RoundRecovery` retrains and reads
+    (``trainer`` / ``evaluator`` injected), the store keeps every round;
+    :func:`prunekit.jobs.search.delivery.deliver` finishes."""
 
     def __init__(self, ctx: SearchContext, ctrl: Controller, store: RunStore, final_epochs: float = 0.0,
                  round_budget: float = float("inf"), trainer=train, evaluator=evaluate):
         self.ctx, self.ctrl, self.store = ctx, ctrl, store
         self.final_epochs, self.round_budget = final_epochs, round_budget
-        self.trainer, self.evaluator = trainer, evaluator
         self.planner = RoundPlanner(ctx)
-        self.teacher = teacher_for(ctx.dense, ctx.bundle, ctx.cfg.training)  # frozen dense copy, or None
+        self.recovery = RoundRecovery(ctx, trainer, evaluator)
         self.epochs_spent = (len(ctrl.rounds) - 1) * ctx.cfg.epochs_per_round if ctrl.rounds else 0.0
 
     def save_state(self) -> None:
@@ -112,22 +111,6 @@ class Search:
         self.save_state()
         return decision, row
 
-    def train_cfg(self, r: int) -> TrainSchedule:
-        cfg = self.ctx.cfg
-        return training_schedule(cfg.training, cfg.epochs_per_round, cfg.seed * 100003 + r, lr=cfg.train_lr,
-                                 weight_decay=cfg.weight_decay, schedule=cfg.lr_schedule,
-                                 rewind_point=cfg.rewind_point)
-
-    def retrain(self, model, schedule: TrainSchedule) -> dict:
-        """``trainer`` on ``model``, distilled from the dense model when the run distils."""
-        extra = {"teacher": self.teacher} if self.teacher is not None else {}
-        return self.trainer(model, self.ctx.bundle, schedule, self.ctx.compute, **extra)
-
-    def recalibrate(self, model, seed: int) -> float:
-        """BatchNorm re-estimation (``--bn-images``); its seconds (0 when off)."""
-        done = recalibrate(model, self.ctx.bundle, self.ctx.cfg.training, seed, self.ctx.compute)
-        return done["seconds"] if done else 0.0
-
     def run_round(self, r: int, base, base_history: list, T: float | None, plan_override=None,
                   step: float | None = None):
         ctx, cfg, t0 = self.ctx, self.ctx.cfg, time.perf_counter()
@@ -147,13 +130,14 @@ class Search:
         info(f"round {r}: {how} removing {removed} channels; retraining {cfg.epochs_per_round:g} epoch(s)", "round",
              round=r, T=T, removed=removed)
         t_prune = time.perf_counter() - t0
-        bn_s = self.recalibrate(pruned, cfg.seed + r)  # the surgery left the dense model's statistics
-        summary = self.retrain(pruned, self.train_cfg(r))
+        recovery = self.recovery
+        bn_s = recovery.recalibrate(pruned, cfg.seed + r)  # the surgery left the dense model's statistics
+        summary = recovery.retrain(pruned, recovery.schedule(r))
         self.epochs_spent += cfg.epochs_per_round
-        bn_s += self.recalibrate(pruned, cfg.seed + r)  # the reading the controller decides on
+        bn_s += recovery.recalibrate(pruned, cfg.seed + r)  # the reading the controller decides on
         check_replicas_agree(pruned)
         t1 = time.perf_counter()
-        acc = broadcast_value(self.evaluator(pruned, ctx.bundle, ctx.val, compute=ctx.compute))
+        acc = recovery.read(pruned)
         self.store.save_round(r, pruned, history)
         seconds = broadcast_value(time.perf_counter() - t0)
         timing = {"prune_s": t_prune, "bn_s": bn_s, "train_s": summary["seconds"],
