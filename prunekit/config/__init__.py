@@ -12,8 +12,17 @@ from prunekit.config.jobs import (
     config_dict,
     option_default,
 )
-from prunekit.config.targets import TARGET_KINDS, CostBasis, Target, cost_basis, parse_duration, parse_target
+from prunekit.config.targets import (
+    TARGET_KINDS,
+    CostBasis,
+    Target,
+    TargetKind,
+    cost_basis,
+    parse_duration,
+    parse_target,
+)
 
 __all__ = ["CHOICES", "CostBasis", "JOBS", "TARGET_KINDS", "JobConfig", "OneShotConfig", "PruneConfig", "SearchConfig",
-           "Target", "TrainingConfig", "check_choice", "check_device_spec", "check_paths", "choices", "config_dict",
+           "Target", "TargetKind", "TrainingConfig", "check_choice", "check_device_spec", "check_paths", "choices",
+           "config_dict",
            "cost_basis", "option_default", "parse_duration", "parse_round_to", "parse_target"]

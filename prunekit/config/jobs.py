@@ -20,7 +20,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import ClassVar
 
 from prunekit.config.choices import check_choice, check_device_spec, parse_round_to
-from prunekit.config.targets import Target, parse_duration, parse_target
+from prunekit.config.targets import TargetKind, Target, parse_duration, parse_target
 from prunekit.errors import PrunekitError
 from prunekit.files import check_output_folder, require_finite
 
@@ -188,7 +188,7 @@ class OneShotConfig(JobConfig):
             return self.depth == "on"
         from prunekit.runtimes import get_runtime
 
-        return (self.allocate == "knapsack" and self.parsed_target.kind in ("latency", "speedup")
+        return (self.allocate == "knapsack" and self.parsed_target.kind.timed
                 and get_runtime(self.runtime).depth)
 
 
@@ -307,7 +307,7 @@ def check_paths(cfg: JobConfig) -> None:
         runtime.require()
     if cfg.latency_table and not os.path.isfile(cfg.latency_table):
         raise PrunekitError(f"latency table not found: {cfg.latency_table}")
-    if cfg.latency_table and cfg.parsed_target.kind == "latency":
+    if cfg.latency_table and cfg.parsed_target.kind == TargetKind.latency:
         raise PrunekitError("latency= is milliseconds on the machine that measures it; with --latency-table (another "
                             "device's layer times) give the goal as speedup=X")
     rewind = getattr(cfg, "rewind_checkpoint", None)

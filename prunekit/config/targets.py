@@ -11,8 +11,39 @@ from prunekit.errors import PrunekitError
 
 TARGET_KINDS = {"params": "params", "flops": "macs", "macs": "macs", "acc": "accuracy", "fidelity": "fidelity",
                 "latency": "latency", "speedup": "speedup"}
+
+
+class TargetKind(str, Enum):
+    """What a target bounds. A ``str`` enum: it compares, hashes and serialises as its value (a resumed search's
+    saved kind is a plain string and still compares equal)."""
+    params = "params"
+    macs = "macs"  # FLOPs = 2 × MACs: the same fraction
+    accuracy = "accuracy"
+    fidelity = "fidelity"
+    latency = "latency"
+    speedup = "speedup"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def sizes(self) -> bool:
+        """A fraction of params or MACs to remove."""
+        return self in (TargetKind.params, TargetKind.macs)
+
+    @property
+    def timed(self) -> bool:
+        """Met by measured time: a latency or a speedup."""
+        return self in (TargetKind.latency, TargetKind.speedup)
+
+    @property
+    def bounds_quality(self) -> bool:
+        """A maximum loss of accuracy (labels) or of fidelity to the dense model (no labels needed)."""
+        return self in (TargetKind.accuracy, TargetKind.fidelity)
+
+
 # targets that bound a quality measure's loss (a search keeps the rounds within it and minimises the size)
-QUALITY_KINDS = ("accuracy", "fidelity")
+QUALITY_KINDS = (TargetKind.accuracy, TargetKind.fidelity)
 
 
 class CostBasis(str, Enum):
@@ -33,20 +64,22 @@ def cost_basis(cost: str, target: Target, minimize: str = "params") -> CostBasis
         return CostBasis({"flops": "macs"}.get(cost, cost))
     if target.bounds_quality:
         return CostBasis.macs if minimize == "flops" else CostBasis.params
-    return CostBasis.latency if target.kind == "speedup" else CostBasis(target.kind)
+    return CostBasis.latency if target.kind == TargetKind.speedup else CostBasis(target.kind)
 
 
 @dataclass
 class Target:
-    # "params" | "macs" (FLOPs = 2 × MACs: same fraction) | "accuracy" | "fidelity" | "latency" | "speedup"
-    kind: str
+    kind: TargetKind
     amount: float  # params/macs: fraction to remove; accuracy, fidelity: max loss in points; latency: ms; speedup: ×
     text: str
+
+    def __post_init__(self) -> None:
+        self.kind = TargetKind(self.kind)
 
     @property
     def bounds_quality(self) -> bool:
         """A maximum loss of accuracy (labels) or of fidelity to the dense model (no labels needed)."""
-        return self.kind in QUALITY_KINDS
+        return self.kind.bounds_quality
 
 
 def parse_target(text: str) -> Target:
@@ -68,14 +101,14 @@ def parse_target(text: str) -> Target:
     if kind not in TARGET_KINDS:
         raise PrunekitError(f"unknown target kind {kind!r}: use params=, flops=, acc=, fidelity=, latency= or "
                             "speedup=")
-    kind = TARGET_KINDS[kind]
-    if kind in ("params", "macs") and not 0 < amount < 1:
+    kind = TargetKind(TARGET_KINDS[kind])
+    if kind.sizes and not 0 < amount < 1:
         raise PrunekitError(f"target {text!r}: the reduction must be a fraction strictly between 0 and 1")
     if kind in QUALITY_KINDS and not 0 <= amount < 100:
         raise PrunekitError(f"target {text!r}: the {kind} loss must be between 0 and 100 points")
-    if kind == "latency" and not amount > 0:
+    if kind == TargetKind.latency and not amount > 0:
         raise PrunekitError(f"target {text!r}: the latency must be positive (milliseconds)")
-    if kind == "speedup" and not (math.isfinite(amount) and amount > 1):
+    if kind == TargetKind.speedup and not (math.isfinite(amount) and amount > 1):
         raise PrunekitError(f"target {text!r}: the speedup must be a number greater than 1 (times faster than dense)")
     return Target(kind, amount, text.strip())
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis
+from prunekit.config import OneShotConfig, Target, check_paths, config_dict, cost_basis, TargetKind
 from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.data.inputs import sample_images, sample_inputs
 from prunekit.deploy.latency_table import fixed_and_scaled, predict_ms, table_for
@@ -116,15 +116,15 @@ def _scores(cfg: OneShotConfig, job, groups, branches: int):
 def _cut(cfg: OneShotConfig, job, groups, scores, branch_values, target: Target) -> _Cut:
     """The plan for the target (measured on the runtime for latency / speedup targets), cut and verified."""
     model, spec = job.model, job.spec
-    timed = target.kind in ("latency", "speedup")
+    timed = target.kind.timed
     basis = cost_basis(cfg.cost, target)
     table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or basis == "latency" else None
     alignment = [resolve_round_to(cfg.round_to, cfg.runtime, getattr(table, "grid", None), cfg.latency_threads)]
     if table is not None:
         info(f"latency table: timing {model.__class__.__name__}'s layer shapes on {cfg.runtime} at batch "
-             f"{cfg.speed_batch if target.kind == 'speedup' else 1}")
+             f"{cfg.speed_batch if target.kind == TargetKind.speedup else 1}")
     cost = cost_model(model, groups, spec.input_size, threshold_scale=cfg.threshold_scale, group_cap=cfg.group_cap,
-                      table=table, batch=cfg.speed_batch if target.kind == "speedup" else 1)
+                      table=table, batch=cfg.speed_batch if target.kind == TargetKind.speedup else 1)
 
     def plan_fn(scores):
         if timed:
@@ -163,10 +163,10 @@ def _counts(cut: _Cut, job, target: Target):
         reached, met = latency["predicted_speedup"], latency["met"]
     elif latency is not None:
         reached, met = latency["measured_ms"], latency["met"]
-        if target.kind == "speedup":
+        if target.kind == TargetKind.speedup:
             reached = latency["dense_ms"] / latency["measured_ms"]
     else:
-        reached = 1 - (pruned_count.params / dense_count.params if target.kind == "params"
+        reached = 1 - (pruned_count.params / dense_count.params if target.kind == TargetKind.params
                        else pruned_count.macs / dense_count.macs)
         met = reached >= target.amount
         if not met:
@@ -221,7 +221,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     runtime, not the runtime), ask for more and try again."""
     from prunekit.deploy.speed import compare_speed, model_latency_ms
 
-    batch = cfg.speed_batch if target.kind == "speedup" else 1
+    batch = cfg.speed_batch if target.kind == TargetKind.speedup else 1
     if cost.table.fixed:  # the target device's table: plan on its prediction; this machine is not the target
         plan, T, used = plan_to_target(scores, cost, "latency", 1 - 1 / target.amount, round_to,
                                        cfg.round_to == "auto", cost_basis(cfg.cost, target), cfg.allocate,
@@ -238,7 +238,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
     def measure(m):
         """(pruned ms in the dense measurement's units, the speedup's 90 % interval or None). Speedup targets time
         the pair interleaved and take the ratio of their fast tails, so drift and load cancel."""
-        if target.kind == "speedup":
+        if target.kind == TargetKind.speedup:
             row = compare_speed(model, m, spec.input_size, cfg.runtime, (batch,), cfg.latency_threads,
                                 budget_s=4.0, least=10, most=200)["batches"][0]
             return dense_ms / row["speedup"], (row.get("speedup_low", row["speedup"]),
@@ -247,7 +247,7 @@ def _plan_for_latency(model, spec, groups, scores, cost, target: Target, round_t
                                 runs=cfg.latency_runs), None
     dense_ms = model_latency_ms(model, spec.input_size, cfg.runtime, cfg.latency_threads, batch=batch,
                                 runs=cfg.latency_runs)
-    goal_ms = dense_ms / target.amount if target.kind == "speedup" else target.amount
+    goal_ms = dense_ms / target.amount if target.kind == TargetKind.speedup else target.amount
     if dense_ms <= goal_ms:
         raise PrunekitError(f"the dense model already runs in {dense_ms:.3f} ms on {cfg.runtime} (target "
                             f"{target.text}): nothing to prune for")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prunekit.deploy.speed import model_latency_ms
-from prunekit.config import SearchConfig, Target, cost_basis
+from prunekit.config import SearchConfig, Target, cost_basis, TargetKind
 from prunekit.config.choices import parse_distill_loss
 from prunekit.compute.distill import loss_kinds
 from prunekit.data import DataBundle
@@ -85,7 +85,7 @@ class SearchContext:
         """(size the controller follows, reduction of the targeted measure, predicted latency or None, counts)."""
         c = count_model(model, self.spec.input_size)
         size = c.params if self.measure == "params" else c.macs
-        if self.target.kind == "latency":
+        if self.target.kind == TargetKind.latency:
             lat = broadcast_value(self.predicted_latency(model))  # one figure for every rank's controller
             return size, 1 - lat / self.info["latency_ms"], lat, c
         kind = self.measure if self.target.bounds_quality else self.target.kind
@@ -110,7 +110,7 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     if bundle.val is None or not len(bundle.val):
         raise PrunekitError("the search retrains and evaluates every round: it needs images with a validation "
                             "split (labelled, or unlabelled with --target fidelity=POINTS)")
-    if target.kind == "fidelity":  # rounds judged on agreement with the dense model: labels are not needed
+    if target.kind == TargetKind.fidelity:  # rounds judged on agreement with the dense model: labels are not needed
         evaluator = fidelity_score(dense, output_kinds(dense, bundle, cfg, spec))
     elif not bundle.has_labels:
         raise PrunekitError(f"{target.text} is judged on accuracy and these images have no labels: bound the loss "
@@ -123,9 +123,9 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
         rewind = load_folded(spec, read_state_dict(cfg.rewind_checkpoint), cfg.rewind_checkpoint,
                              trust_pickle=cfg.trust_pickle, trust_code=trust_code)
     measure = ("macs" if cfg.minimize == "flops" else "params") if target.bounds_quality else (
-        "params" if target.kind == "params" else "macs")
+        "params" if target.kind == TargetKind.params else "macs")
     basis = cost_basis(cfg.cost, target, cfg.minimize)
-    timed = target.kind in ("latency", "speedup")
+    timed = target.kind.timed
     table = table_for(cfg.runtime, cfg.latency_threads, cfg.latency_table) if timed or basis == "latency" else None
     if resume is not None:  # the dense figures and the alignment are the saved run's, whatever the machine
         figures = resume["dense"]
@@ -137,8 +137,8 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     ctx = SearchContext(cfg, target, trust_code, compute, dense, spec, bundle,
                         job.calibration_batches(cfg), check_images,
                         bundle.to_tensor(check_images), rewind, measure, basis, table, alignment, figures,
-                        distributed()[0], cfg.speed_batch if target.kind == "speedup" else 1,
-                        target.amount if target.kind == "speedup" else None)
+                        distributed()[0], cfg.speed_batch if target.kind == TargetKind.speedup else 1,
+                        target.amount if target.kind == TargetKind.speedup else None)
     if resume is None:
         groups = prunable_groups(dense, spec, cfg.model)
         count = count_model(dense, size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from prunekit.config import config_dict
+from prunekit.config import config_dict, TargetKind
 from prunekit.compute.ddp import check_replicas_agree
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import count_model
@@ -43,7 +43,7 @@ def deliver(search, best: int) -> dict:
             export_report = export_onnx(model, ctx.verify_inputs[:16], os.path.join(search.store.dir, "model.onnx"),
                                         atol=cfg.atol).to_dict()
     final_epochs = search.final_epochs if final else 0.0
-    latency = ctx.target.kind == "latency"
+    latency = ctx.target.kind == TargetKind.latency
     sizes = size_sections(dense_count, count)
     sizes["dense"]["latency_ms"] = ctx.info.get("latency_ms")
     sizes["pruned"].update(latency_ms=ctx.latency(model) if latency else None,
@@ -100,7 +100,7 @@ def _readings(search, model, val_pruned: float | None) -> tuple[dict | None, dic
     read = search.recovery.read_on
     measured = {"dense": read(ctx.dense, bundle.test), "pruned": read(model, bundle.test),
                 "val_dense": ctx.info["val_accuracy"], "val_pruned": val_pruned}
-    if ctx.target.kind != "fidelity":
+    if ctx.target.kind != TargetKind.fidelity:
         return {"split": "test", "images": n, **measured}, None
     cfg = ctx.cfg
     readings = StageReadings(ctx.dense, bundle, ctx.compute, cfg.eval_images, cfg.training.distill_loss,

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from prunekit.config import SearchConfig, Target, check_paths, parse_duration
+from prunekit.config import SearchConfig, Target, check_paths, parse_duration, TargetKind
 from prunekit.compute.ddp import barrier, broadcast_value, check_replicas_agree
 from prunekit.jobs.search.delivery import deliver
 from prunekit.errors import Interrupted, PrunekitError
@@ -50,7 +50,7 @@ def split_budget(cfg: SearchConfig, target: Target) -> tuple[float, float]:
     if cfg.budget_epochs is None:
         return final, float("inf")
     rounds = cfg.max_rounds
-    if target.kind in ("params", "macs") and (cfg.schedule == "fixed" or cfg.step_mode == "size"):
+    if target.kind.sizes and (cfg.schedule == "fixed" or cfg.step_mode == "size"):
         step = cfg.rate if cfg.schedule == "fixed" else cfg.max_step
         rounds = min(rounds, math.ceil(math.log(1 - target.amount) / math.log(1 - step) - 1e-9))
     cfg.epochs_per_round = (cfg.budget_epochs - final) / max(1, rounds)
@@ -59,10 +59,10 @@ def split_budget(cfg: SearchConfig, target: Target) -> tuple[float, float]:
 
 def new_controller(ctx: SearchContext) -> Controller:
     cfg, target, info = ctx.cfg, ctx.target, ctx.info
-    amount = 1 - target.amount / info["latency_ms"] if target.kind == "latency" else target.amount
+    amount = 1 - target.amount / info["latency_ms"] if target.kind == TargetKind.latency else target.amount
     controller = FixedRateController if cfg.schedule == "fixed" else Controller
     # the controller bounds one quality measure in percent: accuracy, or fidelity to the dense model
-    kind = "accuracy" if target.bounds_quality else target.kind
+    kind = TargetKind.accuracy if target.bounds_quality else target.kind
     return controller(PolicyConfig(kind, amount, dense_accuracy=info["val_accuracy"], lam=cfg.lam,
                                    slack=cfg.slack, max_rounds=cfg.max_rounds,
                                    time_limit_s=parse_duration(cfg.time_limit), step_mode=cfg.step_mode,
@@ -202,10 +202,10 @@ class Search:
         base, history = self.load(k)
         info(f"no round met {target.text}: pruning round {k} to the target and retraining", "top_up")
         for attempt in range(10):
-            if target.kind == "latency":  # the table's units
+            if target.kind == TargetKind.latency:  # the table's units
                 goal = table_goal(ctx.info["latency_ms"], ctx.info["latency_table_ms"], target.amount) * 0.97 ** attempt
             else:
-                goal = (1 - target.amount) * ctx.info["params" if target.kind == "params" else "macs"]
+                goal = (1 - target.amount) * ctx.info["params" if target.kind == TargetKind.params else "macs"]
             r = len(self.ctrl.rounds)
             self.run_round(r, base, history, None, plan_override=self.planner.to_target(goal))
             if self.ctrl.meets_target(self.ctrl.rounds[-1]):

@@ -39,7 +39,7 @@ class RoundPlanner:
         the target asks for (params / MACs targets)."""
         ctx = self.ctx
         goal = (cost.dense_params if ctx.measure == "params" else cost.dense_macs) * (1 - step)
-        if ctx.target.kind in ("params", "macs"):
+        if ctx.target.kind.sizes:
             goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.measure])
         T = threshold_for_size(scores, cost, ctx.measure, goal, ctx.round_to, ctx.basis)
         return 1e12 if T is None else T
@@ -111,7 +111,7 @@ class RoundPlanner:
         ctx = self.ctx
         now = cost.dense_params if ctx.measure == "params" else cost.dense_macs
         goal = now * (1 - step)
-        if ctx.target.kind in ("params", "macs"):
+        if ctx.target.kind.sizes:
             goal = max(goal, (1 - ctx.target.amount) * ctx.info[ctx.measure])
         amount = 1 - goal / now
         if amount <= 0:

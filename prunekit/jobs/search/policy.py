@@ -30,6 +30,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
+from prunekit.config.targets import TargetKind
+
 
 @dataclass
 class RoundResult:
@@ -53,7 +55,7 @@ class Decision:
 
 @dataclass
 class PolicyConfig:
-    kind: str  # "accuracy" | "params" | "macs" | "latency"
+    kind: str  # a TargetKind: accuracy (any quality bound) | params | macs | latency
     target: float  # accuracy: max loss in points; others: reduction fraction
     dense_accuracy: float | None = None
     lam: float = 0.005
@@ -114,14 +116,14 @@ class Controller:
     # ---------------------------------------------------------------- policy
     def acceptable(self, r: RoundResult) -> bool:
         c = self.cfg
-        if c.kind == "accuracy":
+        if c.kind == TargetKind.accuracy:
             if r.accuracy is None or c.dense_accuracy is None:
                 raise ValueError("the accuracy policy needs validation accuracies")
             return c.dense_accuracy - r.accuracy <= c.target
         return r.reduction <= c.target + c.slack
 
     def meets_target(self, r: dict) -> bool:
-        if self.cfg.kind == "accuracy":
+        if self.cfg.kind == TargetKind.accuracy:
             return r["accepted"]
         return r["reduction"] >= self.cfg.target
 
@@ -139,7 +141,7 @@ class Controller:
                                   f"{self.cfg.converge_tol:.1%} over {self.cfg.patience} rounds")
             if budget:
                 return self._stop(*budget)
-            if self.size_mode and self.cfg.kind != "accuracy" and self.meets_target(self.rounds[-1]):
+            if self.size_mode and self.cfg.kind != TargetKind.accuracy and self.meets_target(self.rounds[-1]):
                 return self._stop(Stop.target_met, "target met")
             self.T = r.T + self.lam
             return Decision("continue", self.T, self.lam, r.round, "accepted", self.step)
@@ -209,8 +211,8 @@ class Controller:
     def best_round(self) -> int | None:
         """The round to deliver: for accuracy, the smallest accepted model; otherwise the most accurate accepted
         round that meets the target (ties → smaller model). None if no round qualifies."""
-        rounds = [x for x in self.rounds if x["round"] not in self.unacceptable or self.cfg.kind != "accuracy"]
-        if self.cfg.kind == "accuracy":
+        rounds = [x for x in self.rounds if x["round"] not in self.unacceptable or self.cfg.kind != TargetKind.accuracy]
+        if self.cfg.kind == TargetKind.accuracy:
             ok = [x for x in rounds if x["accepted"]]
             return min(ok, key=lambda x: (x["size"], -x["round"]))["round"] if ok else None
         ok = [x for x in rounds if x["accepted"] and self.meets_target(x)]
@@ -244,16 +246,16 @@ class FixedRateController(Controller):
     (the last one within the target is delivered). Same interface as :class:`Controller`."""
 
     def acceptable(self, r: RoundResult) -> bool:
-        return super().acceptable(r) if self.cfg.kind == "accuracy" else True
+        return super().acceptable(r) if self.cfg.kind == TargetKind.accuracy else True
 
     def observe(self, r: RoundResult) -> Decision:
         ok = self.acceptable(r)
         self.rounds.append({**asdict(r), "accepted": ok, "lam": self.lam})
         self.elapsed_s += r.seconds
         self.current = r.round
-        if self.cfg.kind == "accuracy" and not ok:
+        if self.cfg.kind == TargetKind.accuracy and not ok:
             return self._stop(Stop.accuracy_exceeded, "accuracy loss exceeded the target")
-        if self.cfg.kind != "accuracy" and self.meets_target(self.rounds[-1]):
+        if self.cfg.kind != TargetKind.accuracy and self.meets_target(self.rounds[-1]):
             return self._stop(Stop.target_met, "target met")
         budget = self._budget_spent()
         if budget:
