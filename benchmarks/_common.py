@@ -36,13 +36,35 @@ def machine() -> dict:
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])}
 
 
+def table(headers: list[str], rows: list[list], right: int = 1) -> list[str]:
+    """A Markdown table: ``headers``, then ``rows`` (already formatted cells); the first ``right`` columns are
+    left-aligned, the rest right-aligned (numbers)."""
+    align = ["---" if i < right else "---:" for i in range(len(headers))]
+    return [f"| {' | '.join(headers)} |", f"| {' | '.join(align)} |"] + [
+        f"| {' | '.join(str(c) for c in r)} |" for r in rows]
+
+
 def write_results(out_dir: str, name: str, data: dict, markdown: str) -> None:
+    """The one results writer: ``{name}.json`` and ``{name}.md`` in ``out_dir``, each holding what one command
+    measured on one machine. The machine (CPU, cores, library versions, commit) and the exact command are
+    stamped into the JSON (``machine``) and under the Markdown, unless the script already wrote them."""
+    m = data.setdefault("machine", machine())
+    if "command: `" not in markdown:
+        markdown = f"{markdown.rstrip()}\n\nmachine: {m['cpu']}, {m['cores']} cores; command: `{m['command']}`\n"
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-        json.dump(data, f, indent=2, default=float)
-    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
-        f.write(markdown)
+    for suffix, text in ((".json", json.dumps(data, indent=2, default=float)), (".md", markdown)):
+        path = os.path.join(out_dir, name + suffix)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
     print(markdown)
+
+
+def same_machine(saved: dict, now: dict) -> bool:
+    """Whether a results file's rows may be extended by this run (a resumable benchmark): the same CPU, core
+    count, library versions and command."""
+    keys = ("cpu", "cores", "torch", "onnxruntime", "command")
+    return all(saved.get(k) == now.get(k) for k in keys)
 
 
 def recovery_parser(description: str):

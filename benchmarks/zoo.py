@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from _common import ROOT, machine, write_results
+from _common import ROOT, machine, same_machine, write_results
 
 DETECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_detectors.py")
 
@@ -102,7 +102,12 @@ def main() -> None:
     path = os.path.join(args.out, "zoo.json")
     results = {"rows": {}, "machine": machine()}
     if os.path.isfile(path):
-        results["rows"] = json.load(open(path)).get("rows", {})
+        saved = json.load(open(path))
+        if not same_machine(saved.get("machine", {}), results["machine"]):
+            sys.exit(f"{path} holds rows from another machine or command ({saved.get('machine', {}).get('cpu')}, "
+                     f"`{saved.get('machine', {}).get('command')}`): a results file holds one command on one "
+                     "machine; pass another --out, or remove it")
+        results["rows"] = saved.get("rows", {})
     only = set(args.only.split(",")) if args.only else None
     for kind, name, spec in zoo():
         if (only and name not in only) or name in results["rows"]:
