@@ -34,17 +34,79 @@ from prunekit.core.graph import ChannelGroup
 
 @dataclass(frozen=True)
 class Criterion:
+    """One way to value a group's channels: :meth:`values` gives, per prunable group, each member module's value
+    of every root channel (higher = keep); :func:`score_groups` scales and averages them. One object per
+    criterion (as Torch-Pruning's ``Importance``): nothing dispatches on which criterion it is."""
     name: str
-    kind: str  # "attention", "weight", "random"
     fn: Callable | None = None
+    scaled: bool = True  # has a fixed per-module reference scale across search rounds (score_scales)
+
+    def values(self, model: nn.Module, groups: list[ChannelGroup], p: float, batches, compute,
+               seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def check(self, p: float) -> None:
+        """Refuse options this criterion cannot use."""
+
+
+class Attention(Criterion):
+    """The paper's attention statistic of each channel of a consumer's input (post-activation), per image."""
+
+    def check(self, p: float) -> None:
+        if p <= 0:
+            raise PrunekitError(f"attention power p must be positive, got {p}")
+
+    def values(self, model, groups, p, batches, compute, seed=0):
+        if batches is None:
+            raise PrunekitError(f"criterion {self.name} needs calibration images")
+        named = dict(model.named_modules())
+        consumers = {m.module for g in groups for m in g.consumers(named)}
+        stats = consumer_statistics(model, consumers, batches, self.fn, p, compute)
+        return {g.root: {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
+                         for m in g.consumers(named) if m.module in stats} for g in groups}
+
+
+class WeightNorm(Criterion):
+    """A norm of each producing conv / linear layer's filter."""
+
+    def values(self, model, groups, p, batches, compute, seed=0):
+        named = dict(model.named_modules())
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for g in groups:
+            out[g.root] = {}
+            for m in g.members:
+                mod = named[m.module]
+                if m.kind == "out" and isinstance(mod, (nn.Conv2d, nn.Linear)):
+                    w = self.fn(mod.weight.detach().float()).cpu().numpy().astype(np.float64)
+                    out[g.root][m.module] = _per_root(w, m.idxs, m.root_idxs, g.channels)
+        return out
+
+
+class GroupNorm(Criterion):
+    """Torch-Pruning's group importance: the L2 norm over every weight the channel's whole dependency group
+    touches (producers, BatchNorm, consumers), the "group-norm" baseline of its DepGraph paper."""
+
+    def values(self, model, groups, p, batches, compute, seed=0):
+        return _group_norms(model, groups, batches)
+
+
+class RandomScores(Criterion):
+    """Random values (a baseline): seeded, no reference scale."""
+
+    def values(self, model, groups, p, batches, compute, seed=0):
+        rng = np.random.default_rng(seed)
+        return {g.root: {g.root: rng.random(g.channels) + 1e-6} for g in groups}
 
 
 CRITERIA: dict[str, Criterion] = {}
+_KINDS = {"attention": Attention, "weight": WeightNorm}
 
 
 def register_criterion(name: str, kind: str):
+    """``@register_criterion(name, "attention" | "weight")`` on a function: ``fn(x (N, C, …), p) -> (N, C)``
+    for attention statistics of a consumer's input, ``fn(weight) -> (C,)`` for a filter norm."""
     def wrap(fn):
-        CRITERIA[name] = Criterion(name, kind, fn)
+        CRITERIA[name] = _KINDS[kind](name, fn)
         return fn
     return wrap
 
@@ -75,10 +137,8 @@ def l2_norm(w: torch.Tensor) -> torch.Tensor:
     return w.pow(2).flatten(1).sum(1).sqrt()
 
 
-CRITERIA["random"] = Criterion("random", "random")
-# Torch-Pruning's group importance (L2 norm over every weight the channel's whole dependency group touches:
-# producers, BatchNorm, consumers), the "group-norm" baseline of its DepGraph paper
-CRITERIA["group-norm"] = Criterion("group-norm", "group")
+CRITERIA["random"] = RandomScores("random", scaled=False)
+CRITERIA["group-norm"] = GroupNorm("group-norm")
 
 
 def get_criterion(name: str) -> Criterion:
@@ -150,13 +210,11 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
     dense layer's average channel.
     """
     crit = get_criterion(criterion)
-    if crit.kind == "attention" and p <= 0:
-        raise PrunekitError(f"attention power p must be positive, got {p}")
+    crit.check(p)
     prunable = [g for g in groups if g.prunable]
-    if crit.kind == "random":
-        rng = np.random.default_rng(seed)
-        return {g.root: by_stripe(g, _normalise(rng.random(g.channels) + 1e-6)) for g in prunable}
-    raw = member_values(model, prunable, crit, p, batches, compute)
+    raw = crit.values(model, prunable, p, batches, compute, seed)
+    if not crit.scaled:
+        reference = None
     scores = {}
     for g in prunable:
         parts = []
@@ -187,36 +245,10 @@ def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p
                  batches: Iterable[torch.Tensor] | None = None, compute=None) -> dict[str, float]:
     """Per member module: its mean value over the group's channels (the fixed reference scale of a search)."""
     crit = get_criterion(criterion)
-    if crit.kind == "random":
+    if not crit.scaled:
         return {}
-    raw = member_values(model, [g for g in groups if g.prunable], crit, p, batches, compute)
+    raw = crit.values(model, [g for g in groups if g.prunable], p, batches, compute)
     return {module: float(v.mean()) for per_group in raw.values() for module, v in per_group.items()}
-
-
-def member_values(model: nn.Module, groups: list[ChannelGroup], crit: Criterion, p: float,
-                  batches: Iterable[torch.Tensor] | None, compute=None) -> dict[str, dict[str, np.ndarray]]:
-    """root → {member module → per-root-channel values}: consumer statistics or producer weight norms."""
-    named = dict(model.named_modules())
-    out: dict[str, dict[str, np.ndarray]] = {}
-    if crit.kind == "attention":
-        if batches is None:
-            raise PrunekitError(f"criterion {crit.name} needs calibration images")
-        consumers = {m.module for g in groups for m in g.consumers(named)}
-        stats = consumer_statistics(model, consumers, batches, crit.fn, p, compute)
-        for g in groups:
-            out[g.root] = {m.module: _per_root(stats[m.module], m.idxs, m.root_idxs, g.channels)
-                           for m in g.consumers(named) if m.module in stats}
-        return out
-    if crit.kind == "group":
-        return _group_norms(model, groups, batches)
-    for g in groups:  # weight norms of the producing layers
-        out[g.root] = {}
-        for m in g.members:
-            mod = named[m.module]
-            if m.kind == "out" and isinstance(mod, (nn.Conv2d, nn.Linear)):
-                w = crit.fn(mod.weight.detach().float()).cpu().numpy().astype(np.float64)
-                out[g.root][m.module] = _per_root(w, m.idxs, m.root_idxs, g.channels)
-    return out
 
 
 def _group_norms(model: nn.Module, groups: list[ChannelGroup], batches) -> dict[str, dict[str, np.ndarray]]:

@@ -82,9 +82,16 @@ class _Reader:
         self.i = 0
 
 
+def _run_all(sess, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    """Every output of ``sess`` on ``x`` (in batches), by the ONNX output name."""
+    name, outs = sess.get_inputs()[0].name, [o.name for o in sess.get_outputs()]
+    parts = [sess.run(None, {name: x[i:i + batch]}) for i in range(0, len(x), batch)]
+    return {o: np.concatenate([p[k] for p in parts]) for k, o in enumerate(outs)}
+
+
 def _run(sess, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)])
+    """The first output (a classifier's scores)."""
+    return next(iter(_run_all(sess, x, batch).values()))
 
 
 def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_inputs: np.ndarray, *,
@@ -157,8 +164,10 @@ def quantize_onnx(fp32_path: str, out_path: str, calibration: np.ndarray, check_
 
 
 def compare_int8(fp32_path: str, int8_path: str, inputs: np.ndarray) -> list[dict]:
-    """The int8 model's checklist against fp32 on ``inputs``: it runs, shapes match, outputs finite; top-1
-    agreement and the largest difference relative to the fp32 output range (reported against a bound)."""
+    """The int8 model's checklist against fp32 on ``inputs``, output by output (every named output of a
+    multi-output model): it runs, shapes match, outputs finite; argmax agreement along the channel axis (top-1
+    for class scores, per position for maps) and the largest difference relative to the fp32 output range
+    (reported against a bound)."""
     import onnx
 
     checks = []
@@ -169,18 +178,32 @@ def compare_int8(fp32_path: str, int8_path: str, inputs: np.ndarray) -> list[dic
         checks.append({"check": "onnx.checker", "passed": False, "detail": describe(e)})
         return checks
     x = inputs.astype(np.float32)
-    ref, got = (_run(session(p), x) for p in (fp32_path, int8_path))
+    refs, gots = (_run_all(session(p), x) for p in (fp32_path, int8_path))
+    if list(refs) != list(gots):
+        checks.append({"check": "int8 outputs", "passed": False,
+                       "detail": f"int8 outputs {list(gots)} are not the fp32 model's {list(refs)}"})
+        return checks
+    several = len(refs) > 1
+    for name, ref in refs.items():
+        checks += _compare_output(name if several else None, ref, gots[name], len(x))
+    return checks
+
+
+def _compare_output(name: str | None, ref: np.ndarray, got: np.ndarray, n: int) -> list[dict]:
+    which = f" ({name})" if name else ""
     ok = got.shape == ref.shape and bool(np.isfinite(got).all())
-    checks.append({"check": f"int8 output at batch {len(x)}", "passed": ok,
-                   "detail": f"shape {tuple(got.shape)} (fp32 {tuple(ref.shape)}), "
-                             f"{'finite' if np.isfinite(got).all() else 'NOT finite'}"})
+    checks = [{"check": f"int8 output{which} at batch {n}", "passed": ok,
+               "detail": f"shape {tuple(got.shape)} (fp32 {tuple(ref.shape)}), "
+                         f"{'finite' if np.isfinite(got).all() else 'NOT finite'}"}]
     if not ok:
         return checks
-    agree = float((ref.argmax(-1) == got.argmax(-1)).mean())
+    axis = 1 if ref.ndim > 1 else -1  # classes (or channels) are the second axis of scores and of maps
+    agree = float((ref.argmax(axis) == got.argmax(axis)).mean())
     span = float(ref.max() - ref.min()) or 1.0
     rel = float(np.abs(ref - got).max()) / span
-    checks.append({"check": "int8 ≈ fp32 (stated bound)", "passed": True, "warning": agree < AGREEMENT_BOUND,
-                   "detail": f"top-1 agreement {agree:.0%} on {len(x)} inputs (bound ≥ {AGREEMENT_BOUND:.0%}), "
-                             f"max |diff| {np.abs(ref - got).max():.3g} = {rel:.1%} of the fp32 output range",
+    checks.append({"check": f"int8 ≈ fp32{which} (stated bound)", "passed": True, "warning": agree < AGREEMENT_BOUND,
+                   "detail": f"{'top-1' if ref.ndim == 2 else 'per-position argmax'} agreement {agree:.0%} on {n} "
+                             f"inputs (bound ≥ {AGREEMENT_BOUND:.0%}), max |diff| {np.abs(ref - got).max():.3g} = "
+                             f"{rel:.1%} of the fp32 output range",
                    "top1_agreement": agree, "max_abs_diff": float(np.abs(ref - got).max()), "relative_diff": rel})
     return checks

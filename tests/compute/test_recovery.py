@@ -56,6 +56,25 @@ def test_bn_reestimation_changes_running_statistics_and_nothing_else():
     assert not torch.allclose(bn.running_mean, torch.full_like(mean, 5.0))
 
 
+@pytest.mark.parametrize("better", [True, False])
+def test_bn_reestimation_is_undone_when_it_reads_worse(better):
+    """``recalibrate`` with a judge: statistics that read worse on validation images are put back, exactly."""
+    from types import SimpleNamespace
+
+    from prunekit.compute.device import CPU
+    from prunekit.compute.recovery import recalibrate
+
+    b, model = bundle(), net()
+    model[1].running_mean.fill_(5.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    readings = iter([50.0, 60.0 if better else 40.0])  # before, after
+    done = recalibrate(model, b, SimpleNamespace(bn_images=48, batch_size=16), 0, CPU,
+                       judge=lambda m: next(readings))
+    assert (done["judged_before"], done["judged_after"], done["kept"]) == (50.0, 60.0 if better else 40.0, better)
+    same = all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert same is not better  # kept: new statistics; undone: every tensor as it was
+
+
 def test_bn_reestimation_off_or_without_batchnorm():
     assert reestimate_bn(net(), bundle(), images=0) is None
     assert reestimate_bn(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), bundle(), images=16) is None

@@ -86,3 +86,27 @@ def test_quantize_mistakes(pair, tmp_path, case, match):
     r = run("quantize", *args, "--out", out)
     assert r.exit_code == 2 and r.output.startswith("error:") and match in r.output, r.output
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if "tmp" in p]
+
+
+class _TwoHeads(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(16, 16, 3, stride=2, padding=1), torch.nn.ReLU())
+        self.cls, self.box = torch.nn.Conv2d(16, 5, 1), torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        f = self.body(x)
+        return {"cls": self.cls(f), "boxes": self.box(f)}
+
+
+def test_quantize_checks_every_output_of_a_multi_output_model(tmp_path):
+    torch.manual_seed(0)
+    export_onnx(_TwoHeads().eval(), torch.randn(2, 3, 32, 32), str(tmp_path / "m.onnx"))
+    x = torch.randn(32, 3, 32, 32).numpy()
+    report = quantize_onnx(str(tmp_path / "m.onnx"), str(tmp_path / "m.int8.onnx"), x, x[:8])
+    names = [c["check"] for c in report.checks]
+    assert "int8 output (cls) at batch 8" in names and "int8 output (boxes) at batch 8" in names, names
+    bounds = {c["check"]: c for c in report.checks if c["check"].startswith("int8 ≈ fp32")}
+    assert set(bounds) == {"int8 ≈ fp32 (cls) (stated bound)", "int8 ≈ fp32 (boxes) (stated bound)"}
+    assert all(c["passed"] for c in report.checks) and all(b["relative_diff"] < 0.2 for b in bounds.values())
