@@ -102,6 +102,15 @@ def test_models_import_nothing_of_core():
     assert not reach, reach
 
 
+def test_export_compares_outputs_without_core_and_the_report_lives_with_the_run_folder():
+    """``compare_outputs`` is in the shared base (``prunekit.outputs``), so exporting needs nothing of ``core``;
+    the run folder's report is written by ``runs``, not ``deploy``."""
+    mods = modules()
+    assert not [t for t in imports("prunekit.deploy.export", mods["prunekit.deploy.export"], module_level=False)
+                if layer(t) == "core"]
+    assert "prunekit.runs.report" in mods and "prunekit.deploy.report" not in mods
+
+
 def test_every_layer_imports_only_what_its_rule_allows():
     broken = []
     for name, path in modules().items():
@@ -127,8 +136,8 @@ def test_deploy_and_runs_never_reach_a_job_or_the_trainer():
 
 def test_deploy_verbs_do_not_import_torch():
     code = ("import sys; from prunekit import cli, files; "
-            "from prunekit.deploy import gate, report, bench, speed, fastpath, quantize, artifacts; "
-            "from prunekit.config import choices, jobs; from prunekit.runs import record; "
+            "from prunekit.deploy import gate, bench, speed, fastpath, quantize, artifacts; "
+            "from prunekit.config import choices, jobs; from prunekit.runs import record, report; "
             "from prunekit.deploy import latency_table, device_table; import prunekit.runtimes; "
             "from prunekit.cli import main; "
             "print('torch' in sys.modules, 'torch_pruning' in sys.modules)")

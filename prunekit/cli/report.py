@@ -16,6 +16,6 @@ def report(run_dir):
     Example:
       prunekit report runs/r20-f50
     """
-    from prunekit.deploy.report import write_report
+    from prunekit.runs.report import write_report
 
     say(write_report(run_dir))

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import BrokenCut, PrunekitError, VerificationError
+from prunekit.outputs import compare_outputs
 from prunekit.core.branches import drop_branches
 from prunekit.core.graph import ChannelGroup, build_graph
 from prunekit.core.costmodel import Plan
@@ -133,29 +134,6 @@ def _culprits(dense, groups, plan, inputs, limit: int = 40) -> list[str]:
         except RuntimeError:
             bad.append(root)
     return bad
-
-
-def compare_outputs(reference, other, atol: float, rtol: float) -> tuple[float, float, bool]:
-    """(max abs diff, allowed diff, passed): allowed = atol + rtol · max|reference| (numpy's allclose rule,
-    on the whole output). Trained classifiers have logits of order 10, so the rtol term is small there; it
-    matters for randomly initialised deep nets whose outputs reach 1e4. Several outputs (tuples, dicts, nested)
-    are compared one by one, each with its own allowance; the figures returned are the worst output's (the one
-    closest to, or furthest past, its allowance), and it passes when every output does."""
-    if not isinstance(reference, torch.Tensor) or not isinstance(other, torch.Tensor):
-        from prunekit.outputs import named_outputs
-
-        ref, got = named_outputs(reference), named_outputs(other)
-        if [n for n, _ in ref] != [n for n, _ in got]:
-            return float("inf"), atol, False
-        each = [compare_outputs(r, g, atol, rtol) for (_, r), (_, g) in zip(ref, got)]
-        worst = max(each, key=lambda c: c[0] / c[1] if c[1] > 0 else float("inf"))
-        return worst[0], worst[1], all(c[2] for c in each)
-    reference, other = reference.detach().double(), other.detach().double()
-    if reference.shape != other.shape:
-        return float("inf"), atol, False
-    diff = float((reference - other).abs().max()) if reference.numel() else 0.0
-    allowed = atol + rtol * float(reference.abs().max()) if reference.numel() else atol
-    return diff, allowed, bool(diff <= allowed)  # NaN fails
 
 
 def verify_masked_equals_pruned(dense: nn.Module, pruned: nn.Module, groups: list[ChannelGroup], plan: Plan,

@@ -24,7 +24,7 @@ from prunekit.deploy.fastpath import fast_path
 from prunekit.files import default_mode
 from prunekit.runtimes.onnxruntime_cpu import session
 from prunekit.outputs import named_outputs
-from prunekit.core.surgery import compare_outputs
+from prunekit.outputs import compare_outputs
 
 
 @dataclass

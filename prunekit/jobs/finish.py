@@ -14,10 +14,10 @@ from prunekit.errors import PrunekitError, VerificationError
 from prunekit.files import make_temp_dir
 from prunekit.progress import info, warn
 from prunekit.runs.rebuild import load
-from prunekit.deploy.report import write_report
+from prunekit.runs.report import write_report
 from prunekit.runs.record import RunRecord
 from prunekit.runs.storage import save_check_inputs, save_pruned
-from prunekit.core.surgery import compare_outputs
+from prunekit.outputs import compare_outputs
 
 
 def data_section(cfg: JobConfig, bundle: DataBundle, val_used: int | None = None) -> dict:

@@ -12,7 +12,7 @@ from prunekit.core.metrics import count_model
 from prunekit.progress import info, warn
 from prunekit.jobs.readings import StageReadings
 from prunekit.jobs.finish import check_reloads, data_section, size_sections, timed_speed
-from prunekit.deploy.report import write_report
+from prunekit.runs.report import write_report
 from prunekit.runs.record import RunRecord
 from prunekit.runs.storage import save_check_inputs, save_pruned
 from prunekit.compute.recovery import training_schedule
