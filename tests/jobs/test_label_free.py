@@ -138,3 +138,24 @@ def test_a_structure_prunekit_cannot_follow_is_one_error_line(setup, tmp_path):
     assert r.exit_code == 2 and r.output == ("error: the model returns a str at 'note': prunekit handles tensors and "
                                              "tuples, lists and dicts of tensors (nested too)\n"), r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fine_tune_that_reads_worse_on_validation_images_is_undone(setup, tmp_path, monkeypatch):
+    import prunekit.jobs.oneshot as oneshot
+
+    def ruinous(model, bundle, schedule, compute=None, teacher=None):  # a fine-tune gone wrong
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(-3.0)
+        return {"steps": 1, "epochs": 1.0, "seconds": 0.0, "last_loss": 0.0}
+
+    monkeypatch.setattr(oneshot, "finetune", ruinous)
+    run = prunekit.prune(prunekit.PruneConfig(
+        model=f"{setup / 'heads.py'}:two_heads", input_size=(3, 32, 32), data=str(setup / "images"),
+        target="flops=0.3", schedule="oneshot", finetune_epochs=1, batch_size=8, calib_images=16,
+        speed_batches=(), out=str(tmp_path / "run")))
+    ft = run["finetune"]
+    assert ft["kept"] is False and ft["judged_after"] < ft["judged_before"]
+    fid = run["fidelity"]  # delivered as it was before the fine-tune: the same readings as after BN
+    before = fid["pruned_bn"] if "pruned_bn" in fid else fid["pruned"]
+    assert fid["pruned_finetuned"] == before
