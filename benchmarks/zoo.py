@@ -4,7 +4,8 @@ part of every detector (its backbone with FPN, a dict of feature maps), through 
 Each model ends as **pass**, **refused** (one ``error:`` line: the reason is recorded) or **fail** (anything else:
 a traceback, a failed check, a timeout). Beside Torch-Pruning's published 77/85 torchvision models.
 
-Inputs are small where a model allows (64², else 224²: a model refused at 64² is tried at 224²); models over
+Inputs are small where a model allows (64², else 224²: a model refused at 64² is tried at 224², and one that
+does not run at 224² at 320²); models over
 ``--max-params`` (default 100 M) are listed as skipped. Results go to ``benchmarks/results/zoo.{json,md}`` after
 every model, and a run resumes from them.
 
@@ -69,6 +70,9 @@ def run_one(spec: str, size: int, timeout: float) -> dict:
                     "outputs": len([c for c in outputs if c["check"].startswith("onnxruntime ==")]) or None}
         if res.returncode == 2 and len(err) == 1 and "Traceback" not in res.stderr:
             return {"status": "refused", "reason": err[0][7:][:300], "size": size, "seconds": seconds}
+        if res.returncode in (137, -9) or "Killed" in res.stderr:
+            return {"status": "fail", "reason": "killed by the OS (out of memory)", "code": res.returncode,
+                    "size": size, "seconds": seconds}
         tail = (err or [ln for ln in res.stderr.splitlines() if ln.strip()][-1:] or ["no output"])[-1]
         return {"status": "fail", "reason": tail[:300], "code": res.returncode, "size": size, "seconds": seconds}
 
@@ -119,6 +123,8 @@ def main() -> None:
             row = run_one(spec, 64, args.timeout)
             if row["status"] != "pass":
                 row = {**run_one(spec, 224, args.timeout), "at_64": row.get("reason")}
+            if row["status"] == "refused" and "does not run on inputs of size" in row.get("reason", ""):
+                row = {**run_one(spec, 320, args.timeout), "at_224": row.get("reason")}  # SSD300 needs ≥ 300²
         results["rows"][name] = {"kind": kind, "params": n, **row}
         print(f"{kind:<14} {name:<32} {row['status']:<8} {row.get('reason', '')[:100]}", flush=True)
         write_results(args.out, "zoo", results, markdown(results))
