@@ -232,13 +232,14 @@ def score_groups(model: nn.Module, groups: list[ChannelGroup], criterion: str = 
 
 def by_stripe(group: ChannelGroup, scores: np.ndarray) -> np.ndarray:
     """A striped group's scores (a grouped conv's channels, :class:`~prunekit.core.graph.ChannelGroup`): each
-    channel gets its stripe's mean, plus a tie-break far below any real difference that orders equal stripes by
-    their number, so that "lowest scores first" always takes whole stripes."""
+    channel gets its stripe's mean, plus a tie-break far below any real difference that orders equal stripes
+    (dead ones at 0 included) by their number, so that "lowest scores first" always takes whole stripes."""
     if group.unit <= 1 or group.stripes is None:
         return scores
     stripes = np.asarray(group.stripes)
     mean = np.bincount(stripes, weights=scores) / np.maximum(np.bincount(stripes), 1)
-    return mean[stripes] * (1 + 1e-9 * stripes / max(len(mean), 1))
+    eps = 1e-9 * (float(np.abs(mean).max()) or 1.0) / max(len(mean), 1)
+    return mean[stripes] + eps * stripes
 
 
 def score_scales(model: nn.Module, groups: list[ChannelGroup], criterion: str, p: float = 1.0,

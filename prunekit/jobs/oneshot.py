@@ -174,6 +174,14 @@ def _counts(cut: _Cut, job, target: Target):
     return dense_count, pruned_count, reached, met
 
 
+def _judged_now(bn: dict | None) -> float | None:
+    """What the validation judge last read on the model as it now is (after BatchNorm re-estimation, kept or
+    undone), so the fine-tune's "before" is not read twice; None when BatchNorm was not judged."""
+    if not bn or bn.get("judged_before") is None:
+        return None
+    return bn["judged_after"] if bn["kept"] else bn["judged_before"]
+
+
 def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
     """Readings after surgery, BatchNorm re-estimation (and readings), the fine-tune (and readings)."""
     compute, bundle, spec = job.compute, job.bundle, job.spec
@@ -197,7 +205,7 @@ def _recover(cfg: OneShotConfig, job, pruned, timings: Timings):
              + ("" if bundle.has_labels else ", no labels") + f" ({compute.amp_words})")
         schedule = training_schedule(cfg.training, cfg.finetune_epochs, cfg.seed,
                                      spec.num_classes or bundle.num_classes, minutes=cfg.finetune_minutes)
-        before = judge(pruned) if judge is not None else None
+        before = None if judge is None else _judged_now(bn) or judge(pruned)
         saved = {k: v.detach().clone() for k, v in pruned.state_dict().items()} if before is not None else None
         summary = finetune(pruned, bundle, schedule, compute=compute, teacher=teacher)
         if before is not None:

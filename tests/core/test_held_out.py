@@ -268,3 +268,16 @@ def test_a_grouped_conv_prunes_in_whole_stripes_and_stays_grouped():
     assert pruned.b[0].groups == 4 and pruned.b[0].in_channels % 4 == 0 and pruned.b[0].out_channels % 4 == 0
     assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(4, 3, 16, 16))["passed"]
     assert cost.predict(plan) == (count_model(pruned, (3, 16, 16)).params, count_model(pruned, (3, 16, 16)).macs)
+
+
+def test_equal_stripes_stay_whole_in_the_lowest_first_order():
+    """Dead stripes (all scores 0) tie: the order still takes one whole stripe before the next."""
+    import numpy as np
+
+    from prunekit.core.graph import ChannelGroup
+    from prunekit.core.scoring import by_stripe
+
+    g = ChannelGroup(root="x", channels=8, unit=2, stripes=[0, 1, 2, 3, 0, 1, 2, 3])
+    s = by_stripe(g, np.array([0.0, 0.0, 2.0, 3.0, 0.0, 0.0, 2.0, 3.0]))
+    order = [g.stripes[i] for i in np.argsort(s, kind="stable")]
+    assert order[:2] == [order[0]] * 2 and order[2:4] == [order[2]] * 2 and {order[0], order[2]} == {0, 1}
