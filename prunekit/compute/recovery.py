@@ -5,6 +5,8 @@ fine-tune.
 Both jobs (one-shot and the search's rounds, top-up and final fine-tune) call these, so they recover alike."""
 from __future__ import annotations
 
+import torch
+
 from prunekit.compute.bnstats import reestimate_bn
 from prunekit.compute.distill import frozen_teacher, resolve_distill
 from prunekit.progress import info
@@ -21,7 +23,7 @@ def recalibrate(model, bundle, training, seed: int, compute, judge=None) -> dict
     if training.bn_images <= 0 or bundle is None or bundle.synthetic:
         return None
     before = judge(model) if judge is not None else None
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()} if before is not None else None
+    saved = {k: v.clone() for k, v in model.named_buffers()} if before is not None else None  # all it changes
     done = reestimate_bn(model, bundle, training.bn_images, training.batch_size, seed=seed, compute=compute)
     if done is None:
         return None
@@ -31,7 +33,9 @@ def recalibrate(model, bundle, training, seed: int, compute, judge=None) -> dict
         after = judge(model)
         done.update(judged_before=before, judged_after=after, kept=after is None or after >= before)
         if not done["kept"]:
-            model.load_state_dict(saved)
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(saved[k])
             info(f"the re-estimated statistics read worse on validation images ({after:.2f} vs {before:.2f}): "
                  "kept the model's own", "bn_reestimate")
     return done

@@ -48,9 +48,9 @@ class StageReadings:
 
 
 def validation_judge(job, readings: StageReadings, images: int = 500):
-    """What BatchNorm re-estimation is judged by: accuracy on up to ``images`` validation images where they
-    have labels, else fidelity to the dense model (:func:`prunekit.compute.fidelity.fidelity_score`); None
-    without a validation split."""
+    """What BatchNorm re-estimation and the fine-tune are judged by (either is undone when it reads worse):
+    accuracy on up to ``images`` validation images where they have labels, else fidelity to the dense model
+    (:func:`prunekit.compute.fidelity.fidelity_score`); None without a validation split."""
     bundle = job.bundle
     if bundle.synthetic or bundle.val is None or not len(bundle.val) or not hasattr(readings, "kinds"):
         return None

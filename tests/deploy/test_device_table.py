@@ -3,13 +3,12 @@ read back to the same predictions, refused for shapes they lack, and driving a p
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import prunekit
+from tests.fresh import run_without
 from prunekit.core.costmodel import CostModel
 from prunekit.core.graph import build_graph, find_groups
 from prunekit.deploy.export import export_onnx
@@ -84,14 +83,9 @@ def test_not_a_table_is_refused(tmp_path):
 
 def test_the_command_runs_without_torch(dense_onnx, tmp_path):
     out = tmp_path / "board.json"
-    code = ("import sys; from prunekit.cli import main\n"
-            f"sys.argv = ['prunekit', 'latency-table', {dense_onnx[2]!r}, '--out', {str(out)!r}, '--round-to', '32',"
-            " '--budget-ms', '0.5', '-q']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('torch' in sys.modules, 'torch_pruning' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split()[-2:] == ["False", "False"]
+    imported = run_without(["latency-table", dense_onnx[2], "--out", str(out), "--round-to", "32",
+                            "--budget-ms", "0.5", "-q"])
+    assert imported == {"torch": False, "torch_pruning": False}
     assert read_table(str(out))["entries"]
 
 

@@ -5,8 +5,6 @@ slow first measurement makes it plan again; planning does not follow measurement
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import torch
 import prunekit
 from prunekit.deploy.export import export_onnx
 from prunekit.models import resolve_model
+from tests.fresh import run_without
 from prunekit.runtimes import get_runtime
 from prunekit.runtimes.openvino_cpu import grid_from_times
 
@@ -68,16 +67,11 @@ def test_an_openvino_latency_table_is_built_without_torch(r20_onnx, tmp_path, mo
 
     out = tmp_path / "ov.json"
     # the grid measured on this machine is cached per fingerprint; a fixed one keeps the subprocess quick
-    code = ("import sys\nfrom prunekit.runtimes import openvino_cpu, Grid\n"
-            "openvino_cpu.OpenVINOCPU.grid = lambda self, threads=1: Grid(32, 'fake grid for the test')\n"
-            "from prunekit.cli import main\n"
-            f"sys.argv = ['prunekit', 'latency-table', {r20_onnx[1]!r}, '--out', {str(out)!r}, '--runtime', "
-            "'openvino-cpu', '--budget-ms', '0.5', '-q']\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('torch' in sys.modules)")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split()[-1] == "False"
+    fake_grid = ("from prunekit.runtimes import openvino_cpu, Grid\n"
+                 "openvino_cpu.OpenVINOCPU.grid = lambda self, threads=1: Grid(32, 'fake grid for the test')")
+    imported = run_without(["latency-table", r20_onnx[1], "--out", str(out), "--runtime", "openvino-cpu",
+                            "--budget-ms", "0.5", "-q"], ("torch",), prelude=fake_grid)
+    assert imported == {"torch": False}
     from prunekit.deploy.latency_table import LatencyTable, read_table
 
     doc = read_table(str(out))
