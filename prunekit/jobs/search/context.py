@@ -108,8 +108,9 @@ def prepare(cfg: SearchConfig, target: Target, trust_code: bool, resume: dict | 
     job = prepare_job(cfg, trust_code)
     compute, dense, spec, bundle = job.compute, job.model, job.spec, job.bundle
     if bundle.val is None or not len(bundle.val):
-        raise PrunekitError("the search retrains and evaluates every round: it needs images with a validation "
-                            "split (labelled, or unlabelled with --target fidelity=POINTS)")
+        raise PrunekitError("the search retrains and evaluates every round: it needs real images with a validation "
+                            "split (" + ("random pixels have none" if bundle.synthetic else
+                                         "labelled, or unlabelled with --target fidelity=POINTS") + ")")
     if target.kind == TargetKind.fidelity:  # rounds judged on agreement with the dense model: labels are not needed
         evaluator = fidelity_score(dense, output_kinds(dense, bundle, cfg, spec))
     elif not bundle.has_labels:
