@@ -32,6 +32,7 @@ import numpy as np
 from prunekit.runtimes.base import candidate_widths
 from prunekit.errors import OutOfReach, PrunekitError
 from prunekit.core.costmodel import CostModel, Plan, reduction
+from prunekit.core.planning import removal_order
 
 
 def min_loss_choice(options: list[list[tuple[int, float]]], required: int) -> list[int] | None:
@@ -83,7 +84,9 @@ class _Problem:
                  value: str = "layers", branch_values: dict[str, float] | None = None):
         self.cost, self.measure, self.round_to = cost, measure, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
-        self.order = {r: np.argsort(scores[r], kind="stable") for r in self.roots}  # lowest score first
+        # lowest score first; a layer the group owns a part of keeps its best channel (floor: how many those are)
+        ordered = {r: removal_order(np.asarray(scores[r]), cost.group_segments.get(r)) for r in self.roots}
+        self.order = {r: o for r, (o, _) in ordered.items()}
         self.channels = {r: len(scores[r]) for r in self.roots}
         # a channel's value: its score, times the conv / linear layers it feeds and is fed by ("layers")
         weight = {r: float(cost.group_layers.get(r, 1)) if value == "layers" else 1.0 for r in self.roots}
@@ -91,8 +94,8 @@ class _Problem:
             self.order[r]])]) for r in self.roots}
         cap = cost.group_cap
         # a striped group (a grouped conv's channels) keeps whole stripes: widths on the multiple of both
-        self.widths = {r: candidate_widths(c, math.lcm(round_to, cost.group_unit.get(r, 1)),
-                                           math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1, max_options)
+        self.widths = {r: candidate_widths(c, math.lcm(round_to, cost.group_unit.get(r, 1)), max(
+            math.ceil((1 - cap) * c - 1e-9) if cap < 1 else 1, ordered[r][1]), max_options)
                        for r, c in self.channels.items()}
         # a group that opens a residual branch may also take width 0: the branch dropped, valued as all its
         # channels times the branch's importance relative to the other branches (mean 1)

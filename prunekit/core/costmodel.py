@@ -52,6 +52,8 @@ class CostModel:
     dense_latency: float = 0.0  # Σ table(dense layers), ms
     group_layers: dict[str, int] = field(default_factory=dict)  # conv / linear layers each group touches
     group_unit: dict[str, int] = field(default_factory=dict)  # channels a group removes together (stripes)
+    # root → the root channels of each layer the group owns only part of (a mixed conv's chunk): a plan keeps one
+    group_segments: dict[str, list[np.ndarray]] = field(default_factory=dict)
     branch_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root → the layers its width 0 drops
     # planning rules (issue: one coupled group must not take the whole cut):
     threshold_scale: str = "total"  # C_g = the group's whole cost ("total", Algorithm 3) or per member layer
@@ -89,6 +91,8 @@ class CostModel:
                 if layer.depthwise and mem.kind == "in":
                     continue  # a depthwise conv's channels are counted once, on the output side
                 share = len(mem.idxs) / max(dim, 1)
+                if len(mem.idxs) == dim < g.channels:  # all of this layer's channels, a part of the group's
+                    self.group_segments.setdefault(g.root, []).append(np.unique(mem.root_idxs))
                 p_total += full_p * share
                 m_total += full_m * share
                 index.append((mem.module, mem.kind, np.asarray(mem.root_idxs)))

@@ -29,7 +29,7 @@ import torch_pruning as tp
 
 from prunekit.core.outputs import output_layers
 from prunekit.errors import PrunekitError
-from prunekit.models.extensions import CONSUMERS, PRUNERS
+from prunekit.models.extensions import CONSUMERS, PRUNERS, SPLIT_OWNERS
 # torch-pruning's channel inference gives up on long op chains with a warning (while tracing, and again while
 # pruning); the sizes come from the trace instead (_Graph), so the warning says nothing to a user
 warnings.filterwarnings("ignore", message="Maximum recursive depth reached", category=UserWarning)
@@ -117,6 +117,20 @@ def _concat_sizes(grad_fn) -> list[int] | None:
     return sizes
 
 
+def _order_chunks(split) -> None:
+    """Put a split's consumers in chunk order: torch-pruning lists them in the order its trace met them (often
+    last chunk first) and then maps chunk i's offsets to the i-th, which sends channels to the wrong chunk. Each
+    consumer's autograd edge says which output of the split it took; left as it is unless that is unambiguous."""
+    chunk = {}
+    for out in split.outputs:
+        nrs = [nr for fn, nr in (getattr(out.grad_fn, "next_functions", None) or ()) if fn is split.grad_fn]
+        if len(nrs) != 1:
+            return
+        chunk[id(out)] = nrs[0]
+    if len(set(chunk.values())) == len(split.outputs):
+        split.outputs.sort(key=lambda out: chunk[id(out)])
+
+
 class _Graph(tp.DependencyGraph):
     """torch-pruning's graph, with each concatenation's input sizes taken from the trace itself.
 
@@ -126,12 +140,61 @@ class _Graph(tp.DependencyGraph):
     themselves stay frozen (:data:`_FIXED_SIZE_OPS`)."""
 
     def _build_dependency(self, module2node):
+        for node in module2node.values():
+            if node.type == tp.ops.OPTYPE.SPLIT:
+                _order_chunks(node)
         super()._build_dependency(module2node)
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.CONCAT and node.module.concat_sizes is None:
                 sizes = _concat_sizes(node.grad_fn)
                 if sizes is not None and len(sizes) == len(node.inputs):
                     node.module.concat_sizes = sizes
+        self._mapped = {}
+
+    def get_pruning_group(self, module, pruning_fn, idxs):
+        self._remap()
+        return super().get_pruning_group(module, pruning_fn, idxs)
+
+    def _remap(self) -> None:
+        """Re-derive the index mappings of every split and concatenation whose sizes an earlier group's removal
+        changed. torch-pruning updates the sizes as it prunes but keeps the offsets it mapped with when it traced,
+        so a second group through the same split (a mixed conv's chunks) would be sent to the wrong chunk."""
+        for node in self.module2node.values():
+            op = node.module
+            if node.type == tp.ops.OPTYPE.SPLIT and op.split_sizes is not None:
+                sizes, update = tuple(op.split_sizes), tp.dependency.index_mapping.update_split_index_mapping
+            elif node.type == tp.ops.OPTYPE.CONCAT and op.concat_sizes is not None:
+                sizes, update = tuple(op.concat_sizes), tp.dependency.index_mapping.update_concat_index_mapping
+            else:
+                continue
+            before = self._mapped.setdefault(id(node), sizes)
+            if sizes != before:
+                op.offsets = [0, *np.cumsum(sizes).tolist()]
+                update(self, node)
+                self._mapped[id(node)] = sizes
+
+
+def sync_split_owners(model: nn.Module) -> None:
+    """After a surgery: every registered split owner (:func:`prunekit.models.extensions.register_split_owner`)
+    rewrites the sizes it splits with from its pruned children."""
+    for m in model.modules():
+        sync = SPLIT_OWNERS.get(type(m))
+        if sync is not None:
+            sync(m)
+
+
+def owned_splits(model: nn.Module, dg: tp.DependencyGraph) -> set[int]:
+    """The split ops (by id) whose every chunk goes straight into a child of one registered split owner, one
+    chunk per child in order: pruning through them is exact once the owner's sizes are rewritten."""
+    owned = set()
+    for owner in model.modules():
+        if type(owner) not in SPLIT_OWNERS:
+            continue
+        children = list(owner.children())
+        for node in dg.module2node.values():
+            if node.type == tp.ops.OPTYPE.SPLIT and [o.module for o in node.outputs] == children:
+                owned.add(id(node.module))
+    return owned
 
 
 def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: float = 120.0) -> tp.DependencyGraph:
@@ -168,7 +231,9 @@ _FIXED_SIZE_OPS = {tp.ops._SplitOp: "split (torch.split / chunk)", tp.ops._Slice
                    tp.ops._UnbindOp: "unbind"}
 
 
-def _op_reason(op) -> str | None:
+def _op_reason(op, owned: set[int] = frozenset()) -> str | None:
+    if id(op) in owned:
+        return None
     for kind, words in _FIXED_SIZE_OPS.items():
         if isinstance(op, kind):
             return (f"its channels go through a {words} whose sizes are fixed in the model's code "
@@ -184,11 +249,12 @@ def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None
     names = {m: n for n, m in model.named_modules()}
     clf = dict(model.named_modules()).get(classifier) if classifier else None
     groups: list[ChannelGroup] = []
+    owned = owned_splits(model, dg)
     try:
         with time_limit(timeout, "torch-pruning's group search"):
             for g in dg.get_all_groups(ignored_layers=[clf] if clf is not None else [],
                                        root_module_types=(nn.Conv2d,)):
-                groups.append(_to_channel_group(g, dg, names, classifier))
+                groups.append(_to_channel_group(g, dg, names, classifier, owned))
     except PrunekitError:
         raise
     except Exception as e:
@@ -208,7 +274,7 @@ def freeze_outputs(groups: list[ChannelGroup], outputs: dict[str, str]) -> None:
             g.reason = f"its channels are the model's output {outputs[hit]!r} (made by {hit})"
 
 
-def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
+def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -> ChannelGroup:
     root_module = g[0].dep.target.module
     group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
     seen: dict[tuple[str, str], list[int]] = {}
@@ -221,7 +287,7 @@ def _to_channel_group(g, dg, names, classifier) -> ChannelGroup:
             continue
         name = names.get(target)
         if name is None:  # a functional op (add, cat, flatten, ...): carries indices, owns nothing
-            group.reason = group.reason or _op_reason(target)
+            group.reason = group.reason or _op_reason(target, owned)
             continue
         kind = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
         if (name, kind) in seen:

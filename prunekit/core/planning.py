@@ -38,29 +38,48 @@ def aligned_keep(channels: int, keep: int, round_to: int) -> int:
     return min(options, key=lambda m: (abs(m - keep), -m))
 
 
+def removal_order(scores: np.ndarray, segments: list[np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+    """A group's channels in the order a plan removes them (lowest score first) and how many it must keep: one.
+    With ``segments`` (the root channels of each layer the group owns only part of, e.g. one chunk of a mixed
+    conv), each segment's best channel goes last and the floor is the number of those channels, so no plan
+    empties a layer through a coupling."""
+    order = np.argsort(scores, kind="stable")
+    if not segments:
+        return order, 1
+    keepers = {int(seg[np.argmax(scores[seg])]) for seg in segments if len(seg)}
+    last = np.isin(order, list(keepers))
+    return np.concatenate([order[~last], order[last]]), max(1, len(keepers))
+
+
+def _empties(pruned: np.ndarray, segments: list[np.ndarray] | None) -> bool:
+    return bool(segments) and any(np.isin(seg, pruned).all() for seg in segments)
+
+
 def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float, basis: str = "params",
                        round_to: int = 1) -> Plan:
     """Channels with score ≤ their group's threshold; the best channel of every group is always kept.
 
     With ``round_to`` > 1 each pruned group keeps a multiple of it (see :func:`aligned_keep`): the lowest-scored
-    channels go first, so the plan may remove a few channels above the threshold or keep a few below it."""
+    channels go first, so the plan may remove a few channels above the threshold or keep a few below it. No plan
+    empties a layer the group owns a part of (:func:`removal_order`)."""
     thresholds = layer_thresholds(cost, list(scores), T, basis)
     plan: Plan = {}
     for root, s in scores.items():
         step = math.lcm(round_to, cost.group_unit.get(root, 1))  # a striped group keeps whole stripes
+        segments = cost.group_segments.get(root)
+        order, floor = removal_order(s, segments)
         pruned = np.flatnonzero(s <= thresholds[root])
-        if len(pruned) >= len(s):
-            pruned = np.delete(np.arange(len(s)), int(np.argmax(s)))
         c = len(s)
         keep = c - len(pruned)
         min_keep = math.ceil((1 - cost.group_cap) * c - 1e-9) if cost.group_cap < 1 else 1
-        keep = max(keep, min_keep)  # at most group_cap of the group goes in one plan
+        min_keep = max(min_keep, floor)
+        keep = max(keep, min_keep)  # at most group_cap of the group goes in one plan; each segment keeps one
         if step > 1 and keep < c:
             keep = aligned_keep(c, keep, step)
             if keep < min_keep:  # the nearest multiple cut past the cap: the next one up
                 keep = min(m for m in [*range(step, c, step), c] if m >= min_keep)
-        if keep != c - len(pruned):  # the lowest-scored channels go first
-            pruned = np.sort(np.argsort(s, kind="stable")[:c - keep])
+        if keep != c - len(pruned) or _empties(pruned, segments):  # the lowest-scored channels go first
+            pruned = np.sort(order[:c - keep])
         if len(pruned):
             plan[root] = [int(i) for i in pruned]
     return plan

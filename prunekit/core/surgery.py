@@ -16,7 +16,7 @@ import torch.nn as nn
 from prunekit.errors import BrokenCut, PrunekitError, VerificationError
 from prunekit.outputs import compare_outputs
 from prunekit.core.branches import drop_branches
-from prunekit.core.graph import ChannelGroup, build_graph
+from prunekit.core.graph import ChannelGroup, build_graph, sync_split_owners
 from prunekit.core.costmodel import Plan
 from prunekit.core.masking import masked
 
@@ -63,6 +63,7 @@ def apply_plan(model: nn.Module, groups: list[ChannelGroup], plan: Plan,
         except Exception as e:
             raise PrunekitError(f"torch-pruning failed to remove channels of {root}: {type(e).__name__}: {e}") from e
     history = [[name, bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    sync_split_owners(pruned)
     drop_branches(pruned, drop)
     return pruned.eval(), history
 
@@ -78,6 +79,7 @@ def replay(model: nn.Module, history: list, input_size: tuple[int, int, int],
         except Exception as e:
             raise PrunekitError(f"cannot replay the pruning history on this architecture: {type(e).__name__}: "
                                 f"{e}") from e
+        sync_split_owners(model)
     drop_branches(model, dropped or [])
     return model
 

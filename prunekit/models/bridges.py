@@ -80,8 +80,24 @@ def timm_input_size(name: str) -> tuple[int, int, int]:
     return tuple(int(d) for d in size) if size and len(size) == 3 else DEFAULT_IMAGENET_SIZE
 
 
+def _timm_split_owners() -> None:
+    """timm's MixedConv2d splits its input with sizes it keeps in ``splits``: rewritten from its pruned convs."""
+    from timm.layers.mixed_conv2d import MixedConv2d
+
+    from prunekit.models.extensions import SPLIT_OWNERS, register_split_owner
+
+    def sync(m: MixedConv2d) -> None:
+        convs = list(m.values())
+        m.splits = [c.in_channels for c in convs]
+        m.in_channels, m.out_channels = sum(m.splits), sum(c.out_channels for c in convs)
+
+    if MixedConv2d not in SPLIT_OWNERS:
+        register_split_owner(MixedConv2d, sync)
+
+
 def build_timm(name: str, num_classes: int | None) -> nn.Module:
     timm = _timm()
+    _timm_split_owners()
     if not timm.is_model(name):
         raise PrunekitError(f"unknown timm model {name!r} (timm.list_models() lists the names)")
     kwargs = {"num_classes": num_classes} if num_classes else {}

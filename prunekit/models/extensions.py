@@ -41,3 +41,15 @@ def register_branch(block_type: type, describe: Callable[[nn.Module], BranchSpec
     """Let blocks of ``block_type`` lose their residual branch; ``describe(block)`` names its parts (None: this
     block has no residual, e.g. an inverted residual that changes the shape)."""
     BRANCH_KINDS[block_type] = describe
+
+
+# layer type -> a function that rewrites a pruned instance's own channel bookkeeping (split sizes, widths) from its
+# pruned children: a module whose forward splits its input with sizes it keeps (timm's MixedConv2d)
+SPLIT_OWNERS: dict[type, Callable[[nn.Module], None]] = {}
+
+
+def register_split_owner(module_type: type, sync: Callable[[nn.Module], None]) -> None:
+    """Let groups prune through the fixed-size ``torch.split`` inside ``module_type``'s forward, when the split's
+    every chunk goes straight into one of its children: after the surgery ``sync(module)`` rewrites the sizes it
+    splits with from its pruned children (the exact alternative to freezing those groups)."""
+    SPLIT_OWNERS[module_type] = sync

@@ -281,3 +281,117 @@ def test_equal_stripes_stay_whole_in_the_lowest_first_order():
     s = by_stripe(g, np.array([0.0, 0.0, 2.0, 3.0, 0.0, 0.0, 2.0, 3.0]))
     order = [g.stripes[i] for i in np.argsort(s, kind="stable")]
     assert order[:2] == [order[0]] * 2 and order[2:4] == [order[2]] * 2 and {order[0], order[2]} == {0, 1}
+
+
+class Mixed(nn.ModuleDict):
+    """A mixed conv as timm's MixedConv2d is: its input split by sizes it keeps (``splits``), one conv per chunk,
+    the results concatenated."""
+
+    def __init__(self, c_in, c_out, kernels, depthwise=False):
+        super().__init__()
+        ins, outs = [c_in // len(kernels)] * len(kernels), [c_out // len(kernels)] * len(kernels)
+        for i, (k, a, b) in enumerate(zip(kernels, ins, outs)):
+            self.add_module(str(i), nn.Conv2d(a, b, k, padding=k // 2, groups=a if depthwise else 1, bias=False))
+        self.splits = ins
+
+    def forward(self, x):
+        return torch.cat([c(t) for c, t in zip(self.values(), torch.split(x, self.splits, 1))], 1)
+
+
+def _sync_mixed(m: Mixed) -> None:
+    m.splits = [c.in_channels for c in m.values()]
+
+
+class MixNetBlock(nn.Module):
+    """A grouped pointwise mixed conv (2 chunks, 18 channels each) into a depthwise one with 3 kernel sizes (12
+    channels each): each pointwise chunk's channels cross a depthwise chunk boundary, so two groups go through one
+    split, the case torch-pruning maps with stale offsets once the first is cut."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 24)
+        self.pw, self.bn1 = Mixed(24, 36, [1, 1]), nn.BatchNorm2d(36)
+        self.dw, self.bn2 = Mixed(36, 36, [3, 5, 7], depthwise=True), nn.BatchNorm2d(36)
+        self.out = cbr(36, 16, 1)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.pw(self.stem(x))))
+        x = torch.relu(self.bn2(self.dw(x)))
+        return self.head(self.out(x).mean((2, 3)))
+
+
+def _randomise_bn(model):
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+
+
+def test_a_split_its_owner_keeps_sizes_for_is_frozen_until_the_owner_is_registered(monkeypatch):
+    from prunekit.models.extensions import SPLIT_OWNERS
+
+    torch.manual_seed(0)
+    model = MixNetBlock()
+    through = {"dw.0", "dw.1", "dw.2", "stem.0"}
+    frozen = {g.root: g.reason for g in _groups(model) if g.reason}
+    assert through <= set(frozen) and all("fixed in the model's code" in frozen[r] for r in through), frozen
+    monkeypatch.setitem(SPLIT_OWNERS, Mixed, _sync_mixed)
+    groups = {g.root: g for g in _groups(model)}
+    assert all(groups[r].prunable for r in through), {r: groups[r].reason for r in through}
+
+
+def test_a_mixed_conv_prunes_through_its_split_exactly_and_replays(monkeypatch):
+    from prunekit.core.surgery import replay
+    from prunekit.models.extensions import SPLIT_OWNERS
+
+    monkeypatch.setitem(SPLIT_OWNERS, Mixed, _sync_mixed)
+    torch.manual_seed(0)
+    model = MixNetBlock().eval()
+    _randomise_bn(model)
+    groups = _groups(model)
+    # a group per depthwise chunk; dw.1's channels 0-5 come from pw.0, 6-11 from pw.1: all cut in one plan
+    plan = {"dw.0": [0, 3, 11], "dw.1": [2, 5, 6, 9], "dw.2": [0, 11], "stem.0": [1, 2, 20]}
+    pruned, history = apply_plan(model, groups, plan, (3, 16, 16))
+    assert pruned.dw.splits == [9, 8, 10] and pruned.pw.splits == [10, 11]
+    assert [c.out_channels for c in pruned.pw.values()] == [18 - 3 - 2, 18 - 2 - 2]
+    x = torch.randn(4, 3, 16, 16)
+    check = verify_masked_equals_pruned(model, pruned, groups, plan, x, atol=1e-5)
+    assert check["passed"] and check["max_abs_diff"] < 1e-5
+    again = replay(MixNetBlock().eval(), history, (3, 16, 16))
+    again.load_state_dict(pruned.state_dict())
+    assert again.dw.splits == pruned.dw.splits
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), pruned(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("allocate", ["threshold", "knapsack"])
+def test_no_plan_empties_a_layer_the_group_owns_a_part_of(monkeypatch, allocate):
+    """stem.0's 24 channels feed the two chunks of the pointwise mixed conv (12 each): with chunk 0's channels
+    scored lowest, a deep cut still leaves each chunk's conv a channel (it used to empty pw.0, which broke the run
+    and froze the whole group)."""
+    import numpy as np
+
+    from prunekit.core.allocate import knapsack_plan
+    from prunekit.core.costmodel import CostModel
+    from prunekit.core.planning import plan_for_threshold
+    from prunekit.models.extensions import SPLIT_OWNERS
+
+    monkeypatch.setitem(SPLIT_OWNERS, Mixed, _sync_mixed)
+    torch.manual_seed(0)
+    model = MixNetBlock().eval()
+    groups = _groups(model)
+    cost = CostModel.build(model, groups, (3, 16, 16))
+    assert sorted(map(list, cost.group_segments["stem.0"])) == [list(range(12)), list(range(12, 24))]
+    scores = {g.root: np.linspace(1, 2, g.channels) for g in groups if g.prunable}
+    scores["stem.0"] = np.concatenate([np.linspace(0.01, 0.1, 12), np.linspace(1, 2, 12)])
+    if allocate == "threshold":
+        plan = plan_for_threshold(scores, cost, 1e6, "macs")
+    else:
+        plan = knapsack_plan(scores, cost, "macs", 0.8)
+    removed = set(plan["stem.0"])
+    assert len(removed) >= 12 if allocate == "threshold" else removed
+    assert not set(range(12)) <= removed and not set(range(12, 24)) <= removed
+    assert 11 not in removed  # chunk 0's best channel is its keeper
+    pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
+    assert min(c.in_channels for c in pruned.pw.values()) >= 1
+    assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(2, 3, 16, 16))["passed"]

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 from click.testing import CliRunner
 
 from prunekit.cli import main
@@ -110,3 +111,39 @@ def test_quantize_checks_every_output_of_a_multi_output_model(tmp_path):
     bounds = {c["check"]: c for c in report.checks if c["check"].startswith("int8 ≈ fp32")}
     assert set(bounds) == {"int8 ≈ fp32 (cls) (stated bound)", "int8 ≈ fp32 (boxes) (stated bound)"}
     assert all(c["passed"] for c in report.checks) and all(b["relative_diff"] < 0.2 for b in bounds.values())
+
+
+class _UnfoldedBN(nn.Module):
+    """A BatchNorm after a concatenation of two convs (a mixed conv's layout): export cannot fold it into a conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 5, padding=2)
+        self.bn, self.out = nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], 1)))).mean((2, 3))
+
+
+def test_a_batchnorm_export_could_not_fold_stays_float_and_openvino_compiles_the_int8_file(tmp_path):
+    import subprocess
+    import sys
+
+    import onnx
+
+    torch.manual_seed(0)
+    export_onnx(_UnfoldedBN().eval(), torch.randn(2, 3, 16, 16), str(tmp_path / "m.onnx"))
+    x = torch.randn(32, 3, 16, 16).numpy()
+    quantize_onnx(str(tmp_path / "m.onnx"), str(tmp_path / "m.int8.onnx"), x, x[:8])
+    graph = onnx.load(str(tmp_path / "m.int8.onnx")).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    bns = [n for n in graph.node if n.op_type == "BatchNormalization"]
+    assert bns and all(made_by.get(i) != "DequantizeLinear" for n in bns for i in n.input[1:]), "BN params quantized"
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node), "the convs are still int8"
+    pytest.importorskip("openvino")
+    # the malformed per-channel BN scale used to crash OpenVINO's compiler (SIGSEGV): compile in a child process
+    code = ("import sys, openvino as ov; c = ov.Core(); m = c.read_model(sys.argv[1]); "
+            "c.compile_model(m, 'CPU'); print('compiled')")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.int8.onnx")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "compiled" in done.stdout, (done.returncode, done.stderr[-500:])
