@@ -277,8 +277,9 @@ def freeze_outputs(groups: list[ChannelGroup], outputs: dict[str, str]) -> None:
 def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -> ChannelGroup:
     root_module = g[0].dep.target.module
     group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
-    seen: dict[tuple[str, str], list[int]] = {}
+    seen: dict[tuple[str, str], dict[int, int]] = {}
     grouped: list = []  # (grouped conv, its member)
+    copies: list[tuple[int, int]] = []  # root channels one removal takes together (a Ghost module's copies)
     for item in g.items:
         dep, idxs = item.dep, item.idxs
         target = dep.target.module
@@ -290,22 +291,53 @@ def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -
             group.reason = group.reason or _op_reason(target, owned)
             continue
         kind = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
-        if (name, kind) in seen:
-            if sorted(map(int, idxs)) != seen[(name, kind)] or list(map(int, item.root_idxs)) != sorted(
-                    map(int, item.root_idxs)):
-                group.reason = group.reason or (
-                    f"channels of {name} are coupled to other channels of the same layer (a concatenation with a "
-                    "depthwise copy of itself, as in a Ghost module): one removal takes several, which the masks "
-                    "and the counts cannot follow")
+        mapping = dict(zip(map(int, idxs), map(int, item.root_idxs)))
+        if (name, kind) in seen:  # reached twice: a channel it maps to two root channels couples those two
+            first = seen[(name, kind)]
+            copies += [(first[k], r) for k, r in mapping.items() if k in first and first[k] != r]
             continue
-        seen[(name, kind)] = sorted(map(int, idxs))
+        seen[(name, kind)] = mapping
         group.reason = group.reason or _member_reason(target, name, kind, classifier)
         member = Member(name, kind, [int(i) for i in idxs], [int(r) for r in item.root_idxs])
         group.members.append(member)
         if _is_grouped(target):
             grouped.append((target, member))
-    group.reason = group.reason or _inconsistent_mapping(g, dg, names) or _stripe(group, grouped)
+    copies += _copies(g, dg)
+    if copies:
+        group.reason = group.reason or (_pair_stripes(group, copies) if not grouped else COPIES)
+    else:
+        group.reason = group.reason or _inconsistent_mapping(g, dg, names) or _stripe(group, grouped)
     return group
+
+
+COPIES = ("channels of this group are copies of each other (a concatenation with a depthwise copy of itself, as in a "
+          "Ghost module) in an arrangement that cannot be removed in equal sets: removal would not be exact")
+
+
+def _pair_stripes(group: ChannelGroup, copies: list[tuple[int, int]]) -> str | None:
+    """Make the root channels that one removal takes together (``copies``: a channel and its depthwise copy,
+    which torch-pruning maps to two root channels) the group's stripes, so a plan removes them together; the
+    reason to freeze the group when those sets are not all the same size."""
+    parent = list(range(group.channels))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in copies:
+        if not (0 <= a < group.channels and 0 <= b < group.channels):
+            return COPIES
+        parent[find(a)] = find(b)
+    roots = [find(i) for i in range(group.channels)]
+    sizes = np.bincount(roots, minlength=group.channels)
+    unit = int(sizes[roots[0]])
+    if unit < 2 or any(sizes[r] != unit for r in roots):
+        return COPIES
+    number = {r: n for n, r in enumerate(dict.fromkeys(roots))}
+    group.unit, group.stripes = unit, [number[r] for r in roots]
+    return None
 
 
 def _is_grouped(module) -> bool:
@@ -332,6 +364,30 @@ def _stripe(group: ChannelGroup, grouped: list) -> str | None:
         stripes, group.unit = mine, conv.groups
     group.stripes = stripes
     return None
+
+
+def _copies(g, dg) -> list[tuple[int, int]]:
+    """Pairs of root channels that are one producer channel reached twice: a channel op (elementwise, concat) whose
+    input channel k maps to another root channel than its own channel k does (torch-pruning reached the producer
+    through a depthwise copy of it first, a Ghost module, and kept that mapping)."""
+    maps: dict[int, dict[int, int]] = {}
+    for item in g.items:
+        if dg.is_out_channel_pruning_fn(item.dep.handler):
+            maps.setdefault(id(item.dep.target), {}).update(zip(map(int, item.idxs), map(int, item.root_idxs)))
+    pairs = []
+    for item in g.items:
+        node = item.dep.target
+        if isinstance(node.module, tp.ops._ElementWiseOp):
+            offsets = [0] * len(node.inputs)
+        elif isinstance(node.module, tp.ops._ConcatOp) and node.module.offsets:
+            offsets = list(node.module.offsets)
+        else:
+            continue
+        own = dict(zip(map(int, item.idxs), map(int, item.root_idxs)))
+        for i, inp in enumerate(node.inputs):
+            produced, off = maps.get(id(inp)) or {}, offsets[i] if i < len(offsets) else 0
+            pairs += [(r, produced[k - off]) for k, r in own.items() if k >= off and produced.get(k - off, r) != r]
+    return pairs
 
 
 def _inconsistent_mapping(g, dg, names) -> str | None:
