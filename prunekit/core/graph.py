@@ -117,6 +117,20 @@ def _concat_sizes(grad_fn) -> list[int] | None:
     return sizes
 
 
+def _moves_channels(grad_fn) -> bool:
+    """A reshape that moves channels to another axis or mixes them with one (a channel shuffle's view into
+    (B, groups, C / groups, H, W) and back), read from autograd's record of its input and output shapes; a
+    flatten of (B, C, 1, 1) or (B, C, H, W) into (B, C·H·W) keeps them and is torch-pruning's to map."""
+    ins = tuple(getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None) or ())
+    meta = getattr(grad_fn, "_input_metadata", None)
+    if len(ins) < 3 or not meta:
+        return False
+    out = tuple(meta[0].shape)
+    if len(out) == 2 or (len(out) >= 2 and out[1] == ins[1] and len(out) == len(ins)):
+        return False
+    return True
+
+
 def _order_chunks(split) -> None:
     """Put a split's consumers in chunk order: torch-pruning lists them in the order its trace met them (often
     last chunk first) and then maps chunk i's offsets to the i-th, which sends channels to the wrong chunk. Each
@@ -140,9 +154,15 @@ class _Graph(tp.DependencyGraph):
     themselves stay frozen (:data:`_FIXED_SIZE_OPS`)."""
 
     def _build_dependency(self, module2node):
+        self.channel_movers: set[int] = set()
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.SPLIT:
                 _order_chunks(node)
+            elif node.type == tp.ops.OPTYPE.RESHAPE and _moves_channels(node.grad_fn):
+                # torch-pruning's reshape mapping divides by zero on these; mapped as identity instead, and every
+                # group through one is frozen (:func:`_op_reason`)
+                node.type = tp.ops.OPTYPE.ELEMENTWISE
+                self.channel_movers.add(id(node.module))
         super()._build_dependency(module2node)
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.CONCAT and node.module.concat_sizes is None:
@@ -150,6 +170,20 @@ class _Graph(tp.DependencyGraph):
                 if sizes is not None and len(sizes) == len(node.inputs):
                     node.module.concat_sizes = sizes
         self._mapped = {}
+
+    def size_splits(self) -> None:
+        """Each split's chunk sizes from autograd's record of its outputs' shapes: for ``x.chunk(2, 1)`` this torch
+        records one chunk size, which torch-pruning does not read, and infers the sizes from the consumers instead
+        (wrongly, through a concatenation: ShuffleNetV2)."""
+        for node in self.module2node.values():
+            if node.type != tp.ops.OPTYPE.SPLIT or getattr(node.grad_fn, "_saved_dim", None) not in (1, -3):
+                continue
+            meta = getattr(node.grad_fn, "_input_metadata", None) or []
+            sizes = [int(m.shape[1]) for m in meta if len(m.shape) >= 2]
+            if len(sizes) == len(meta) == len(node.outputs) and sizes != node.module.split_sizes:
+                node.module.split_sizes = sizes
+                node.module.offsets = [0, *np.cumsum(sizes).tolist()]
+                tp.dependency.index_mapping.update_split_index_mapping(self, node)
 
     def get_pruning_group(self, module, pruning_fn, idxs):
         self._remap()
@@ -205,6 +239,7 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
         with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
             dg = _Graph().build_dependency(
                 model, example, customized_pruners=dict(PRUNERS), verbose=False)
+            dg.size_splits()
     except PrunekitError:
         raise
     except Exception as e:
@@ -231,9 +266,12 @@ _FIXED_SIZE_OPS = {tp.ops._SplitOp: "split (torch.split / chunk)", tp.ops._Slice
                    tp.ops._UnbindOp: "unbind"}
 
 
-def _op_reason(op, owned: set[int] = frozenset()) -> str | None:
+def _op_reason(op, owned: set[int] = frozenset(), movers: set[int] = frozenset()) -> str | None:
     if id(op) in owned:
         return None
+    if id(op) in movers:
+        return (f"its channels go through a reshape that moves channels between axes ({op!r}, e.g. a channel "
+                "shuffle): removing some would reorder the rest")
     for kind, words in _FIXED_SIZE_OPS.items():
         if isinstance(op, kind):
             return (f"its channels go through a {words} whose sizes are fixed in the model's code "
@@ -254,7 +292,7 @@ def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None
         with time_limit(timeout, "torch-pruning's group search"):
             for g in dg.get_all_groups(ignored_layers=[clf] if clf is not None else [],
                                        root_module_types=(nn.Conv2d,)):
-                groups.append(_to_channel_group(g, dg, names, classifier, owned))
+                groups.append(_to_channel_group(g, dg, names, classifier, owned, getattr(dg, "channel_movers", set())))
     except PrunekitError:
         raise
     except Exception as e:
@@ -274,7 +312,8 @@ def freeze_outputs(groups: list[ChannelGroup], outputs: dict[str, str]) -> None:
             g.reason = f"its channels are the model's output {outputs[hit]!r} (made by {hit})"
 
 
-def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -> ChannelGroup:
+def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset(),
+                      movers: set[int] = frozenset()) -> ChannelGroup:
     root_module = g[0].dep.target.module
     group = ChannelGroup(root=names[root_module], channels=len(g[0].idxs))
     seen: dict[tuple[str, str], dict[int, int]] = {}
@@ -288,7 +327,7 @@ def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -
             continue
         name = names.get(target)
         if name is None:  # a functional op (add, cat, flatten, ...): carries indices, owns nothing
-            group.reason = group.reason or _op_reason(target, owned)
+            group.reason = group.reason or _op_reason(target, owned, movers)
             continue
         kind = "out" if dg.is_out_channel_pruning_fn(dep.handler) else "in"
         mapping = dict(zip(map(int, idxs), map(int, item.root_idxs)))
@@ -310,8 +349,10 @@ def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset()) -
     return group
 
 
-COPIES = ("channels of this group are copies of each other (a concatenation with a depthwise copy of itself, as in a "
-          "Ghost module) in an arrangement that cannot be removed in equal sets: removal would not be exact")
+COPIES = ("torch-pruning maps some layer's channels to two root channels of this group (a layer reached twice: a "
+          "concatenation with a depthwise copy of itself as in a Ghost module, or paths stacked and reshaped as in a "
+          "selective-kernel block) in sets that are not all the same size, so they cannot be removed together: "
+          "removal would not be exact")
 
 
 def _pair_stripes(group: ChannelGroup, copies: list[tuple[int, int]]) -> str | None:

@@ -397,3 +397,35 @@ def test_no_plan_empties_a_layer_the_group_owns_a_part_of(monkeypatch, allocate)
     pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
     assert min(c.in_channels for c in pruned.pw.values()) >= 1
     assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(2, 3, 16, 16))["passed"]
+
+
+class ShuffleNet(nn.Module):
+    """Two of torchvision's ShuffleNetV2 units (chunk → branch → concat → channel shuffle)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.shufflenetv2 import InvertedResidual
+
+        self.stem = cbr(3, 32)
+        self.units = nn.Sequential(InvertedResidual(32, 32, 1), InvertedResidual(32, 32, 1))
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x):
+        return self.head(self.units(self.stem(x)).mean((2, 3)))
+
+
+def test_a_channel_shuffle_traces_freezes_what_crosses_it_and_the_branches_prune_exactly():
+    torch.manual_seed(0)
+    model = ShuffleNet().eval()
+    _randomise_bn(model)
+    groups = {g.root: g for g in _groups(model)}
+    assert "reshape that moves channels" in groups["units.1.branch2.5"].reason
+    inner = sorted(r for r, g in groups.items() if g.prunable)  # each branch's own channels (1×1 → depthwise)
+    assert inner == ["units.0.branch2.3", "units.1.branch2.3"], {r: g.reason for r, g in groups.items()}
+    plan = {"units.0.branch2.3": [0, 5, 9], "units.1.branch2.3": [1, 2, 3, 15]}
+    pruned, history = apply_plan(model, list(groups.values()), plan, (3, 16, 16))
+    assert pruned.units[1].branch2[3].out_channels == 12  # the depthwise conv between the two 1×1s
+    x = torch.randn(4, 3, 16, 16)
+    assert verify_masked_equals_pruned(model, pruned, list(groups.values()), plan, x, atol=1e-5)["passed"]
+    groups["units.1.branch2.5"].reason = None  # the freeze is needed: through the shuffle, removal is not exact
+    assert inexact_groups(model, list(groups.values()), {"units.1.branch2.5": [0, 1]}, x) == ["units.1.branch2.5"]
