@@ -11,6 +11,7 @@ every model, and a run resumes from them.
 
     python benchmarks/zoo.py                 # the whole zoo, resumable
     python benchmarks/zoo.py --only resnet18,lraspp_mobilenet_v3_large
+    python benchmarks/zoo.py --timm cspdarknet53,ghostnet_100 --target flops=0.4   # timm models by name: zoo-timm
 """
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def params_of(spec: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run_one(spec: str, size: int, timeout: float) -> dict:
+def run_one(spec: str, size: int, timeout: float, target: str = "flops=0.3") -> dict:
     """prune + export in a fresh process; (status, reason, seconds, figures)."""
     with tempfile.TemporaryDirectory(prefix="zoo-") as d:
         out = os.path.join(d, "run")
-        cmd = (f"prunekit prune '{spec}' --input-size 3,{size},{size} --data random --target flops=0.3 --schedule "
+        cmd = (f"prunekit prune '{spec}' --input-size 3,{size},{size} --data random --target {target} --schedule "
                f"oneshot --calib-images 8 --batch-size 8 --speed-batches none --out {out} -q "
                f"&& prunekit export {out} --out {out}/model.onnx --trust-code -q")
         t0 = time.perf_counter()
@@ -77,12 +78,13 @@ def run_one(spec: str, size: int, timeout: float) -> dict:
         return {"status": "fail", "reason": tail[:300], "code": res.returncode, "size": size, "seconds": seconds}
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, target: str = "flops=0.3") -> str:
     rows = results["rows"]
     counts = {s: sum(1 for r in rows.values() if r["status"] == s) for s in ("pass", "refused", "fail", "skipped")}
-    md = [f"torchvision zoo: one-shot flops=0.3 on random data, export, per-output parity — **{counts['pass']} pass, "
-          f"{counts['refused']} refused, {counts['fail']} fail, {counts['skipped']} skipped** of {len(rows)} "
-          "(Torch-Pruning reports 77/85 torchvision models)", "",
+    timm = all(r["kind"] == "timm" for r in rows.values())
+    md = [f"{'timm models' if timm else 'torchvision zoo'}: one-shot {target} on random data, export, per-output "
+          f"parity — **{counts['pass']} pass, {counts['refused']} refused, {counts['fail']} fail, {counts['skipped']} "
+          f"skipped** of {len(rows)}" + ("" if timm else " (Torch-Pruning reports 77/85 torchvision models)"), "",
           "| kind | model | status | input | MACs ↓ | frozen groups | seconds | reason |",
           "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
     for name, r in sorted(rows.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
@@ -101,9 +103,13 @@ def main() -> None:
     ap.add_argument("--max-params", type=float, default=100e6)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--timm", default=None, help="comma-separated timm model names: sweep those instead (zoo-timm)")
+    ap.add_argument("--target", default="flops=0.3")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(DETECTORS))
-    path = os.path.join(args.out, "zoo.json")
+    name = "zoo-timm" if args.timm else "zoo"
+    models = [("timm", n, f"timm:{n}") for n in args.timm.split(",")] if args.timm else zoo()
+    path = os.path.join(args.out, f"{name}.json")
     results = {"rows": {}, "machine": machine()}
     if os.path.isfile(path):
         saved = json.load(open(path))
@@ -113,21 +119,21 @@ def main() -> None:
                      "machine; pass another --out, or remove it")
         results["rows"] = saved.get("rows", {})
     only = set(args.only.split(",")) if args.only else None
-    for kind, name, spec in zoo():
-        if (only and name not in only) or name in results["rows"]:
+    for kind, model, spec in models:
+        if (only and model not in only) or model in results["rows"]:
             continue
         n = params_of(spec)
         if n > args.max_params:
             row = {"status": "skipped", "reason": f"{n / 1e6:.0f} M parameters (over --max-params)"}
         else:
-            row = run_one(spec, 64, args.timeout)
+            row = run_one(spec, 64, args.timeout, args.target)
             if row["status"] != "pass":
-                row = {**run_one(spec, 224, args.timeout), "at_64": row.get("reason")}
+                row = {**run_one(spec, 224, args.timeout, args.target), "at_64": row.get("reason")}
             if row["status"] == "refused" and "does not run on inputs of size" in row.get("reason", ""):
-                row = {**run_one(spec, 320, args.timeout), "at_224": row.get("reason")}  # SSD300 needs ≥ 300²
-        results["rows"][name] = {"kind": kind, "params": n, **row}
-        print(f"{kind:<14} {name:<32} {row['status']:<8} {row.get('reason', '')[:100]}", flush=True)
-        write_results(args.out, "zoo", results, markdown(results))
+                row = {**run_one(spec, 320, args.timeout, args.target), "at_224": row.get("reason")}  # SSD300: ≥ 300²
+        results["rows"][model] = {"kind": kind, "params": n, **row}
+        print(f"{kind:<14} {model:<32} {row['status']:<8} {row.get('reason', '')[:100]}", flush=True)
+        write_results(args.out, name, results, markdown(results, args.target))
 
 
 if __name__ == "__main__":
