@@ -85,7 +85,8 @@ class _Problem:
         self.cost, self.measure, self.round_to = cost, measure, round_to
         self.roots = [r for r in scores if len(scores[r]) > 0]
         # lowest score first; a layer the group owns a part of keeps its best channel (floor: how many those are)
-        ordered = {r: removal_order(np.asarray(scores[r]), cost.group_segments.get(r)) for r in self.roots}
+        ordered = {r: removal_order(np.asarray(scores[r]), cost.group_segments.get(r), cost.group_stripes.get(r))
+                   for r in self.roots}
         self.order = {r: o for r, (o, _) in ordered.items()}
         self.channels = {r: len(scores[r]) for r in self.roots}
         # a channel's value: its score, times the conv / linear layers it feeds and is fed by ("layers")

@@ -54,6 +54,7 @@ class CostModel:
     group_unit: dict[str, int] = field(default_factory=dict)  # channels a group removes together (stripes)
     # root → the root channels of each layer the group owns only part of (a mixed conv's chunk): a plan keeps one
     group_segments: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    group_stripes: dict[str, list[int]] = field(default_factory=dict)  # root → each channel's stripe (unit > 1)
     branch_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # root → the layers its width 0 drops
     # planning rules (issue: one coupled group must not take the whole cut):
     threshold_scale: str = "total"  # C_g = the group's whole cost ("total", Algorithm 3) or per member layer
@@ -102,6 +103,8 @@ class CostModel:
             self.group_macs[g.root] = m_total
             self.group_layers[g.root] = max(1, len({m for m, _, _ in index}))
             self.group_unit[g.root] = g.unit
+            if g.unit > 1 and g.stripes is not None:
+                self.group_stripes[g.root] = list(g.stripes)
             self._removed_index[g.root] = index
         return self
 

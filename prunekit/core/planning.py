@@ -38,15 +38,19 @@ def aligned_keep(channels: int, keep: int, round_to: int) -> int:
     return min(options, key=lambda m: (abs(m - keep), -m))
 
 
-def removal_order(scores: np.ndarray, segments: list[np.ndarray] | None = None) -> tuple[np.ndarray, int]:
+def removal_order(scores: np.ndarray, segments: list[np.ndarray] | None = None,
+                  stripes: list[int] | None = None) -> tuple[np.ndarray, int]:
     """A group's channels in the order a plan removes them (lowest score first) and how many it must keep: one.
     With ``segments`` (the root channels of each layer the group owns only part of, e.g. one chunk of a mixed
-    conv), each segment's best channel goes last and the floor is the number of those channels, so no plan
-    empties a layer through a coupling."""
+    conv), each segment's best channel goes last — with its whole stripe, in a striped group — and the floor is
+    the number of those channels, so no plan empties a layer through a coupling."""
     order = np.argsort(scores, kind="stable")
     if not segments:
         return order, 1
     keepers = {int(seg[np.argmax(scores[seg])]) for seg in segments if len(seg)}
+    if stripes is not None:
+        kept = {stripes[k] for k in keepers}
+        keepers = {i for i, st in enumerate(stripes) if st in kept}
     last = np.isin(order, list(keepers))
     return np.concatenate([order[~last], order[last]]), max(1, len(keepers))
 
@@ -67,7 +71,7 @@ def plan_for_threshold(scores: dict[str, np.ndarray], cost: CostModel, T: float,
     for root, s in scores.items():
         step = math.lcm(round_to, cost.group_unit.get(root, 1))  # a striped group keeps whole stripes
         segments = cost.group_segments.get(root)
-        order, floor = removal_order(s, segments)
+        order, floor = removal_order(s, segments, cost.group_stripes.get(root))
         pruned = np.flatnonzero(s <= thresholds[root])
         c = len(s)
         keep = c - len(pruned)

@@ -429,3 +429,25 @@ def test_a_channel_shuffle_traces_freezes_what_crosses_it_and_the_branches_prune
     assert verify_masked_equals_pruned(model, pruned, list(groups.values()), plan, x, atol=1e-5)["passed"]
     groups["units.1.branch2.5"].reason = None  # the freeze is needed: through the shuffle, removal is not exact
     assert inexact_groups(model, list(groups.values()), {"units.1.branch2.5": [0, 1]}, x) == ["units.1.branch2.5"]
+
+
+def test_a_striped_group_keeps_whole_stripes_when_a_layer_must_keep_a_channel():
+    """A Ghost group (stripes of a channel and its copy) whose primary conv is a part of it: the channel kept for
+    that layer keeps its copy too, at any depth of cut."""
+    import numpy as np
+
+    from prunekit.core.costmodel import CostModel
+    from prunekit.core.planning import plan_for_threshold
+    from prunekit.core.scoring import by_stripe
+
+    torch.manual_seed(0)
+    model = GhostBlock().eval()
+    groups = _groups(model)
+    cost = CostModel.build(model, groups, (3, 16, 16))
+    ghost = next(g for g in groups if g.root == "dw.0")
+    assert cost.group_segments.get("dw.0") and cost.group_stripes["dw.0"] == ghost.stripes
+    for seed in range(5):
+        scores = {g.root: by_stripe(g, np.random.default_rng(seed).random(g.channels)) for g in groups if g.prunable}
+        removed = plan_for_threshold(scores, cost, 1e6, "macs")["dw.0"]
+        stripes = [ghost.stripes[i] for i in removed]
+        assert all(stripes.count(s) == 2 for s in stripes) and len(removed) == 30, (seed, removed)
