@@ -20,8 +20,8 @@ from prunekit.models import list_models
 
 # every built-in architecture of the registry (the CIFAR ResNets at their shallowest and deepest tested depth:
 # resnet32 / 44 / 110 are the same code at other depths), plus torchvision models of each family prunekit claims
-# (residual, bottleneck, inverted residual with SE, channel shuffle; plain VGG and MobileNetV2's inverted residuals are the
-# built-in vgg16_bn and mobilenet_v2: torchvision's at 224² cost a minute for nothing more)
+# (residual, bottleneck, inverted residual with SE, channel shuffle; plain VGG and MobileNetV2's inverted residuals
+# are the built-in vgg16_bn and mobilenet_v2: torchvision's at 224² cost a minute for nothing more)
 TORCHVISION = ["torchvision:resnet18", "torchvision:resnet50", "torchvision:mobilenet_v3_small",
                "torchvision:shufflenet_v2_x0_5"]  # a channel shuffle: what crosses it frozen, the branches pruned
 ARCHS = [m for m in list_models() if m not in ("resnet32", "resnet44", "resnet110")] + TORCHVISION
