@@ -231,14 +231,20 @@ def owned_splits(model: nn.Module, dg: tp.DependencyGraph) -> set[int]:
     return owned
 
 
+def _call(model: nn.Module, x: torch.Tensor):
+    return model(x)
+
+
 def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: float = 120.0) -> tp.DependencyGraph:
     """torch-pruning's dependency graph of ``model`` (traced on one random input), with our custom pruners."""
     example = torch.randn(1, *input_size)
     was_training = model.training
     try:
         with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
+            # the batch as one argument: torch-pruning otherwise tries ``model(*example)`` first, which a network
+            # without BatchNorm runs on one unbatched image (SSD's VGG), and traces channels on the wrong axis
             dg = _Graph().build_dependency(
-                model, example, customized_pruners=dict(PRUNERS), verbose=False)
+                model, example, forward_fn=_call, customized_pruners=dict(PRUNERS), verbose=False)
             dg.size_splits()
     except PrunekitError:
         raise

@@ -451,3 +451,17 @@ def test_a_striped_group_keeps_whole_stripes_when_a_layer_must_keep_a_channel():
         removed = plan_for_threshold(scores, cost, 1e6, "macs")["dw.0"]
         stripes = [ghost.stripes[i] for i in removed]
         assert all(stripes.count(s) == 2 for s in stripes) and len(removed) == 30, (seed, removed)
+
+
+def test_a_network_that_also_runs_on_one_unbatched_image_is_traced_on_the_batch():
+    """No BatchNorm, only convs (SSD's VGG backbone): torch-pruning's ``model(*example)`` ran it on one unbatched
+    image and traced the channels on the wrong axis — no conv was found, nothing could be pruned."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.ReLU(inplace=True), nn.Conv2d(16, 8, 1)).eval()
+    model(torch.randn(3, 16, 16))  # it does run unbatched
+    groups = find_groups(model, build_graph(model, (3, 16, 16)), None, input_size=(3, 16, 16))
+    assert sorted(g.root for g in groups if g.prunable) == ["0", "2"]
+    plan = {"0": [1, 4], "2": [0, 3, 7]}
+    pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
+    assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(2, 3, 16, 16))["passed"]
