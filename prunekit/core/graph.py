@@ -100,6 +100,46 @@ def time_limit(seconds: float, what: str):
         signal.signal(signal.SIGALRM, old)
 
 
+def _meminfo(path: str, key: str) -> int:
+    """A ``key: N kB`` line of a /proc file, in bytes."""
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(f"no {key} in {path}")
+
+
+@contextlib.contextmanager
+def memory_limit(what: str, share: float = 0.8, headroom: int | None = None):
+    """Inside the block, the process may map at most what it maps now plus ``share`` of the memory available
+    (or ``headroom`` bytes): an architecture whose tracing would take more (Swin V2: > 19 GB at 224²) ends with
+    a MemoryError that the caller turns into one ``error:`` line, instead of the OS killing the process (Linux;
+    elsewhere, or under a tighter limit already set, nothing changes)."""
+    try:
+        import resource
+
+        extra = headroom if headroom is not None else int(share * _meminfo("/proc/meminfo", "MemAvailable"))
+        cap = _meminfo("/proc/self/status", "VmSize") + extra
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    except MemoryError:
+        raise PrunekitError(f"{what} ran out of memory (it needed more than {extra / 2**30:.1f} GB more): this "
+                            "architecture is too large to trace at this input size; try a smaller --input-size"
+                            ) from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _concat_sizes(grad_fn) -> list[int] | None:
     """The channel count of each tensor a ``torch.cat`` along dim 1 joined, read from autograd's own record of
     each input's shape; None unless every input is a distinct traced tensor (the case torch-pruning links)."""
@@ -240,7 +280,8 @@ def build_graph(model: nn.Module, input_size: tuple[int, int, int], timeout: flo
     example = torch.randn(1, *input_size)
     was_training = model.training
     try:
-        with time_limit(timeout, "torch-pruning's dependency tracing"), torch.enable_grad():
+        with time_limit(timeout, "torch-pruning's dependency tracing"), memory_limit(
+                "torch-pruning's dependency tracing"), torch.enable_grad():
             # the batch as one argument: torch-pruning otherwise tries ``model(*example)`` first, which a network
             # without BatchNorm runs on one unbatched image (SSD's VGG), and traces channels on the wrong axis
             dg = _Graph().build_dependency(
@@ -295,7 +336,7 @@ def find_groups(model: nn.Module, dg: tp.DependencyGraph, classifier: str | None
     groups: list[ChannelGroup] = []
     owned = owned_splits(model, dg)
     try:
-        with time_limit(timeout, "torch-pruning's group search"):
+        with time_limit(timeout, "torch-pruning's group search"), memory_limit("torch-pruning's group search"):
             for g in dg.get_all_groups(ignored_layers=[clf] if clf is not None else [],
                                        root_module_types=(nn.Conv2d,)):
                 groups.append(_to_channel_group(g, dg, names, classifier, owned, getattr(dg, "channel_movers", set())))

@@ -465,3 +465,18 @@ def test_a_network_that_also_runs_on_one_unbatched_image_is_traced_on_the_batch(
     plan = {"0": [1, 4], "2": [0, 3, 7]}
     pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
     assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(2, 3, 16, 16))["passed"]
+
+
+def test_tracing_that_runs_out_of_memory_is_one_clear_error_and_the_limit_is_lifted(monkeypatch):
+    """Swin V2's tracing took > 19 GB and the OS killed the process; under the cap it is a PrunekitError."""
+    import resource
+
+    from prunekit.core import graph
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    with pytest.raises(PrunekitError, match="ran out of memory.*smaller --input-size"):
+        with graph.memory_limit("tracing", headroom=64 * 2**20):
+            bytearray(512 * 2**20)  # more than the 64 MB allowed
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    with graph.memory_limit("tracing"):  # the default leaves room for ordinary work
+        assert len(bytearray(64 * 2**20)) == 64 * 2**20
