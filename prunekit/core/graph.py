@@ -157,18 +157,19 @@ def _concat_sizes(grad_fn) -> list[int] | None:
     return sizes
 
 
-def _moves_channels(grad_fn) -> bool:
-    """A reshape that moves channels to another axis or mixes them with one (a channel shuffle's view into
-    (B, groups, C / groups, H, W) and back), read from autograd's record of its input and output shapes; a
-    flatten of (B, C, 1, 1) or (B, C, H, W) into (B, C·H·W) keeps them and is torch-pruning's to map."""
+def _reshape_kind(grad_fn) -> str | None:
+    """What a reshape does to the channel axis, read from autograd's record of its input and output shapes:
+    ``"flatten"`` into (B, C·H·W) (torch-pruning maps it), ``"keeps"`` C on axis 1 ((B, C, H, W) → (B, C, H·W) →
+    (B, C, 1, 1): channel k stays channel k), ``"moves"`` channels to another axis or mixes them with one (a channel
+    shuffle's view into (B, groups, C / groups, H, W) and back); None when the shapes are not recorded."""
     ins = tuple(getattr(grad_fn, "_saved_self_sym_sizes", None) or getattr(grad_fn, "_saved_self_sizes", None) or ())
     meta = getattr(grad_fn, "_input_metadata", None)
-    if len(ins) < 3 or not meta:
-        return False
+    if len(ins) < 2 or not meta or len(meta[0].shape) < 2:
+        return None
     out = tuple(meta[0].shape)
-    if len(out) == 2 or (len(out) >= 2 and out[1] == ins[1] and len(out) == len(ins)):
-        return False
-    return True
+    if len(out) == 2 and len(ins) > 2:
+        return "flatten"
+    return "keeps" if out[1] == ins[1] else "moves"
 
 
 def _order_chunks(split) -> None:
@@ -198,11 +199,13 @@ class _Graph(tp.DependencyGraph):
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.SPLIT:
                 _order_chunks(node)
-            elif node.type == tp.ops.OPTYPE.RESHAPE and _moves_channels(node.grad_fn):
-                # torch-pruning's reshape mapping divides by zero on these; mapped as identity instead, and every
-                # group through one is frozen (:func:`_op_reason`)
+            elif node.type == tp.ops.OPTYPE.RESHAPE and _reshape_kind(node.grad_fn) in ("keeps", "moves"):
+                # mapped as identity: right for one that keeps channels (torch-pruning took (B, C, H·W) for a
+                # flatten, and its group search then grew indices without end); one that moves them (torch-pruning
+                # divided by zero on a channel shuffle) also freezes every group through it (:func:`_op_reason`)
+                if _reshape_kind(node.grad_fn) == "moves":
+                    self.channel_movers.add(id(node.module))
                 node.type = tp.ops.OPTYPE.ELEMENTWISE
-                self.channel_movers.add(id(node.module))
         super()._build_dependency(module2node)
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.CONCAT and node.module.concat_sizes is None:

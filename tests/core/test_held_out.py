@@ -480,3 +480,33 @@ def test_tracing_that_runs_out_of_memory_is_one_clear_error_and_the_limit_is_lif
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     with graph.memory_limit("tracing"):  # the default leaves room for ordinary work
         assert len(bytearray(64 * 2**20)) == 64 * 2**20
+
+
+def test_a_reshape_that_keeps_channels_on_their_axis_maps_as_identity():
+    """A global-context block ((B, C, H, W) → (B, C, H·W), weighted by a spatial softmax, summed, → (B, C, 1, 1)):
+    torch-pruning took the first view for a flatten and its group search grew indices without end (> 16 GB, for
+    this 3-layer model). Mapped as identity, the groups come out at once; what prunes is exact."""
+    from prunekit.core import graph
+
+    class GC(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem, self.mask, self.out = cbr(3, 16), nn.Conv2d(16, 1, 1), cbr(16, 8, 1)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.stem(x)
+            b, c, h, w = x.shape
+            attn = torch.softmax(self.mask(x).view(b, 1, h * w), -1)
+            context = (x.view(b, c, h * w) * attn).sum(-1).view(b, c, 1, 1)
+            return self.head(self.out(x + context).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = GC().eval()
+    with graph.memory_limit("this test", headroom=2**30):  # the old way fails here in seconds, not minutes
+        groups = _groups(model)
+    prunable = [g.root for g in groups if g.prunable]
+    assert prunable == ["out.0"], [(g.root, g.reason) for g in groups]  # stem is tied to the 1-channel mask
+    plan = {"out.0": [1, 6]}
+    pruned, _ = apply_plan(model, groups, plan, (3, 16, 16))
+    assert verify_masked_equals_pruned(model, pruned, groups, plan, torch.randn(2, 3, 16, 16))["passed"]
