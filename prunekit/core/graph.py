@@ -8,12 +8,16 @@ which channel indices of which module it owns, aligned to the group's root chann
 
 A group whose channels pass through a grouped (non-depthwise) conv is pruned in *stripes*: one channel of every
 conv group together (the same position in each), so that every group keeps as many channels as the others and
-the conv stays grouped (``unit`` = the number of conv groups, ``stripes`` = each root channel's stripe).
+the conv stays grouped (``unit`` = the number of conv groups, ``stripes`` = each root channel's stripe). A group in
+which torch-pruning maps one layer channel to two root channels (a Ghost module's channel and its depthwise copy)
+is striped the same way, the two removed together.
 
 A group is *frozen* (never pruned) when removing its channels would not be exact or torch-pruning cannot
 do it safely: it touches the classifier's outputs, grouped convs that disagree on the stripes, a normalisation other
 than BatchNorm (e.g. ConvNeXt's channel LayerNorm), a bare ``nn.Parameter``, or a split / slice whose sizes the
-model's code fixes (a CSP block's ``x.split(c // 2)``). Its ``reason`` says which layer.
+model's code fixes (a CSP block's ``x.split(c // 2)``; a registered split owner's are rewritten instead), a reshape
+that moves channels between axes (a channel shuffle), or copies that do not pair evenly. Its ``reason`` says
+which layer.
 """
 from __future__ import annotations
 
@@ -392,10 +396,10 @@ def _to_channel_group(g, dg, names, classifier, owned: set[int] = frozenset(),
         if _is_grouped(target):
             grouped.append((target, member))
     copies += _copies(g, dg)
-    if copies:
+    if copies:  # removed together, as stripes (not combined with a grouped conv's stripes)
         group.reason = group.reason or (_pair_stripes(group, copies) if not grouped else COPIES)
     else:
-        group.reason = group.reason or _inconsistent_mapping(g, dg, names) or _stripe(group, grouped)
+        group.reason = group.reason or _stripe(group, grouped)
     return group
 
 
@@ -479,33 +483,6 @@ def _copies(g, dg) -> list[tuple[int, int]]:
             produced, off = maps.get(id(inp)) or {}, offsets[i] if i < len(offsets) else 0
             pairs += [(r, produced[k - off]) for k, r in own.items() if k >= off and produced.get(k - off, r) != r]
     return pairs
-
-
-def _inconsistent_mapping(g, dg, names) -> str | None:
-    """A channel op (elementwise, concat) of the group whose input channel k maps to another root channel than its
-    own channel k does: torch-pruning reached one producer twice (a tensor concatenated with a depthwise copy of
-    itself, a Ghost module) and kept one mapping, so masks and removal would disagree."""
-    maps: dict[int, dict[int, int]] = {}
-    for item in g.items:
-        if dg.is_out_channel_pruning_fn(item.dep.handler):
-            maps.setdefault(id(item.dep.target), {}).update(zip(map(int, item.idxs), map(int, item.root_idxs)))
-    for item in g.items:
-        node = item.dep.target
-        if isinstance(node.module, tp.ops._ElementWiseOp):
-            offsets = [0] * len(node.inputs)
-        elif isinstance(node.module, tp.ops._ConcatOp) and node.module.offsets:
-            offsets = list(node.module.offsets)
-        else:
-            continue
-        own = dict(zip(map(int, item.idxs), map(int, item.root_idxs)))
-        for i, inp in enumerate(node.inputs):
-            produced, off = maps.get(id(inp)), offsets[i] if i < len(offsets) else 0
-            if produced and any((k - off) in produced and produced[k - off] != r for k, r in own.items() if k >= off):
-                who = names.get(inp.module, type(inp.module).__name__)
-                return (f"torch-pruning did not record that the channels of {who} reach this group twice (a "
-                        "concatenation with a depthwise copy of itself, as in a Ghost module): removal would not "
-                        "be exact")
-    return None
 
 
 def frozen_summary(groups: list[ChannelGroup]) -> list[str]:

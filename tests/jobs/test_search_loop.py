@@ -220,8 +220,7 @@ def test_a_round_that_is_not_exact_freezes_the_group_and_plans_again(folder, tmp
     from prunekit.core import graph
     from tests.core.test_held_out import GhostBlock
 
-    monkeypatch.setattr(graph, "_inconsistent_mapping", lambda *a: None)
-    monkeypatch.setattr(graph, "_copies", lambda *a: [])  # no pairing of a channel with its copy either
+    monkeypatch.setattr(graph, "_copies", lambda *a: [])  # no pairing of a channel with its copy
     src = tmp_path / "ghost.py"
     root = str(Path(__file__).parents[2])
     src.write_text(f"import sys\nsys.path.insert(0, {root!r})\nfrom tests.core.test_held_out import GhostBlock\n"
