@@ -12,7 +12,8 @@ from _common import machine, shared, write_results
 from prunekit.core.allocate import plan_to_target
 from prunekit.config import parse_target
 from prunekit.data import load_data
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.costmodel import CostModel, reduction
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups

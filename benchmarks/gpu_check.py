@@ -152,7 +152,8 @@ def step_latency_table(s: dict, out: Path) -> dict:
     import torch
 
     from prunekit.deploy.speed import measure_torch_cuda, model_latency_ms
-    from prunekit.core.graph import build_graph, find_groups
+    from prunekit.core.graph import find_groups
+    from prunekit.core.trace import build_graph
     from prunekit.deploy.latency_table import LatencyTable, predict_ms
     from prunekit.core.costmodel import CostModel
     from prunekit.models import resolve_model

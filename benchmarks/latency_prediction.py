@@ -19,7 +19,8 @@ from _common import machine, write_results
 from prunekit.core.allocate import plan_to_target
 from prunekit.deploy.speed import measure_pair
 from prunekit.deploy.export import export_onnx
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.deploy.latency_table import LatencyTable, predict_ms
 from prunekit.core.costmodel import CostModel
 from prunekit.models import resolve_model

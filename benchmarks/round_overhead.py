@@ -19,7 +19,8 @@ import time
 from _common import machine, shared, write_results
 
 import prunekit
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.costmodel import CostModel
 from prunekit.jobs.search.planner import RoundPlanner
 from prunekit.core.scoring import score_groups

@@ -7,7 +7,8 @@ import sys
 import torch
 
 from prunekit.deploy.export import export_onnx
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.costmodel import CostModel
 from prunekit.core.planning import plan_for_target
 from prunekit.models import resolve_model

@@ -21,7 +21,8 @@ def inspect(model, weights, input_size, num_classes, trust_pickle, as_json):
       prunekit inspect resnet20 --weights ../shared/weights/resnet20-cifar10jpeg.pt
       prunekit inspect torchvision:mobilenet_v2 --json
     """
-    from prunekit.core.graph import build_graph, find_groups
+    from prunekit.core.graph import find_groups
+    from prunekit.core.trace import build_graph
     from prunekit.core.metrics import count_model
     from prunekit.outputs import describe_outputs
     from prunekit.models import resolve_model

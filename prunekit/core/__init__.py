@@ -2,6 +2,6 @@
 (``scoring``), parameter/MAC counts (``metrics``), the cost model and plans (``costmodel``, ``planning``,
 ``allocate``), forward-hook masking (``masking``) and physical surgery with its proof (``surgery``).
 
-Modules are imported by their own names (``from prunekit.core.graph import build_graph``); this file
+Modules are imported by their own names (``from prunekit.core.trace import build_graph``); this file
 re-exports nothing so that importing one stage never loads another.
 """

@@ -257,7 +257,7 @@ def _group_norms(model: nn.Module, groups: list[ChannelGroup], batches) -> dict[
     channel; the graph is traced on the shape of the first calibration batch)."""
     import torch_pruning as tp
 
-    from prunekit.core.graph import build_graph
+    from prunekit.core.trace import build_graph
 
     if batches is None:
         raise PrunekitError("criterion group-norm needs an example input (calibration images)")

@@ -16,7 +16,8 @@ import torch.nn as nn
 from prunekit.errors import BrokenCut, PrunekitError, VerificationError
 from prunekit.outputs import compare_outputs
 from prunekit.core.branches import drop_branches
-from prunekit.core.graph import ChannelGroup, build_graph, sync_split_owners
+from prunekit.core.graph import ChannelGroup
+from prunekit.core.trace import build_graph, sync_split_owners
 from prunekit.core.costmodel import Plan
 from prunekit.core.masking import masked
 

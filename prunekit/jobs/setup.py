@@ -13,7 +13,8 @@ import torch
 from prunekit.compute.ddp import distributed
 from prunekit.compute.device import Compute, resolve_compute
 from prunekit.config import JobConfig
-from prunekit.core.graph import ChannelGroup, build_graph, find_groups, frozen_summary
+from prunekit.core.graph import ChannelGroup, find_groups, frozen_summary
+from prunekit.core.trace import build_graph
 from prunekit.outputs import named_outputs
 from prunekit.data import DataBundle, load_data
 from prunekit.data.inputs import check_data_fits, check_input_size

@@ -10,7 +10,8 @@ import torch
 
 from prunekit.core.allocate import candidate_widths, knapsack_plan, min_loss_choice, plan_to_target
 from prunekit.errors import PrunekitError
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.costmodel import CostModel, reduction
 from prunekit.models import resolve_model
 from prunekit.core.scoring import score_groups

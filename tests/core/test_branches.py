@@ -12,7 +12,8 @@ import prunekit
 from prunekit.core.branches import (DroppedBranch, branch_importance, dropped_blocks, find_branches,
                                     mark_branches)
 from prunekit.core.costmodel import CostModel
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.metrics import count_model
 from prunekit.core.surgery import apply_plan, verify_masked_equals_pruned
 from prunekit.deploy.export import export_onnx

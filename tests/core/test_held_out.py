@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.surgery import apply_plan, inexact_groups, verify_masked_equals_pruned
 from prunekit.errors import PrunekitError
 
@@ -471,14 +472,14 @@ def test_tracing_that_runs_out_of_memory_is_one_clear_error_and_the_limit_is_lif
     """Swin V2's tracing took > 19 GB and the OS killed the process; under the cap it is a PrunekitError."""
     import resource
 
-    from prunekit.core import graph
+    from prunekit.core import trace
 
     before = resource.getrlimit(resource.RLIMIT_AS)
     with pytest.raises(PrunekitError, match="ran out of memory.*smaller --input-size"):
-        with graph.memory_limit("tracing", headroom=64 * 2**20):
+        with trace.memory_limit("tracing", headroom=64 * 2**20):
             bytearray(512 * 2**20)  # more than the 64 MB allowed
     assert resource.getrlimit(resource.RLIMIT_AS) == before
-    with graph.memory_limit("tracing"):  # the default leaves room for ordinary work
+    with trace.memory_limit("tracing"):  # the default leaves room for ordinary work
         assert len(bytearray(64 * 2**20)) == 64 * 2**20
 
 
@@ -486,7 +487,7 @@ def test_a_reshape_that_keeps_channels_on_their_axis_maps_as_identity():
     """A global-context block ((B, C, H, W) → (B, C, H·W), weighted by a spatial softmax, summed, → (B, C, 1, 1)):
     torch-pruning took the first view for a flatten and its group search grew indices without end (> 16 GB, for
     this 3-layer model). Mapped as identity, the groups come out at once; what prunes is exact."""
-    from prunekit.core import graph
+    from prunekit.core import trace
 
     class GC(nn.Module):
         def __init__(self):
@@ -503,7 +504,7 @@ def test_a_reshape_that_keeps_channels_on_their_axis_maps_as_identity():
 
     torch.manual_seed(0)
     model = GC().eval()
-    with graph.memory_limit("this test", headroom=2**30):  # the old way fails here in seconds, not minutes
+    with trace.memory_limit("this test", headroom=2**30):  # the old way fails here in seconds, not minutes
         groups = _groups(model)
     prunable = [g.root for g in groups if g.prunable]
     assert prunable == ["out.0"], [(g.root, g.reason) for g in groups]  # stem is tied to the 1-channel mask

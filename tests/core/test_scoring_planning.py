@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.errors import PrunekitError
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.costmodel import CostModel, reduction
 from prunekit.core.planning import aligned_keep, layer_thresholds, plan_for_target, plan_for_threshold
 from prunekit.core.masking import masked

@@ -10,7 +10,8 @@ import torch
 import prunekit
 from tests.fresh import run_without
 from prunekit.core.costmodel import CostModel
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.deploy.export import export_onnx
 from prunekit.core.metrics import layer_shapes
 from prunekit.deploy.latency_table import LatencyTable, LayerShape, read_table

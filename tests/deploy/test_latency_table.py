@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 import prunekit
 from prunekit.cli import main
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.core.metrics import layer_shapes
 from prunekit.deploy.latency_table import LatencyTable
 from prunekit.core.costmodel import CostModel, reduction

@@ -8,7 +8,8 @@ import numpy as np
 
 from prunekit.compute.ddp import broadcast_object
 from prunekit.core.allocate import knapsack_plan, plan_to_target
-from prunekit.core.graph import build_graph, find_groups
+from prunekit.core.graph import find_groups
+from prunekit.core.trace import build_graph
 from prunekit.errors import PrunekitError
 from prunekit.core.planning import bisect_threshold, first_cut, plan_for_threshold, threshold_for_size
 from prunekit.progress import warn
