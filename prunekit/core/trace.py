@@ -150,11 +150,11 @@ class _Graph(tp.DependencyGraph):
         for node in module2node.values():
             if node.type == tp.ops.OPTYPE.SPLIT:
                 _order_chunks(node)
-            elif node.type == tp.ops.OPTYPE.RESHAPE and _reshape_kind(node.grad_fn) in ("keeps", "moves"):
+            elif node.type == tp.ops.OPTYPE.RESHAPE and (kind := _reshape_kind(node.grad_fn)) in ("keeps", "moves"):
                 # mapped as identity: right for one that keeps channels (torch-pruning took (B, C, H·W) for a
                 # flatten, and its group search then grew indices without end); one that moves them (torch-pruning
-                # divided by zero on a channel shuffle) also freezes every group through it (:func:`_op_reason`)
-                if _reshape_kind(node.grad_fn) == "moves":
+                # divided by zero on a channel shuffle) also freezes every group through it (graph._op_reason)
+                if kind == "moves":
                     self.channel_movers.add(id(node.module))
                 node.type = tp.ops.OPTYPE.ELEMENTWISE
         super()._build_dependency(module2node)

@@ -452,6 +452,13 @@ def test_a_striped_group_keeps_whole_stripes_when_a_layer_must_keep_a_channel():
         removed = plan_for_threshold(scores, cost, 1e6, "macs")["dw.0"]
         stripes = [ghost.stripes[i] for i in removed]
         assert all(stripes.count(s) == 2 for s in stripes) and len(removed) == 30, (seed, removed)
+    # two layers each owning one half (their best channels in different stripes): both stripes go last, whole
+    from prunekit.core.planning import removal_order
+
+    scores = np.arange(32, dtype=float)  # best of 0-15 is 15 (stripe 15), best of 16-31 is 31 (stripe 15) ...
+    scores[3] = 100.0  # ... so make the first half's best channel 3 (stripe 3)
+    order, floor = removal_order(scores, [np.arange(16), np.arange(16, 32)], ghost.stripes)
+    assert floor == 4 and sorted(order[-4:].tolist()) == [3, 15, 19, 31]
 
 
 def test_a_network_that_also_runs_on_one_unbatched_image_is_traced_on_the_batch():
