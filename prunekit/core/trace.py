@@ -138,12 +138,14 @@ def _order_chunks(split) -> None:
 
 
 class _Graph(tp.DependencyGraph):
-    """torch-pruning's graph, with each concatenation's input sizes taken from the trace itself.
+    """torch-pruning's graph, with what it maps wrongly taken from the trace itself.
 
-    torch-pruning infers them by walking back to a layer with a known channel count; through a slice or a
-    tuple-passing block (a dual-path network) that walk ends with nothing and its concat index mapping fails
-    (``int + NoneType``). Autograd records the real shapes, so the concat is mapped as it ran; the slices
-    themselves stay frozen (:data:`_FIXED_SIZE_OPS`)."""
+    Concatenation input sizes: torch-pruning infers them by walking back to a layer with a known channel count;
+    through a slice or a tuple-passing block (a dual-path network) that walk ends with nothing and its concat
+    index mapping fails (``int + NoneType``); autograd records the real shapes, so the concat is mapped as it ran.
+    Chunk sizes (:meth:`size_splits`), a split's consumers in chunk order (:func:`_order_chunks`), reshapes that
+    keep or move channels (:func:`_reshape_kind`) and offsets after each group's removal (:meth:`_remap`) the
+    same way. Fixed-size splits and slices themselves stay frozen (``graph._FIXED_SIZE_OPS``)."""
 
     def _build_dependency(self, module2node):
         self.channel_movers: set[int] = set()
@@ -176,8 +178,7 @@ class _Graph(tp.DependencyGraph):
             sizes = [int(m.shape[1]) for m in meta if len(m.shape) >= 2]
             if len(sizes) == len(meta) == len(node.outputs) and sizes != node.module.split_sizes:
                 node.module.split_sizes = sizes
-                node.module.offsets = [0, *np.cumsum(sizes).tolist()]
-                tp.dependency.index_mapping.update_split_index_mapping(self, node)
+                self._map(node, sizes, tp.dependency.index_mapping.update_split_index_mapping)
 
     def get_pruning_group(self, module, pruning_fn, idxs):
         self._remap()
@@ -195,11 +196,14 @@ class _Graph(tp.DependencyGraph):
                 sizes, update = tuple(op.concat_sizes), tp.dependency.index_mapping.update_concat_index_mapping
             else:
                 continue
-            before = self._mapped.setdefault(id(node), sizes)
-            if sizes != before:
-                op.offsets = [0, *np.cumsum(sizes).tolist()]
-                update(self, node)
-                self._mapped[id(node)] = sizes
+            if sizes != self._mapped.setdefault(id(node), sizes):
+                self._map(node, sizes, update)
+
+    def _map(self, node, sizes, update) -> None:
+        """Offsets from ``sizes``, and torch-pruning's index mapping of ``node`` made again from them."""
+        node.module.offsets = [0, *np.cumsum(sizes).tolist()]
+        update(self, node)
+        self._mapped[id(node)] = tuple(sizes)
 
 
 def sync_split_owners(model: nn.Module) -> None:
